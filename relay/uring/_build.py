@@ -1,0 +1,40 @@
+"""cffi builder for the send ring's C core (API mode, compiled when the package installs).
+
+The C source is ring_core.c beside this file; the cdef below is its header minus the
+preprocessor lines, so Python sees exactly the C surface and nothing more.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cdef() -> str:
+    lines = []
+    for line in (HERE / "ring_core.h").read_text().splitlines():
+        if line.startswith("#"):
+            # Integer constants are kept (cffi accepts them); include guards are not.
+            if line.startswith("#define RC_") and len(line.split()) == 3:
+                lines.append(line)
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "relay.uring._ring",
+    '#include "ring_core.h"',
+    sources=[str((HERE / "ring_core.c").relative_to(Path.cwd()))]
+    if str(HERE).startswith(str(Path.cwd()))
+    else [str(HERE / "ring_core.c")],
+    include_dirs=[str(HERE)],
+    libraries=["uring"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,661 @@
+/* ring_core: see ring_core.h. Plain liburing, every return value checked. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring_core.h"
+
+/* Added after liburing 2.3's headers (kernel 6.2); values from the kernel uapi. */
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ANY
+#define IORING_ASYNC_CANCEL_ANY (1U << 2)
+#endif
+
+#define SLOT_FREE 0
+#define SLOT_QUEUED 1
+#define SLOT_IN_FLIGHT 2
+
+/* user_data: the slot index in the low 32 bits, a tag in the high ones. */
+#define TAG_SEND 1ULL
+#define TAG_INTERNAL 2ULL
+#define UD(tag, slot) (((tag) << 32) | (uint64_t)(slot))
+
+struct rc_slot_addr {
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } sa;
+    socklen_t len;
+};
+
+struct rc_ring {
+    struct io_uring ring;
+    int have_ring;
+    int registered;
+    int mode;
+    int zc_report;
+    int closing;
+    int efd;
+
+    unsigned nslots;
+    unsigned slot_size;
+    unsigned char *mem;
+    size_t mem_len;
+
+    uint8_t *state;
+    unsigned *lens;
+    int *fds;
+    struct rc_slot_addr *addrs;
+    uint32_t *free_stack;
+    unsigned nfree;
+
+    /* socket mode: slots waiting for the next flush, in send order */
+    uint32_t *queue;
+    unsigned nqueued;
+    struct mmsghdr *mm;
+    struct iovec *iov;
+
+    /* uring modes: SQEs prepared but not yet submitted */
+    unsigned sq_pending;
+
+    struct rc_stats st;
+};
+
+static void count_errno(struct rc_ring *r, int err)
+{
+    if (err < 0)
+        err = -err;
+    if (err >= RC_MAX_ERRNO)
+        err = 0; /* bucket 0 holds errnos we do not name */
+    r->st.errors_by_errno[err]++;
+}
+
+static void release_slot(struct rc_ring *r, uint32_t slot)
+{
+    if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT)
+        return; /* never release twice: a stale or foreign completion */
+    r->state[slot] = SLOT_FREE;
+    r->free_stack[r->nfree++] = slot;
+    r->st.slots_in_flight--;
+}
+
+struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
+                          unsigned sq_entries, int *err, int *stage)
+{
+    struct rc_ring *r = calloc(1, sizeof(*r));
+    long page = sysconf(_SC_PAGESIZE);
+
+    *err = 0;
+    *stage = 1;
+    if (!r) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    r->efd = -1;
+    r->nslots = nslots;
+    r->slot_size = slot_size;
+    r->mem_len = ((size_t)nslots * slot_size + page - 1) / page * page;
+    r->mem = mmap(NULL, r->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->mem == MAP_FAILED) {
+        *err = errno;
+        free(r);
+        return NULL;
+    }
+    /* Pre-fault so the first sends do not pay for page faults. */
+    memset(r->mem, 0, r->mem_len);
+
+    r->state = calloc(nslots, sizeof(*r->state));
+    r->lens = calloc(nslots, sizeof(*r->lens));
+    r->fds = calloc(nslots, sizeof(*r->fds));
+    r->addrs = calloc(nslots, sizeof(*r->addrs));
+    r->free_stack = calloc(nslots, sizeof(*r->free_stack));
+    r->queue = calloc(nslots, sizeof(*r->queue));
+    r->mm = calloc(nslots, sizeof(*r->mm));
+    r->iov = calloc(nslots, sizeof(*r->iov));
+    if (!r->state || !r->lens || !r->fds || !r->addrs || !r->free_stack || !r->queue ||
+        !r->mm || !r->iov) {
+        *err = ENOMEM;
+        r->st.slots_in_flight = 0;
+        rc_destroy(r);
+        return NULL;
+    }
+    /* Pop order 0, 1, 2...: slot 0 is on top. */
+    for (unsigned i = 0; i < nslots; i++)
+        r->free_stack[i] = nslots - 1 - i;
+    r->nfree = nslots;
+    r->st.slots_total = nslots;
+    r->mode = RC_MODE_SOCKET;
+
+    if (use_uring) {
+        struct io_uring_params p;
+        int ret;
+
+        *stage = 2;
+        /* The kernel wants the CQ at least as large as the SQ. */
+        if (sq_entries > nslots)
+            sq_entries = nslots < 8 ? 8 : nslots;
+        memset(&p, 0, sizeof(p));
+        /* Room for a send CQE and a notification CQE per slot. Not COOP_TASKRUN: with it a
+         * zero-copy notification waits for our next io_uring_enter, so an idle event loop
+         * would never see it arrive on the eventfd. */
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+        p.cq_entries = nslots * 2 < sq_entries ? sq_entries : nslots * 2;
+        ret = io_uring_queue_init_params(sq_entries, &r->ring, &p);
+        if (ret == -EINVAL) {
+            /* Older kernels lack SUBMIT_ALL: try with the CQ size alone. */
+            memset(&p, 0, sizeof(p));
+            p.flags = IORING_SETUP_CQSIZE;
+            p.cq_entries = nslots * 2 < sq_entries ? sq_entries : nslots * 2;
+            ret = io_uring_queue_init_params(sq_entries, &r->ring, &p);
+        }
+        if (ret < 0) {
+            *err = -ret;
+            rc_destroy(r);
+            return NULL;
+        }
+        r->have_ring = 1;
+        r->mode = RC_MODE_COPY;
+    }
+    *stage = 0;
+    r->st.mode = r->mode;
+    return r;
+}
+
+int rc_register(struct rc_ring *r)
+{
+    struct iovec iov = {.iov_base = r->mem, .iov_len = r->mem_len};
+    int ret;
+
+    if (!r->have_ring)
+        return -EINVAL;
+    ret = io_uring_register_buffers(&r->ring, &iov, 1);
+    if (ret == 0)
+        r->registered = 1;
+    return ret;
+}
+
+int rc_opcode_supported(struct rc_ring *r, int zerocopy)
+{
+    struct io_uring_probe *probe;
+    int ok;
+
+    if (!r->have_ring)
+        return -EINVAL;
+    probe = io_uring_get_probe_ring(&r->ring);
+    if (!probe)
+        return -ENOMEM;
+    ok = io_uring_opcode_supported(probe, zerocopy ? IORING_OP_SEND_ZC : IORING_OP_SEND);
+    io_uring_free_probe(probe);
+    return ok ? 1 : 0;
+}
+
+static int wait_cqe_ms(struct rc_ring *r, struct io_uring_cqe **cqe, unsigned ms)
+{
+    struct __kernel_timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    return io_uring_wait_cqe_timeout(&r->ring, cqe, &ts);
+}
+
+/* One datagram from slot 0 to a throwaway loopback socket, reaped here. */
+static int self_test_once(struct rc_ring *r, int zerocopy, unsigned zc_flags, int rx, int tx,
+                          struct sockaddr_in *dst)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    struct io_uring_cqe *cqe;
+    int want = zerocopy ? 2 : 1, got = 0, result = 0, ret;
+
+    if (!sqe)
+        return -EBUSY;
+    memcpy(r->mem, "relay-self-test", 16);
+    if (zerocopy)
+        io_uring_prep_send_zc_fixed(sqe, tx, r->mem, 16, 0, zc_flags, 0);
+    else
+        io_uring_prep_send(sqe, tx, r->mem, 16, 0);
+    io_uring_prep_send_set_addr(sqe, (struct sockaddr *)dst, sizeof(*dst));
+    sqe->user_data = UD(TAG_INTERNAL, 0);
+    ret = io_uring_submit(&r->ring);
+    if (ret < 0)
+        return ret;
+    while (got < want) {
+        ret = wait_cqe_ms(r, &cqe, 1000);
+        if (ret < 0)
+            return ret;
+        if (cqe->flags & IORING_CQE_F_NOTIF) {
+            got = want;
+        } else {
+            if (cqe->res < 0)
+                result = cqe->res;
+            got++;
+            if (!(cqe->flags & IORING_CQE_F_MORE))
+                got = want;
+        }
+        io_uring_cqe_seen(&r->ring, cqe);
+    }
+    if (result == 0) {
+        char buf[32];
+        if (recv(rx, buf, sizeof(buf), MSG_DONTWAIT) != 16)
+            result = -EIO;
+    }
+    return result;
+}
+
+int rc_self_test(struct rc_ring *r, int zerocopy, int *zc_report)
+{
+    struct sockaddr_in dst = {.sin_family = AF_INET};
+    socklen_t dlen = sizeof(dst);
+    int rx = -1, tx = -1, ret;
+
+    *zc_report = 0;
+    if (!r->have_ring)
+        return -EINVAL;
+    if (zerocopy && !r->registered)
+        return -EINVAL;
+    rx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (rx < 0 || tx < 0) {
+        ret = -errno;
+        goto out;
+    }
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(rx, (struct sockaddr *)&dst, sizeof(dst)) < 0 ||
+        getsockname(rx, (struct sockaddr *)&dst, &dlen) < 0) {
+        ret = -errno;
+        goto out;
+    }
+    if (zerocopy) {
+        /* Usage reporting needs kernel 6.2; without it the send itself still works. */
+        ret = self_test_once(r, 1, IORING_SEND_ZC_REPORT_USAGE, rx, tx, &dst);
+        if (ret == 0) {
+            *zc_report = 1;
+        } else if (ret == -EINVAL) {
+            ret = self_test_once(r, 1, 0, rx, tx, &dst);
+        }
+    } else {
+        ret = self_test_once(r, 0, 0, rx, tx, &dst);
+    }
+out:
+    if (rx >= 0)
+        close(rx);
+    if (tx >= 0)
+        close(tx);
+    return ret;
+}
+
+void rc_set_mode(struct rc_ring *r, int mode, int zc_report)
+{
+    r->mode = mode;
+    r->zc_report = zc_report;
+    r->st.mode = mode;
+}
+
+int rc_make_sockaddr(const char *ip, int port, void *out)
+{
+    struct rc_slot_addr *a = out;
+
+    memset(a, 0, sizeof(*a));
+    if (port < 0 || port > 65535)
+        return -1;
+    if (inet_pton(AF_INET, ip, &a->sa.v4.sin_addr) == 1) {
+        a->sa.v4.sin_family = AF_INET;
+        a->sa.v4.sin_port = htons(port);
+        a->len = sizeof(a->sa.v4);
+        return (int)a->len;
+    }
+    if (inet_pton(AF_INET6, ip, &a->sa.v6.sin6_addr) == 1) {
+        a->sa.v6.sin6_family = AF_INET6;
+        a->sa.v6.sin6_port = htons(port);
+        a->len = sizeof(a->sa.v6);
+        return (int)a->len;
+    }
+    return -1;
+}
+
+/* Hand every prepared SQE to the kernel. */
+static int submit_pending(struct rc_ring *r)
+{
+    int ret;
+
+    if (r->sq_pending == 0)
+        return 0;
+    ret = io_uring_submit(&r->ring);
+    if (ret < 0) {
+        /* The SQEs stay in the SQ and go with the next submit; count why. */
+        count_errno(r, ret);
+        return 0;
+    }
+    r->st.submits++;
+    r->st.sqes_submitted += ret;
+    r->sq_pending -= (unsigned)ret > r->sq_pending ? r->sq_pending : (unsigned)ret;
+    r->st.slots_queued = r->sq_pending;
+    return ret;
+}
+
+static int flush_socket(struct rc_ring *r)
+{
+    unsigned i = 0, sent = 0;
+
+    while (i < r->nqueued) {
+        int fd = r->fds[r->queue[i]];
+        unsigned run = 0, done = 0;
+
+        /* One sendmmsg per run of consecutive datagrams for the same socket. */
+        while (i + run < r->nqueued && r->fds[r->queue[i + run]] == fd)
+            run++;
+        for (unsigned k = 0; k < run; k++) {
+            uint32_t s = r->queue[i + k];
+            struct msghdr *h = &r->mm[k].msg_hdr;
+            r->iov[k].iov_base = r->mem + (size_t)s * r->slot_size;
+            r->iov[k].iov_len = r->lens[s];
+            memset(h, 0, sizeof(*h));
+            h->msg_iov = &r->iov[k];
+            h->msg_iovlen = 1;
+            if (r->addrs[s].len) {
+                h->msg_name = &r->addrs[s].sa;
+                h->msg_namelen = r->addrs[s].len;
+            }
+        }
+        while (done < run) {
+            int n = sendmmsg(fd, r->mm + done, run - done, MSG_DONTWAIT);
+            r->st.socket_send_calls++;
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                /* The first message of the rest failed: count it and go past it. */
+                count_errno(r, errno);
+                r->st.cqe_errors++;
+                done++;
+            } else {
+                done += (unsigned)n;
+                sent += (unsigned)n;
+            }
+        }
+        for (unsigned k = 0; k < run; k++) {
+            uint32_t s = r->queue[i + k];
+            r->state[s] = SLOT_IN_FLIGHT;
+            r->st.slots_in_flight++;
+            release_slot(r, s);
+            r->st.completions++;
+        }
+        r->st.submits++;
+        r->st.sqes_submitted += run;
+        i += run;
+    }
+    r->nqueued = 0;
+    r->st.slots_queued = 0;
+    return (int)sent;
+}
+
+int rc_flush(struct rc_ring *r)
+{
+    if (r->mode == RC_MODE_SOCKET)
+        return flush_socket(r);
+    return submit_pending(r);
+}
+
+static int reap(struct rc_ring *r, unsigned max)
+{
+    struct io_uring_cqe *cqe;
+    unsigned n = 0;
+
+    if (!r->have_ring)
+        return 0;
+    while ((max == 0 || n < max) && io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+        uint64_t ud = cqe->user_data;
+        uint32_t slot = (uint32_t)(ud & 0xffffffffu);
+
+        n++;
+        if ((ud >> 32) == TAG_SEND) {
+            r->st.completions++;
+            if (cqe->flags & IORING_CQE_F_NOTIF) {
+                r->st.zc_notifications++;
+                if (r->zc_report && (cqe->res & IORING_NOTIF_USAGE_ZC_COPIED))
+                    r->st.zc_copied++;
+                release_slot(r, slot);
+            } else {
+                if (cqe->res < 0) {
+                    r->st.cqe_errors++;
+                    count_errno(r, cqe->res);
+                }
+                /* F_MORE: a notification follows and only it frees the slot. */
+                if (!(cqe->flags & IORING_CQE_F_MORE))
+                    release_slot(r, slot);
+            }
+        }
+        io_uring_cqe_seen(&r->ring, cqe);
+    }
+    return (int)n;
+}
+
+int rc_poll(struct rc_ring *r)
+{
+    return reap(r, 0);
+}
+
+int rc_poll_max(struct rc_ring *r, unsigned max)
+{
+    return reap(r, max);
+}
+
+int rc_cq_ready(struct rc_ring *r)
+{
+    return r->have_ring ? (int)io_uring_cq_ready(&r->ring) : 0;
+}
+
+_Static_assert(sizeof(struct rc_slot_addr) <= RC_ADDR_SIZE, "RC_ADDR_SIZE too small");
+
+int rc_send(struct rc_ring *r, int fd, const void *data, unsigned len, const void *addr)
+{
+    const struct rc_slot_addr *dst = addr;
+    unsigned addrlen = dst ? dst->len : 0;
+    uint32_t s;
+    unsigned char *buf;
+
+    if (r->closing)
+        return RC_CLOSED;
+    if (len > r->slot_size)
+        return RC_TOO_BIG;
+    if (fd < 0)
+        return RC_BAD_FD;
+    if (addrlen > sizeof(r->addrs[0].sa))
+        return RC_BAD_ADDR;
+    if (r->nfree == 0) {
+        /* Reap first; then give the kernel what is queued (copy sends finish inline). */
+        reap(r, 0);
+        if (r->nfree == 0) {
+            rc_flush(r);
+            reap(r, 0);
+        }
+        if (r->nfree == 0) {
+            r->st.exhaustion_drops++;
+            return RC_DROPPED_FULL;
+        }
+    }
+    s = r->free_stack[--r->nfree];
+    buf = r->mem + (size_t)s * r->slot_size;
+    memcpy(buf, data, len);
+    r->lens[s] = len;
+    r->fds[s] = fd;
+    if (addrlen)
+        memcpy(&r->addrs[s].sa, addr, addrlen);
+    r->addrs[s].len = addrlen;
+    r->st.sends_queued++;
+    r->st.bytes_queued += len;
+
+    if (r->mode == RC_MODE_SOCKET) {
+        r->state[s] = SLOT_QUEUED;
+        r->queue[r->nqueued++] = s;
+        r->st.slots_queued = r->nqueued;
+        return RC_QUEUED;
+    }
+
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {
+        /* SQ full: submit what is there (one more enter) and take a fresh SQE. */
+        submit_pending(r);
+        sqe = io_uring_get_sqe(&r->ring);
+        if (!sqe) {
+            r->state[s] = SLOT_FREE;
+            r->free_stack[r->nfree++] = s;
+            r->st.exhaustion_drops++;
+            return RC_DROPPED_FULL;
+        }
+    }
+    if (r->mode == RC_MODE_ZEROCOPY)
+        io_uring_prep_send_zc_fixed(sqe, fd, buf, len, 0,
+                                    r->zc_report ? IORING_SEND_ZC_REPORT_USAGE : 0, 0);
+    else
+        io_uring_prep_send(sqe, fd, buf, len, 0);
+    if (addrlen)
+        io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&r->addrs[s].sa, (__u16)addrlen);
+    sqe->user_data = UD(TAG_SEND, s);
+    /* The kernel owns the slot from here until its completion is reaped. */
+    r->state[s] = SLOT_IN_FLIGHT;
+    r->st.slots_in_flight++;
+    r->sq_pending++;
+    r->st.slots_queued = r->sq_pending;
+    return RC_QUEUED;
+}
+
+int rc_send_many(struct rc_ring *r, const void *buf, const unsigned *lens, unsigned n, int fd,
+                 const int *fds, const void *dsts, unsigned dst_stride)
+{
+    const unsigned char *p = buf;
+    const unsigned char *d = dsts;
+    unsigned queued = 0;
+
+    if (r->closing)
+        return RC_CLOSED;
+    /* Validate the whole batch first: a bad one queues nothing. */
+    for (unsigned i = 0; i < n; i++) {
+        if (lens[i] > r->slot_size)
+            return RC_TOO_BIG;
+        if ((fds ? fds[i] : fd) < 0)
+            return RC_BAD_FD;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int ret = rc_send(r, fds ? fds[i] : fd, p, lens[i], d ? d + (size_t)i * dst_stride : NULL);
+        if (ret == RC_QUEUED)
+            queued++;
+        p += lens[i];
+    }
+    return (int)queued;
+}
+
+int rc_eventfd(struct rc_ring *r)
+{
+    int ret;
+
+    if (r->efd >= 0)
+        return r->efd;
+    if (!r->have_ring)
+        return -EINVAL;
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0)
+        return -errno;
+    /* Every CQE signals it (zero-copy notifications arrive through task work, which the
+     * async-only variant would not report). */
+    ret = io_uring_register_eventfd(&r->ring, r->efd);
+    if (ret < 0) {
+        close(r->efd);
+        r->efd = -1;
+        return ret;
+    }
+    return r->efd;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int rc_drain(struct rc_ring *r, unsigned timeout_ms)
+{
+    uint64_t start = now_ms();
+    int cancelled = 0;
+
+    rc_flush(r);
+    r->closing = 1;
+    if (!r->have_ring)
+        return 0;
+    reap(r, 0);
+    while (r->st.slots_in_flight > 0) {
+        struct io_uring_cqe *cqe;
+        uint64_t elapsed = now_ms() - start;
+        int ret;
+
+        if (elapsed >= timeout_ms)
+            break;
+        if (!cancelled && elapsed >= timeout_ms / 2) {
+            /* Stragglers (a socket that never drains): cancel them once; their slots
+             * still come back only through their own CQEs. */
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+            if (sqe) {
+                io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+                sqe->user_data = UD(TAG_INTERNAL, 0);
+                io_uring_submit(&r->ring);
+            }
+            cancelled = 1;
+        }
+        ret = wait_cqe_ms(r, &cqe, 10);
+        if (ret < 0 && ret != -ETIME && ret != -EINTR)
+            break;
+        reap(r, 0);
+    }
+    return (int)r->st.slots_in_flight;
+}
+
+int rc_destroy(struct rc_ring *r)
+{
+    int leaked;
+
+    if (!r)
+        return 0;
+    leaked = (int)r->st.slots_in_flight;
+    if (r->have_ring) {
+        if (r->efd >= 0)
+            io_uring_unregister_eventfd(&r->ring);
+        if (leaked == 0 && r->registered)
+            io_uring_unregister_buffers(&r->ring);
+        io_uring_queue_exit(&r->ring);
+        r->have_ring = 0;
+    }
+    if (r->efd >= 0)
+        close(r->efd);
+    if (leaked == 0) {
+        if (r->mem && r->mem != MAP_FAILED)
+            munmap(r->mem, r->mem_len);
+        free(r->state);
+        free(r->lens);
+        free(r->fds);
+        free(r->addrs);
+        free(r->free_stack);
+        free(r->queue);
+        free(r->mm);
+        free(r->iov);
+        free(r);
+    }
+    /* else: the region stays mapped for the life of the process, on purpose. */
+    return leaked;
+}
+
+void rc_get_stats(struct rc_ring *r, struct rc_stats *out)
+{
+    r->st.slots_free = r->nfree;
+    *out = r->st;
+}
