@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian/Ubuntu machine (as root, or with sudo):
+#   bash scripts/dev.sh demo   set everything up, then run the demo
+#   bash scripts/dev.sh test   set everything up, then run the tests (what CI runs)
+#   bash scripts/dev.sh setup  only set up
+# Set-up is idempotent: the second time it checks a stamp and takes a second or two.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    # Only the packages that are missing, and apt-get update only when one is.
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing ${missing[*]} with apt-get"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+setup() {
+    command -v apt-get >/dev/null || { echo "setup: needs a Debian/Ubuntu machine (apt-get)" >&2; exit 1; }
+    # liburing-dev: the send ring's C core; util-linux: setpriv for the privilege-drop tests.
+    apt_install liburing-dev gcc util-linux
+    command -v python3 >/dev/null || apt_install python3
+    if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "setup: relay needs Python >= 3.11; python3 is $(python3 -V 2>&1)" >&2
+        exit 1
+    fi
+    # Headers for the C extension and venv support, when python3 is the system one.
+    if ! python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        apt_install python3-dev
+    fi
+    if [ ! -x "$PY" ]; then
+        python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
+    fi
+    # Reinstall only when what the install depends on changed.
+    local stamp
+    stamp=$(cat pyproject.toml setup.py relay/uring/ring_core.c relay/uring/ring_core.h relay/uring/_build.py | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$VENV/.setup-stamp" 2>/dev/null)" != "$stamp" ] || ! "$PY" -c 'import relay.uring._ring' 2>/dev/null; then
+        echo "setup: installing relay and its dependencies into .venv"
+        "$PY" -m pip install -q --upgrade pip
+        "$PY" -m pip install -q -e ".[test]"
+        echo "$stamp" > "$VENV/.setup-stamp"
+    fi
+}
+
+cmd=${1:-test}
+case "$cmd" in
+    setup)
+        setup ;;
+    demo)
+        setup
+        exec "$PY" -m relay.uring.bench --quick ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check relay worker_proto tests examples scripts
+        exec "$PY" -m pytest -q ;;
+    *)
+        echo "usage: bash scripts/dev.sh [setup|demo|test]" >&2; exit 2 ;;
+esac
