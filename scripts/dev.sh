@@ -48,9 +48,12 @@ setup() {
     local stamp
     stamp=$(cat pyproject.toml setup.py relay/uring/ring_core.c relay/uring/ring_core.h relay/uring/_build.py | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$VENV/.setup-stamp" 2>/dev/null)" != "$stamp" ] || ! "$PY" -c 'import relay.uring._ring' 2>/dev/null; then
-        echo "setup: installing relay and its dependencies into .venv"
-        "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -e ".[test]"
+        echo "setup: installing relay and its dependencies into .venv (log: .venv/setup.log)"
+        if ! { "$PY" -m pip install --upgrade pip && "$PY" -m pip install -e ".[test]"; } >"$VENV/setup.log" 2>&1; then
+            tail -n 40 "$VENV/setup.log" >&2
+            echo "setup: pip install failed; the whole log is in .venv/setup.log" >&2
+            exit 1
+        fi
         echo "$stamp" > "$VENV/.setup-stamp"
     fi
 }

@@ -344,55 +344,77 @@ static int submit_pending(struct rc_ring *r)
     return ret;
 }
 
+/* sendmmsg the k datagrams in slots[0..k) on fd; returns how many went out. */
+static unsigned sendmmsg_run(struct rc_ring *r, int fd, const uint32_t *slots, unsigned k)
+{
+    unsigned done = 0, sent = 0;
+
+    for (unsigned j = 0; j < k; j++) {
+        uint32_t s = slots[j];
+        struct msghdr *h = &r->mm[j].msg_hdr;
+        r->iov[j].iov_base = r->mem + (size_t)s * r->slot_size;
+        r->iov[j].iov_len = r->lens[s];
+        memset(h, 0, sizeof(*h));
+        h->msg_iov = &r->iov[j];
+        h->msg_iovlen = 1;
+        if (r->addrs[s].len) {
+            h->msg_name = &r->addrs[s].sa;
+            h->msg_namelen = r->addrs[s].len;
+        }
+    }
+    while (done < k) {
+        int n = sendmmsg(fd, r->mm + done, k - done, MSG_DONTWAIT);
+        r->st.socket_send_calls++;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            /* The first message of the rest failed: count it and go past it. */
+            count_errno(r, errno);
+            r->st.cqe_errors++;
+            done++;
+        } else {
+            done += (unsigned)n;
+            sent += (unsigned)n;
+        }
+    }
+    return sent;
+}
+
 static int flush_socket(struct rc_ring *r)
 {
-    unsigned i = 0, sent = 0;
+    unsigned sent = 0, left = r->nqueued;
+    uint32_t *q = r->queue;
 
-    while (i < r->nqueued) {
-        int fd = r->fds[r->queue[i]];
-        unsigned run = 0, done = 0;
+    if (left == 0)
+        return 0;
+    /* One sendmmsg per socket: a fan-out interleaves sockets, so gather each socket's
+     * datagrams (in their queued order) rather than cutting runs at every change of fd.
+     * The gathered run is built in free_stack's unused tail, which holds at least `left`
+     * entries because every queued slot is off the free stack. */
+    uint32_t *run = r->free_stack + r->nfree;
+    while (left > 0) {
+        int fd = r->fds[q[0]];
+        unsigned k = 0, keep = 0;
 
-        /* One sendmmsg per run of consecutive datagrams for the same socket. */
-        while (i + run < r->nqueued && r->fds[r->queue[i + run]] == fd)
-            run++;
-        for (unsigned k = 0; k < run; k++) {
-            uint32_t s = r->queue[i + k];
-            struct msghdr *h = &r->mm[k].msg_hdr;
-            r->iov[k].iov_base = r->mem + (size_t)s * r->slot_size;
-            r->iov[k].iov_len = r->lens[s];
-            memset(h, 0, sizeof(*h));
-            h->msg_iov = &r->iov[k];
-            h->msg_iovlen = 1;
-            if (r->addrs[s].len) {
-                h->msg_name = &r->addrs[s].sa;
-                h->msg_namelen = r->addrs[s].len;
-            }
+        for (unsigned i = 0; i < left; i++) {
+            if (r->fds[q[i]] == fd)
+                run[k++] = q[i];
+            else
+                q[keep++] = q[i];
         }
-        while (done < run) {
-            int n = sendmmsg(fd, r->mm + done, run - done, MSG_DONTWAIT);
-            r->st.socket_send_calls++;
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                /* The first message of the rest failed: count it and go past it. */
-                count_errno(r, errno);
-                r->st.cqe_errors++;
-                done++;
-            } else {
-                done += (unsigned)n;
-                sent += (unsigned)n;
-            }
-        }
-        for (unsigned k = 0; k < run; k++) {
-            uint32_t s = r->queue[i + k];
-            r->state[s] = SLOT_IN_FLIGHT;
-            r->st.slots_in_flight++;
-            release_slot(r, s);
+        sent += sendmmsg_run(r, fd, run, k);
+        for (unsigned j = 0; j < k; j++) {
+            uint32_t s = run[j];
+            r->state[s] = SLOT_FREE;
             r->st.completions++;
         }
         r->st.submits++;
-        r->st.sqes_submitted += run;
-        i += run;
+        r->st.sqes_submitted += k;
+        left = keep;
+        /* Release after the loop's use of `run`: pushing onto free_stack overwrites it. */
+        for (unsigned j = 0; j < k; j++)
+            r->free_stack[r->nfree++] = run[j];
+        run = r->free_stack + r->nfree;
     }
     r->nqueued = 0;
     r->st.slots_queued = 0;

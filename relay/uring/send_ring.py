@@ -97,7 +97,7 @@ class SendRing:
         slot_size: int = 1500,
         mode: str | None = None,
         *,
-        sq_entries: int = 1024,
+        sq_entries: int = 4096,
         register_attempts: int = 5,
         drain_timeout: float = 2.0,
     ) -> None:

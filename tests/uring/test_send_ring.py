@@ -261,3 +261,28 @@ def test_stats_report_the_decision():
 
 def test_errno_enum_is_sane():
     assert errno.ENOMEM == 12
+
+
+def test_socket_mode_sends_one_sendmmsg_per_socket_for_interleaved_fan_out(receiver):
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    ring = SendRing(mode="socket")
+    try:
+        sent = []
+        for i in range(30):  # fd order 0,1,2,0,1,2…: a fan-out's interleaving
+            data = payload(i, 64)
+            ring.send(senders[i % 3].fileno(), data, receiver.addr)
+            sent.append(data)
+        assert ring.flush() == 30
+        st = ring.stats()
+        assert st["socketSendCalls"] == 3
+        assert st["slotsFree"] == st["slotsTotal"]
+        got = receiver.recv_n(30)
+        assert sorted(got) == sorted(sent)
+        # Each socket's datagrams keep their queued order.
+        for k in range(3):
+            mine = [d for d in got if int.from_bytes(d[:4], "big") % 3 == k]
+            assert mine == sent[k::3]
+    finally:
+        ring.close()
+        for s in senders:
+            s.close()
