@@ -1,0 +1,47 @@
+"""relay: a WebRTC SFU whose media workers are Python processes driven from this controller.
+
+    import relay
+    worker = await relay.create_worker(rtc_min_port=40000, rtc_max_port=49999)
+    router = await worker.create_router(media_codecs=[...])
+"""
+
+from worker_proto.errors import (
+    ArgumentError,
+    InvalidStateError,
+    NotFoundError,
+    ProtocolError,
+    RelayError,
+    ResourceExhaustedError,
+    UnknownMethodError,
+    UnsupportedError,
+    WorkerDiedError,
+    WorkerStartError,
+)
+
+from .consumer import Consumer
+from .plain_transport import PlainTransport
+from .producer import Producer
+from .router import Router
+from .worker_process import Worker, create_worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "Consumer",
+    "InvalidStateError",
+    "NotFoundError",
+    "PlainTransport",
+    "Producer",
+    "ProtocolError",
+    "RelayError",
+    "ResourceExhaustedError",
+    "Router",
+    "UnknownMethodError",
+    "UnsupportedError",
+    "Worker",
+    "WorkerDiedError",
+    "WorkerStartError",
+    "__version__",
+    "create_worker",
+]

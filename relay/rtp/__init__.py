@@ -1,0 +1,1 @@
+"""RTP/RTCP on the worker: packet parsing, per-consumer rewriting, and (later) NACK, RTCP."""

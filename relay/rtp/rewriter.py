@@ -1,0 +1,163 @@
+"""Sequence-number and timestamp continuity for forwarded RTP (mediasoup's SeqManager idea).
+
+Two halves:
+- `InputStream`: what the producer saw of one incoming stream (its SSRC, highest sequence
+  number and its timestamp, when that arrived). Updated once per inbound packet.
+- `RtpRewriter`: one consumer's output stream. It rewrites a copy of the packet in place
+  (SSRC, payload type, sequence number, timestamp; header-extension ids are rewritten before,
+  once per group of consumers sharing an id table) with fixed offsets. The offsets only change
+  when the consumer (re)starts receiving: on its first packet, after a pause (its own or the
+  producer's), and when the producer's input SSRC changes.
+
+The rule kept at every (re)start ("sync"): the next output sequence number is the last one sent
+plus one (no gap, never backwards), and the output timestamp never goes backwards:
+- same input stream as before the stop: the timestamp offset is kept, so the output timestamp
+  advances by the real time the pause lasted (what a receiver's jitter buffer expects); if that
+  would not move forward (the sender rewound), it becomes last + 1;
+- a new input stream (SSRC change): the output timestamp continues from the last one plus the
+  wall-clock time since the last packet, in the codec's clock rate (at least 1).
+A packet older than the sync point (reordered across the restart) is dropped: sending it would
+reuse a sequence number already sent before the stop.
+
+The offsets of a running consumer don't need per-packet bookkeeping: its last output is the
+input stream's highest sequence number plus its offset, computed when it stops.
+"""
+
+from __future__ import annotations
+
+from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC
+
+SEQ_MASK = 0xFFFF
+TS_MASK = 0xFFFFFFFF
+# A backward jump larger than this is a sender restart (new max), not a reordered packet
+# (RFC 3550 A.1 uses 100 for MAX_MISORDER; a little more slack costs nothing here).
+MAX_MISORDER = 1000
+NO_PAYLOAD_TYPE = 0xFF  # payload-type table entry: this consumer doesn't take that codec
+
+_pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
+
+
+class InputStream:
+    """One incoming RTP stream as a producer sees it."""
+
+    __slots__ = ("ssrc", "max_seq", "max_ts", "last_time", "started")
+
+    def __init__(self, ssrc: int = 0) -> None:
+        self.ssrc = ssrc
+        self.max_seq = 0
+        self.max_ts = 0
+        self.last_time = 0.0
+        self.started = False
+
+    def update(self, seq: int, ts: int, now: float) -> bool:
+        """Record a packet; return True if it is older than (or a duplicate of) the highest."""
+        if not self.started:
+            self.started = True
+        else:
+            delta = (seq - self.max_seq) & SEQ_MASK
+            if delta == 0:
+                return True
+            if delta >= 0x8000 and SEQ_MASK + 1 - delta <= MAX_MISORDER:
+                return True
+        self.max_seq = seq
+        self.max_ts = ts
+        self.last_time = now
+        return False
+
+    def reset(self, ssrc: int) -> None:
+        """The stream now carries another SSRC (the sender restarted)."""
+        self.ssrc = ssrc
+        self.started = False
+
+
+class RtpRewriter:
+    """One consumer's output stream: fixed SSRC, payload-type table, continuous seq/ts."""
+
+    __slots__ = (
+        "ssrc",
+        "payload_types",
+        "clock_rate",
+        "seq_offset",
+        "ts_offset",
+        "sync_required",
+        "started",
+        "last_seq",
+        "last_ts",
+        "last_time",
+        "input_ssrc",
+        "sync_seq",
+    )
+
+    def __init__(self, ssrc: int, payload_types: bytes, clock_rate: int) -> None:
+        if len(payload_types) != 128:
+            raise ValueError("payload_types must map all 128 payload types")
+        self.ssrc = ssrc
+        self.payload_types = payload_types  # input PT -> output PT, NO_PAYLOAD_TYPE = drop
+        self.clock_rate = clock_rate
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.sync_required = True
+        self.started = False
+        self.last_seq = 0
+        self.last_ts = 0
+        self.last_time = 0.0
+        self.input_ssrc = -1
+        self.sync_seq = 0
+
+    def stop(self, stream: InputStream) -> None:
+        """The consumer stops receiving `stream` (pause, producer pause, SSRC change): remember
+        where its output got to so the next sync continues from there."""
+        if not self.sync_required and stream.started:
+            self.last_seq = (stream.max_seq + self.seq_offset) & SEQ_MASK
+            self.last_ts = (stream.max_ts + self.ts_offset) & TS_MASK
+            self.last_time = stream.last_time
+        self.sync_required = True
+
+    def sync(self, in_ssrc: int, seq: int, ts: int, now: float) -> None:
+        """Choose the offsets for a (re)start at the packet (in_ssrc, seq, ts)."""
+        if not self.started:
+            # First packet ever: keep the sender's numbering (it is already random).
+            self.seq_offset = 0
+            self.ts_offset = 0
+            self.started = True
+        else:
+            self.seq_offset = (self.last_seq + 1 - seq) & SEQ_MASK
+            if in_ssrc == self.input_ssrc:
+                out_ts = (ts + self.ts_offset) & TS_MASK
+                if (out_ts - self.last_ts) & TS_MASK >= 0x80000000 or out_ts == self.last_ts:
+                    self.ts_offset = (self.last_ts + 1 - ts) & TS_MASK
+            else:
+                step = max(1, int((now - self.last_time) * self.clock_rate))
+                self.ts_offset = (self.last_ts + step - ts) & TS_MASK
+        self.input_ssrc = in_ssrc
+        self.sync_seq = seq
+        self.sync_required = False
+
+    def rewrite(
+        self,
+        buf: bytearray | memoryview,
+        b1: int,
+        in_ssrc: int,
+        seq: int,
+        ts: int,
+        older: bool,
+        now: float,
+    ) -> bool:
+        """Rewrite bytes 1–11 of `buf` (a copy of the input packet whose header fields were
+        b1, seq, ts, in_ssrc) for this consumer. False: this consumer must not send it."""
+        if self.sync_required:
+            self.sync(in_ssrc, seq, ts, now)
+        elif older and (seq - self.sync_seq) & SEQ_MASK >= 0x8000:
+            return False
+        pt = self.payload_types[b1 & 0x7F]
+        if pt == NO_PAYLOAD_TYPE:
+            return False
+        _pack_header(
+            buf,
+            1,
+            (b1 & 0x80) | pt,
+            (seq + self.seq_offset) & SEQ_MASK,
+            (ts + self.ts_offset) & TS_MASK,
+            self.ssrc,
+        )
+        return True

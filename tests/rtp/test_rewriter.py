@@ -1,0 +1,100 @@
+"""relay.rtp.rewriter: the seq/ts continuity rules, without sockets."""
+
+from __future__ import annotations
+
+import struct
+
+from relay.rtp.packet import build_rtp
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+
+PT_TABLE = bytes(100 if pt == 111 else NO_PAYLOAD_TYPE for pt in range(128))
+
+
+class Feed:
+    """An input stream feeding one rewriter, the way Producer.receive does."""
+
+    def __init__(self, ssrc=0xAAAA):
+        self.stream = InputStream(ssrc)
+        self.rw = RtpRewriter(0x7777, PT_TABLE, 48000)
+        self.out: list[tuple[int, int, int, int]] = []
+
+    def packet(self, seq, ts, now=0.0, ssrc=None, pt=111, marker=False):
+        ssrc = self.stream.ssrc if ssrc is None else ssrc
+        buf = bytearray(build_rtp(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc,
+                                  marker=marker))
+        older = self.stream.update(seq, ts, now)
+        if self.rw.rewrite(buf, buf[1], ssrc, seq, ts, older, now):
+            b1, oseq, ots, ossrc = struct.unpack_from("!BHII", buf, 1)
+            self.out.append((b1, oseq, ots, ossrc))
+            return True
+        return False
+
+
+def test_first_packet_keeps_numbering_and_rewrites_ssrc_pt_marker():
+    f = Feed()
+    f.packet(500, 9000, marker=True)
+    f.packet(501, 9960)
+    assert f.out == [(0x80 | 100, 500, 9000, 0x7777), (100, 501, 9960, 0x7777)]
+
+
+def test_unknown_payload_type_is_not_sent():
+    f = Feed()
+    assert not f.packet(1, 1, pt=0)
+
+
+def test_pause_resume_same_stream_no_seq_gap_ts_keeps_real_time():
+    f = Feed()
+    for seq in range(65530, 65536):
+        f.packet(seq, seq * 10)
+    f.rw.stop(f.stream)
+    for seq in range(0, 50):  # not forwarded while paused
+        f.stream.update(seq, (65536 + seq) * 10, 0.0)
+    f.packet(50, (65536 + 50) * 10)
+    assert [o[1] for o in f.out] == [65530, 65531, 65532, 65533, 65534, 65535, 0]
+    assert f.out[-1][2] == (65536 + 50) * 10  # the pause's real time is kept in the timestamp
+
+
+def test_resume_never_goes_backwards_when_the_sender_rewinds():
+    f = Feed()
+    f.packet(10, 100_000)
+    f.rw.stop(f.stream)
+    f.packet(11, 50_000)  # same SSRC, timestamp went back
+    assert f.out[1][1] == 11 and f.out[1][2] == 100_001
+
+
+def test_ssrc_change_continues_seq_and_ts_from_wall_clock():
+    f = Feed(0xAAAA)
+    f.packet(100, 1_000_000, now=1.0)
+    f.packet(101, 1_000_960, now=1.02)
+    f.rw.stop(f.stream)
+    f.stream.reset(0xBBBB)
+    f.packet(7, 5, now=1.52, ssrc=0xBBBB)  # 0.5 s later, brand new numbering
+    f.packet(8, 965, now=1.54, ssrc=0xBBBB)
+    assert [o[1] for o in f.out] == [100, 101, 102, 103]
+    assert f.out[2][2] == 1_000_960 + 24_000  # 0.5 s at 48 kHz
+    assert f.out[3][2] == f.out[2][2] + 960
+
+
+def test_reordered_packet_older_than_the_sync_point_is_dropped():
+    f = Feed()
+    for seq in range(1, 4):
+        f.packet(seq, seq)
+    f.rw.stop(f.stream)
+    f.stream.update(4, 4, 0.0)
+    f.stream.update(5, 5, 0.0)
+    assert f.packet(6, 6)  # sync: out 4
+    assert not f.packet(5, 5)  # older than the sync point
+    assert f.packet(7, 7)
+    assert f.packet(6, 6)  # a duplicate after the sync point is forwarded as is
+    assert [o[1] for o in f.out] == [1, 2, 3, 4, 5, 4]
+
+
+def test_input_stream_order_tracking():
+    s = InputStream()
+    assert not s.update(10, 0, 0.0)
+    assert s.update(10, 0, 0.0)  # duplicate
+    assert s.update(9, 0, 0.0)  # reordered
+    assert not s.update(11, 0, 0.0)
+    assert s.update(0, 0, 0.0)  # 11 → 0: 11 back, reordered
+    assert not s.update(60000, 0, 0.0) and s.max_seq == 60000  # 5547 back: a restart
+    assert not s.update(60001, 0, 0.0) and s.max_seq == 60001
