@@ -67,7 +67,7 @@ case "$cmd" in
         exec "$PY" -m relay.uring.bench --quick ;;
     test)
         setup
-        "$VENV/bin/ruff" check relay worker_proto tests examples scripts
+        "$VENV/bin/ruff" check .
         exec "$PY" -m pytest -q ;;
     *)
         echo "usage: bash scripts/dev.sh [setup|demo|test]" >&2; exit 2 ;;
