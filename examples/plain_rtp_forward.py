@@ -61,9 +61,11 @@ async def run(consumers: int, packets: int, send_mode: str) -> int:
             got = []
             while True:
                 try:
-                    got.append(sock.recv(2048))
+                    packet = sock.recv(2048)
                 except BlockingIOError:
                     break
+                if not 64 <= packet[1] & 0x7F <= 95:  # rtcp-mux: skip the relay's SRs (RFC 5761)
+                    got.append(packet)
             seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
             ssrcs = {struct.unpack_from("!I", p, 8)[0] for p in got}
             pts = {p[1] & 0x7F for p in got}

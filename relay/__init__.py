@@ -22,12 +22,17 @@ from .consumer import Consumer
 from .plain_transport import PlainTransport
 from .producer import Producer
 from .router import Router
+from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
+from .webrtc_server import WebRtcServer
+from .webrtc_transport import WebRtcTransport
 from .worker_process import Worker, create_worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveSpeakerObserver",
     "ArgumentError",
+    "AudioLevelObserver",
     "Consumer",
     "InvalidStateError",
     "NotFoundError",
@@ -37,8 +42,11 @@ __all__ = [
     "RelayError",
     "ResourceExhaustedError",
     "Router",
+    "RtpObserver",
     "UnknownMethodError",
     "UnsupportedError",
+    "WebRtcServer",
+    "WebRtcTransport",
     "Worker",
     "WorkerDiedError",
     "WorkerStartError",

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from worker_proto.errors import InvalidStateError
+from worker_proto.errors import ArgumentError, InvalidStateError
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 
 from .channel import Channel
@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 class Consumer(AsyncIOEventEmitter):
     """Media a transport sends. Events: "transportclose", "producerclose", "producerpause",
-    "producerresume"."""
+    "producerresume", "score" ({score, producerScore, producerScores}), "layerschange"
+    ({spatialLayer, temporalLayer} of a simulcast consumer, or None)."""
 
     def __init__(self, channel: Channel, consumer_id: str, producer_id: str, kind: str,
                  rtp_parameters: dict, consumer_type: str, paused: bool, producer_paused: bool,
@@ -32,6 +33,9 @@ class Consumer(AsyncIOEventEmitter):
         self._type = consumer_type
         self._paused = paused
         self._producer_paused = producer_paused
+        self._score: dict = {"score": 10, "producerScore": 10, "producerScores": []}
+        self._preferred_layers: dict | None = None
+        self._current_layers: dict | None = None
         self._closed = False
         self._on_close = on_close
         self.app_data = app_data
@@ -56,6 +60,32 @@ class Consumer(AsyncIOEventEmitter):
     @property
     def type(self) -> str:
         return self._type
+
+    @property
+    def preferred_layers(self) -> dict | None:
+        """{spatialLayer, temporalLayer} a simulcast consumer aims at (None: the highest)."""
+        return self._preferred_layers
+
+    @property
+    def current_layers(self) -> dict | None:
+        """{spatialLayer, temporalLayer} a simulcast consumer forwards now (None: none yet)."""
+        return self._current_layers
+
+    async def set_preferred_layers(self, *, spatial_layer: int, temporal_layer: int | None = None) -> None:
+        """Switch a simulcast consumer to ``spatial_layer`` on that layer's next key frame."""
+        self._ensure_open()
+        if not isinstance(spatial_layer, int) or isinstance(spatial_layer, bool) or spatial_layer < 0:
+            raise ArgumentError("spatial_layer must be a non-negative integer")
+        data: dict = {"spatialLayer": spatial_layer}
+        if temporal_layer is not None:
+            data["temporalLayer"] = temporal_layer
+        result = await self._channel.request(ConsumerMethod.SET_PREFERRED_LAYERS, self._id, data)
+        self._preferred_layers = result if isinstance(result, dict) else data
+
+    @property
+    def score(self) -> dict:
+        """The latest {score, producerScore, producerScores} (0-10 each)."""
+        return self._score
 
     @property
     def paused(self) -> bool:
@@ -128,5 +158,11 @@ class Consumer(AsyncIOEventEmitter):
             if self._producer_paused:
                 self._producer_paused = False
                 self.emit("producerresume")
+        elif event == ConsumerEvent.LAYERS_CHANGE:
+            self._current_layers = data if isinstance(data, dict) else None
+            self.emit("layerschange", self._current_layers)
+        elif event == ConsumerEvent.SCORE and isinstance(data, dict):
+            self._score = data
+            self.emit("score", data)
         else:
             logger.debug("consumer %s: ignored event %s", self._id, event)

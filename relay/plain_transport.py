@@ -199,8 +199,14 @@ class PlainTransport(AsyncIOEventEmitter):
         return producer
 
     async def consume(self, *, producer_id: str, rtp_capabilities: dict, paused: bool = False,
+                      enable_rtx: bool | None = None, preferred_layers: dict | None = None,
                       app_data: Any = None) -> Consumer:
-        """Send the router's producer ``producer_id`` to a peer with ``rtp_capabilities``."""
+        """Send the router's producer ``producer_id`` to a peer with ``rtp_capabilities``.
+
+        ``enable_rtx``: keep sent packets and answer the peer's NACKs (through RTX when its
+        capabilities have it); by default on for video, off for audio (as mediasoup).
+        A producer with several encodings gives a "simulcast" consumer that forwards one
+        spatial layer: ``preferred_layers`` {"spatialLayer": n} (default: the highest)."""
         self._ensure_open()
         if not isinstance(producer_id, str) or not producer_id:
             raise ArgumentError("producer_id must be a non-empty string")
@@ -212,19 +218,32 @@ class PlainTransport(AsyncIOEventEmitter):
         caps = ortc.validate_rtp_capabilities(rtp_capabilities)
         if not ortc.can_consume(producer.consumable_rtp_parameters, caps):
             raise UnsupportedError(f"cannot consume producer {producer_id}")
-        params = ortc.get_consumer_rtp_parameters(producer.consumable_rtp_parameters, caps)
+        if enable_rtx is None:
+            enable_rtx = producer.kind == "video"
+        elif not isinstance(enable_rtx, bool):
+            raise ArgumentError("enable_rtx must be a bool")
+        params = ortc.get_consumer_rtp_parameters(producer.consumable_rtp_parameters, caps,
+                                                  enable_rtx=enable_rtx)
+        consumer_type = (
+            "simulcast" if len(producer.consumable_rtp_parameters["encodings"]) > 1 else "simple"
+        )
+        if preferred_layers is not None and not isinstance(preferred_layers, dict):
+            raise ArgumentError("preferred_layers must be a dict")
         params["mid"] = str(self._next_mid)
         self._next_mid = (self._next_mid + 1) % _MAX_MID
         consumer_id = str(uuid.uuid4())
-        result = await self._channel.request(TransportMethod.CONSUME, self._id, {
+        request = {
             "consumerId": consumer_id, "producerId": producer_id, "kind": producer.kind,
-            "rtpParameters": params, "type": "simple",
+            "rtpParameters": params, "type": consumer_type,
             "consumableRtpEncodings": producer.consumable_rtp_parameters["encodings"],
             "paused": paused,
-        })
+        }
+        if consumer_type == "simulcast" and preferred_layers is not None:
+            request["preferredLayers"] = preferred_layers
+        result = await self._channel.request(TransportMethod.CONSUME, self._id, request)
         result = result if isinstance(result, dict) else {}
         consumer = Consumer(self._channel, consumer_id, producer_id, producer.kind, params,
-                            "simple", bool(result.get("paused", paused)),
+                            consumer_type, bool(result.get("paused", paused)),
                             bool(result.get("producerPaused", producer.paused)), app_data,
                             on_close=self._consumer_closed)
         if self._closed:

@@ -9,7 +9,7 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from worker_proto.errors import InvalidStateError
-from worker_proto.methods import ProducerMethod
+from worker_proto.methods import ProducerEvent, ProducerMethod
 
 from .channel import Channel
 
@@ -30,6 +30,7 @@ class Producer(AsyncIOEventEmitter):
         self._type = producer_type
         self._consumable_rtp_parameters = consumable_rtp_parameters
         self._paused = paused
+        self._score: list[dict] = []
         self._closed = False
         self._on_close = on_close
         self.app_data = app_data
@@ -55,6 +56,11 @@ class Producer(AsyncIOEventEmitter):
     def consumable_rtp_parameters(self) -> dict:
         """The producer as the router sees it (router payload types, mapped SSRCs)."""
         return self._consumable_rtp_parameters
+
+    @property
+    def score(self) -> list[dict]:
+        """The latest per-stream scores: [{encodingIdx, ssrc, rid, score (0-10)}]."""
+        return self._score
 
     @property
     def paused(self) -> bool:
@@ -106,4 +112,8 @@ class Producer(AsyncIOEventEmitter):
         self._paused = False
 
     def _on_notification(self, event: str, data: Any) -> None:
-        logger.debug("producer %s: ignored event %s", self._id, event)
+        if event == ProducerEvent.SCORE and isinstance(data, list):
+            self._score = data
+            self.emit("score", data)
+        else:
+            logger.debug("producer %s: ignored event %s", self._id, event)

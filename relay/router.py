@@ -21,6 +21,9 @@ from .plain_transport import (
     validate_port,
 )
 from .producer import Producer
+from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
+from .webrtc_server import WebRtcServer
+from .webrtc_transport import WebRtcTransport, validate_listen_infos
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +39,9 @@ class Router(AsyncIOEventEmitter):
         self._rtp_capabilities = rtp_capabilities
         self._closed = False
         self._on_close = on_close
-        self._transports: dict[str, PlainTransport] = {}
+        self._transports: dict[str, PlainTransport | WebRtcTransport] = {}
         self._producers: dict[str, Producer] = {}
+        self._observers: dict[str, RtpObserver] = {}
         self.app_data = app_data
 
     @property
@@ -54,7 +58,7 @@ class Router(AsyncIOEventEmitter):
         return self._rtp_capabilities
 
     @property
-    def transports(self) -> list[PlainTransport]:
+    def transports(self) -> list[PlainTransport | WebRtcTransport]:
         return list(self._transports.values())
 
     def _ensure_open(self) -> None:
@@ -78,6 +82,8 @@ class Router(AsyncIOEventEmitter):
     def _finish(self) -> None:
         for transport in list(self._transports.values()):
             transport._router_closed()
+        for observer in list(self._observers.values()):
+            observer._router_closed()
         self._producers.clear()
         self._on_close(self)
 
@@ -114,6 +120,93 @@ class Router(AsyncIOEventEmitter):
         self._transports[transport_id] = transport
         return transport
 
+    async def create_webrtc_transport(
+        self, *, listen_infos: list[dict] | None = None, enable_udp: bool = True,
+        enable_tcp: bool = False, prefer_udp: bool = False, prefer_tcp: bool = False,
+        webrtc_server: WebRtcServer | None = None, app_data: Any = None,
+    ) -> WebRtcTransport:
+        """A WebRTC transport (ICE-lite, DTLS-SRTP) on its own ports (``listen_infos``:
+        [{protocol: "udp"|"tcp", ip, announcedAddress?, port?}], the protocols kept by
+        ``enable_udp`` / ``enable_tcp``) or on a WebRtcServer's shared ports."""
+        self._ensure_open()
+        for name, value in (("enable_udp", enable_udp), ("enable_tcp", enable_tcp),
+                            ("prefer_udp", prefer_udp), ("prefer_tcp", prefer_tcp)):
+            if not isinstance(value, bool):
+                raise ArgumentError(f"{name} must be a bool")
+        if not enable_udp and not enable_tcp:
+            raise ArgumentError("enable_udp and enable_tcp are both False")
+        transport_id = str(uuid.uuid4())
+        options: dict[str, Any] = {"transportId": transport_id, "enableUdp": enable_udp,
+                                   "enableTcp": enable_tcp, "preferUdp": prefer_udp,
+                                   "preferTcp": prefer_tcp}
+        if webrtc_server is not None:
+            if listen_infos is not None:
+                raise ArgumentError("give listen_infos or webrtc_server, not both")
+            if not isinstance(webrtc_server, WebRtcServer):
+                raise ArgumentError("webrtc_server must be a WebRtcServer")
+            if webrtc_server.closed:
+                raise InvalidStateError(f"WebRtcServer {webrtc_server.id} closed")
+            options["webRtcServerId"] = webrtc_server.id
+        elif listen_infos is None:
+            raise ArgumentError("listen_infos or webrtc_server is required")
+        else:
+            options["listenInfos"] = validate_listen_infos(listen_infos)
+        data = await self._channel.request(RouterMethod.CREATE_WEBRTC_TRANSPORT, self._id,
+                                           options)
+        transport = WebRtcTransport(self._channel, self, transport_id,
+                                    data if isinstance(data, dict) else {}, app_data,
+                                    on_close=self._transport_closed,
+                                    webrtc_server=webrtc_server)
+        if self._closed:
+            transport._router_closed()
+            raise InvalidStateError(f"router {self._id} closed")
+        self._transports[transport_id] = transport
+        if webrtc_server is not None:
+            webrtc_server._add_transport(transport)
+        return transport
+
+    async def create_audio_level_observer(self, *, max_entries: int = 1, threshold: int = -80,
+                                          interval: int = 1000,
+                                          app_data: Any = None) -> AudioLevelObserver:
+        """Every ``interval`` ms, the loudest audio producers added to it ("volumes", at most
+        ``max_entries``, at or above ``threshold`` dBov) or "silence"."""
+        self._ensure_open()
+        for name, value, low, high in (("max_entries", max_entries, 1, 10_000),
+                                       ("threshold", threshold, -127, 0),
+                                       ("interval", interval, 250, 100_000)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ArgumentError(f"{name} must be an integer in {low}..{high}")
+        observer_id = str(uuid.uuid4())
+        await self._channel.request(RouterMethod.CREATE_AUDIO_LEVEL_OBSERVER, self._id, {
+            "rtpObserverId": observer_id, "maxEntries": max_entries, "threshold": threshold,
+            "interval": interval})
+        observer = AudioLevelObserver(self._channel, observer_id, self._get_producer, app_data,
+                                      on_close=self._observer_closed)
+        return self._add_observer(observer)
+
+    async def create_active_speaker_observer(self, *, interval: int = 300,
+                                             app_data: Any = None) -> ActiveSpeakerObserver:
+        """The dominant speaker among the audio producers added to it ("dominantspeaker")."""
+        self._ensure_open()
+        if not isinstance(interval, int) or isinstance(interval, bool) or not 100 <= interval <= 100_000:
+            raise ArgumentError("interval must be an integer in 100..100000")
+        observer_id = str(uuid.uuid4())
+        await self._channel.request(RouterMethod.CREATE_ACTIVE_SPEAKER_OBSERVER, self._id,
+                                    {"rtpObserverId": observer_id, "interval": interval})
+        observer = ActiveSpeakerObserver(self._channel, observer_id, self._get_producer, app_data,
+                                         on_close=self._observer_closed)
+        return self._add_observer(observer)
+
+    def _add_observer(self, observer: Any) -> Any:
+        if self._closed:
+            observer._router_closed()
+            raise InvalidStateError(f"router {self._id} closed")
+        self._observers[observer.id] = observer
+        return observer
+
+    def _observer_closed(self, observer: RtpObserver) -> None:
+        self._observers.pop(observer.id, None)
+
     def can_consume(self, *, producer_id: str, rtp_capabilities: dict) -> bool:
         """Whether a peer with ``rtp_capabilities`` can consume producer ``producer_id``."""
         producer = self._producers.get(producer_id)
@@ -126,7 +219,7 @@ class Router(AsyncIOEventEmitter):
             logger.error("can_consume: %s", exc)
             return False
 
-    def _transport_closed(self, transport: PlainTransport) -> None:
+    def _transport_closed(self, transport: PlainTransport | WebRtcTransport) -> None:
         self._transports.pop(transport.id, None)
 
     def _add_producer(self, producer: Producer) -> None:

@@ -27,6 +27,8 @@ from worker_proto.version import PROTOCOL_VERSION
 from . import ortc
 from .channel import Channel, worker_log
 from .router import Router
+from .webrtc_server import WebRtcServer
+from .webrtc_transport import validate_listen_infos
 
 logger = logging.getLogger(__name__)
 worker_logger = logging.getLogger("relay.worker")
@@ -61,6 +63,7 @@ class Worker(AsyncIOEventEmitter):
         self._channel = channel
         self._settings = settings
         self._routers: dict[str, Router] = {}
+        self._webrtc_servers: dict[str, WebRtcServer] = {}
         self._closed = False
         self._died = False
         self._started = False
@@ -211,6 +214,8 @@ class Worker(AsyncIOEventEmitter):
         self._channel.close()
         for router in list(self._routers.values()):
             router._worker_closed()
+        for server in list(self._webrtc_servers.values()):
+            server._worker_closed()
         self.emit("died", error)
 
     def _on_channel_eof(self) -> None:
@@ -245,6 +250,8 @@ class Worker(AsyncIOEventEmitter):
         self._channel.close()  # EOF on the worker's request pipe: it exits even if busy
         for router in list(self._routers.values()):
             router._worker_closed()
+        for server in list(self._webrtc_servers.values()):
+            server._worker_closed()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (interpreter teardown): just make sure it stops
@@ -301,10 +308,36 @@ class Worker(AsyncIOEventEmitter):
     def _router_closed(self, router: Router) -> None:
         self._routers.pop(router.id, None)
 
+    @property
+    def webrtc_servers(self) -> list[WebRtcServer]:
+        return list(self._webrtc_servers.values())
+
+    async def create_webrtc_server(self, *, listen_infos: list[dict],
+                                   app_data: Any = None) -> WebRtcServer:
+        """One UDP and/or TCP port per listen info ({protocol, ip, announcedAddress?, port?}),
+        shared by the WebRTC transports created with ``webrtc_server=`` it."""
+        self._ensure_open()
+        infos = validate_listen_infos(listen_infos)
+        server_id = str(uuid.uuid4())
+        data = await self._channel.request(WorkerMethod.CREATE_WEBRTC_SERVER, WORKER_HANDLER_ID,
+                                           {"webRtcServerId": server_id, "listenInfos": infos})
+        server = WebRtcServer(self._channel, server_id, data if isinstance(data, dict) else {},
+                              app_data, on_close=self._webrtc_server_closed)
+        if self._closed:
+            server._worker_closed()
+            raise InvalidStateError("worker closed")
+        self._webrtc_servers[server_id] = server
+        return server
+
+    def _webrtc_server_closed(self, server: WebRtcServer) -> None:
+        self._webrtc_servers.pop(server.id, None)
+
 
 async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
                         rtc_max_port: int = 59999, send_mode: str = "auto",
-                        app_data: Any = None, start_timeout: float = 15.0) -> Worker:
+                        app_data: Any = None, start_timeout: float = 15.0,
+                        dtls_certificate_file: str | None = None,
+                        dtls_private_key_file: str | None = None) -> Worker:
     """Spawn a worker process and wait until it runs.
 
     Raises ArgumentError for bad settings and WorkerStartError if the process exits (or does
@@ -321,6 +354,12 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
         raise ArgumentError(f"send_mode must be one of {SEND_MODES}")
     if not isinstance(start_timeout, (int, float)) or start_timeout <= 0:
         raise ArgumentError("start_timeout must be a positive number")
+    if bool(dtls_certificate_file) != bool(dtls_private_key_file):
+        raise ArgumentError("give both dtls_certificate_file and dtls_private_key_file, or neither")
+    dtls_args: list[str] = []
+    if dtls_certificate_file:
+        dtls_args = ["--dtls-certificate-file", os.path.abspath(dtls_certificate_file),
+                     "--dtls-private-key-file", os.path.abspath(str(dtls_private_key_file))]
 
     loop = asyncio.get_running_loop()
     request_read, request_write = os.pipe()
@@ -333,7 +372,7 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
             "--request-fd", str(request_read), "--response-fd", str(response_write),
             "--protocol-version", str(PROTOCOL_VERSION), "--log-level", log_level,
             "--rtc-min-port", str(rtc_min_port), "--rtc-max-port", str(rtc_max_port),
-            "--send-mode", send_mode]
+            "--send-mode", send_mode, *dtls_args]
     try:
         process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine (as root, or with sudo):
-#   bash scripts/dev.sh demo   set everything up, then run the demo
+#   bash scripts/dev.sh demo   set everything up, then start the browser room demo (prints the URL)
+#   bash scripts/dev.sh bench  set everything up, then run the send-ring benchmark
 #   bash scripts/dev.sh test   set everything up, then run the tests (what CI runs)
 #   bash scripts/dev.sh setup  only set up
 # Set-up is idempotent: the second time it checks a stamp and takes a second or two.
@@ -56,6 +57,26 @@ setup() {
         fi
         echo "$stamp" > "$VENV/.setup-stamp"
     fi
+    setup_room
+}
+
+setup_room() {
+    # The browser room demo (examples/room) and its test: Debian's chromium, node + npm,
+    # mediasoup-client / esbuild / playwright-core from npm (package-lock.json), the bundle.
+    local room="$ROOT/examples/room"
+    apt_install chromium
+    command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+    local lock_stamp
+    lock_stamp=$(sha256sum "$room/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$room/node_modules/.setup-stamp" 2>/dev/null)" != "$lock_stamp" ]; then
+        echo "setup: npm ci in examples/room"
+        (cd "$room" && npm ci --no-audit --no-fund --loglevel=error) >/dev/null
+        echo "$lock_stamp" > "$room/node_modules/.setup-stamp"
+    fi
+    if [ ! -f "$room/public/bundle.js" ] || [ -n "$(find "$room/src" -newer "$room/public/bundle.js" -print -quit)" ] \
+            || [ "$room/package-lock.json" -nt "$room/public/bundle.js" ]; then
+        (cd "$room" && npm run --silent build) >/dev/null
+    fi
 }
 
 cmd=${1:-test}
@@ -64,11 +85,17 @@ case "$cmd" in
         setup ;;
     demo)
         setup
+        # Prints the URL to open (in two tabs: each publishes its camera and microphone and
+        # shows every other participant). RELAY_ROOM_HOST / RELAY_ROOM_PORT to change them.
+        exec "$PY" examples/room/server.py --host "${RELAY_ROOM_HOST:-127.0.0.1}" \
+            --port "${RELAY_ROOM_PORT:-8080}" ;;
+    bench)
+        setup
         exec "$PY" -m relay.uring.bench --quick ;;
     test)
         setup
         "$VENV/bin/ruff" check .
         exec "$PY" -m pytest -q ;;
     *)
-        echo "usage: bash scripts/dev.sh [setup|demo|test]" >&2; exit 2 ;;
+        echo "usage: bash scripts/dev.sh [setup|demo|bench|test]" >&2; exit 2 ;;
 esac

@@ -11,12 +11,18 @@ class WorkerMethod:
     GET_RESOURCE_USAGE = "worker.getResourceUsage"
     CREATE_ROUTER = "worker.createRouter"
     CLOSE = "worker.close"
+    CREATE_WEBRTC_SERVER = "worker.createWebRtcServer"
+    CLOSE_WEBRTC_SERVER = "worker.closeWebRtcServer"  # {webRtcServerId}
+    DUMP_WEBRTC_SERVER = "worker.dumpWebRtcServer"  # handlerId = the webRtcServerId
 
 
 class RouterMethod:
     CLOSE = "router.close"
     DUMP = "router.dump"
     CREATE_PLAIN_TRANSPORT = "router.createPlainTransport"
+    CREATE_WEBRTC_TRANSPORT = "router.createWebRtcTransport"
+    CREATE_AUDIO_LEVEL_OBSERVER = "router.createAudioLevelObserver"  # {rtpObserverId, maxEntries, threshold, interval}
+    CREATE_ACTIVE_SPEAKER_OBSERVER = "router.createActiveSpeakerObserver"  # {rtpObserverId, interval}
 
 
 class TransportMethod:
@@ -26,6 +32,7 @@ class TransportMethod:
     CONNECT = "transport.connect"
     PRODUCE = "transport.produce"
     CONSUME = "transport.consume"
+    RESTART_ICE = "transport.restartIce"  # WebRTC transports
 
 
 class ProducerMethod:
@@ -43,6 +50,16 @@ class ConsumerMethod:
     PAUSE = "consumer.pause"
     RESUME = "consumer.resume"
     REQUEST_KEY_FRAME = "consumer.requestKeyFrame"
+    SET_PREFERRED_LAYERS = "consumer.setPreferredLayers"  # {spatialLayer, temporalLayer?}
+
+
+class RtpObserverMethod:  # handlerId = the rtpObserverId
+    CLOSE = "rtpObserver.close"
+    DUMP = "rtpObserver.dump"
+    PAUSE = "rtpObserver.pause"
+    RESUME = "rtpObserver.resume"
+    ADD_PRODUCER = "rtpObserver.addProducer"  # {producerId}
+    REMOVE_PRODUCER = "rtpObserver.removeProducer"  # {producerId}
 
 
 class WorkerEvent:
@@ -52,12 +69,28 @@ class WorkerEvent:
 class TransportEvent:
     TUPLE = "tuple"  # comedia learned the remote RTP address: {tuple}
     RTCP_TUPLE = "rtcptuple"  # comedia learned the remote RTCP address: {rtcpTuple}
+    ICE_STATE_CHANGE = "icestatechange"  # {iceState}
+    ICE_SELECTED_TUPLE_CHANGE = "iceselectedtuplechange"  # {iceSelectedTuple}
+    DTLS_STATE_CHANGE = "dtlsstatechange"  # {dtlsState, dtlsRemoteCert?, reason?}
+    WEBRTC_SERVER_CLOSE = "webrtcserverclose"  # the transport's WebRtcServer closed it
 
 
 class ConsumerEvent:
     PRODUCER_CLOSE = "producerclose"
     PRODUCER_PAUSE = "producerpause"
     PRODUCER_RESUME = "producerresume"
+    SCORE = "score"  # {score, producerScore, producerScores}
+    LAYERS_CHANGE = "layerschange"  # {spatialLayer, temporalLayer} | null (simulcast)
+
+
+class RtpObserverEvent:
+    VOLUMES = "volumes"  # [{producerId, volume}] loudest first
+    SILENCE = "silence"  # null
+    DOMINANT_SPEAKER = "dominantspeaker"  # {producerId}
+
+
+class ProducerEvent:
+    SCORE = "score"  # [{encodingIdx, ssrc, rid, score}]
 
 
 def _names(*groups: type) -> frozenset[str]:
@@ -70,6 +103,8 @@ def _names(*groups: type) -> frozenset[str]:
 
 
 ALL_METHODS: frozenset[str] = _names(
-    WorkerMethod, RouterMethod, TransportMethod, ProducerMethod, ConsumerMethod
+    WorkerMethod, RouterMethod, TransportMethod, ProducerMethod, ConsumerMethod, RtpObserverMethod
 )
-ALL_EVENTS: frozenset[str] = _names(WorkerEvent, TransportEvent, ConsumerEvent)
+ALL_EVENTS: frozenset[str] = _names(
+    WorkerEvent, TransportEvent, ConsumerEvent, ProducerEvent, RtpObserverEvent
+)

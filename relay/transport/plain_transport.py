@@ -25,7 +25,6 @@ from relay.rtp.packet import (
     build_pli,
     is_rtcp,
     iter_rtcp,
-    keyframe_request_ssrcs,
     rtp_payload_offset,
 )
 from relay.rtp.rtp_parameters import (
@@ -45,6 +44,7 @@ from relay.transport.srtp_session import (
     encode_key,
     generate_key,
 )
+from relay.worker.rtcp_reporter import RtcpReporter, handle_rtcp
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -116,6 +116,10 @@ class PlainTransport:
         self.ssrc_table: dict[int, tuple[Producer, int]] = {}
         self.any_ssrc_producer: Producer | None = None  # a producer whose SSRC is learned
         self.consumers_by_ssrc: dict[int, Consumer] = {}
+        # A producer's RTX SSRC → (producer, encoding index): RTX is unwrapped (cold path).
+        self.rtx_ssrc_table: dict[int, tuple[Producer, int]] = {}
+        self.rtt: float | None = None  # seconds, from RR blocks about our consumers' SRs
+        self.nacks_received = 0
         self.dropped: Counter[str] = Counter()
         self.rtp_packets_received = 0
         self.rtp_bytes_received = 0
@@ -152,6 +156,8 @@ class PlainTransport:
         except BaseException:
             self._close_sockets()
             raise
+        self.rtcp_reporter = RtcpReporter(self, ctx.loop)
+        self.rtcp_reporter.start()
         ctx.handlers[transport_id] = self
 
     # -- requests ---------------------------------------------------------------------------
@@ -234,7 +240,7 @@ class PlainTransport:
         producer = Producer(producer_id, self, data, self._ctx)
         self.producers[producer_id] = producer
         self.router.add_producer(producer)
-        return {"type": "simple"}
+        return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
 
     def consume(self, data: dict) -> dict:
         from relay.worker.consumer import Consumer
@@ -266,6 +272,8 @@ class PlainTransport:
         self.producers.pop(producer.id, None)
         for ssrc in [s for s, (p, _) in self.ssrc_table.items() if p is producer]:
             del self.ssrc_table[ssrc]
+        for ssrc in [s for s, (p, _) in self.rtx_ssrc_table.items() if p is producer]:
+            del self.rtx_ssrc_table[ssrc]
         if self.any_ssrc_producer is producer:
             self.any_ssrc_producer = None
 
@@ -349,6 +357,10 @@ class PlainTransport:
                 seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
                 entry = self.ssrc_table.get(ssrc)
                 if entry is None:
+                    rtx = self.rtx_ssrc_table.get(ssrc)
+                    if rtx is not None:  # a retransmission from the sender (RFC 4588)
+                        sends += rtx[0].receive_rtx(self._rview, n, rtx[1], now)
+                        continue
                     entry = self._unknown_ssrc(ssrc, buf[1] & 0x7F)
                     if entry is None:
                         continue
@@ -437,11 +449,7 @@ class PlainTransport:
                     return
                 self._learn_remote(addr)
             self.rtcp_packets_received += 1
-            for ssrc in keyframe_request_ssrcs(self._rbuf, n):
-                consumer = self.consumers_by_ssrc.get(ssrc)
-                if consumer is not None:
-                    self.keyframe_requests_received += 1
-                    consumer.request_key_frame()
+            handle_rtcp(self, self._rview[:n], time.monotonic())
         except Exception:  # a bug here must not take the packet path down
             logger.exception("RTCP handling failed on transport %s", self.id)
             self.dropped["rtcpError"] += 1
@@ -543,6 +551,9 @@ class PlainTransport:
             "rtcpPacketsReceived": self.rtcp_packets_received,
             "rtcpPacketsSent": self.rtcp_packets_sent,
             "keyFrameRequestsReceived": self.keyframe_requests_received,
+            "nackPacketsReceived": self.nacks_received,
+            "rtcpReportsSent": self.rtcp_reporter.reports_sent,
+            "roundTripTime": self.rtt,
             "dropped": dict(self.dropped),
         }
         if self.srtp_send is not None:
@@ -559,6 +570,7 @@ class PlainTransport:
         if self.closed:
             return
         self.closed = True
+        self.rtcp_reporter.close()
         for consumer in list(self.consumers.values()):
             consumer.close(notify=None)
         for producer in list(self.producers.values()):

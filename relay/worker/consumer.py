@@ -1,5 +1,14 @@
-"""Worker-side Consumer (type "simple"): one producer stream re-sent to a transport's remote
-with the consumer's own SSRC, payload types, header-extension ids and continuous seq/ts.
+"""Worker-side Consumer (type "simple", or "simulcast": one of several producer streams at a
+time) re-sent to a transport's remote with the consumer's own SSRC, payload types,
+header-extension ids and continuous seq/ts.
+
+Media quality: a video consumer that (re)starts waits for a key frame (`key_frame_pending`,
+left out of the fan-out until then); NACKs from its remote are answered from the producer
+stream's shared store (`relay.worker.retransmission`), as RTX when negotiated; its remote's
+RRs give its loss, jitter, RTT and 0-10 score ("score" event); it builds its SR
+(`sender_report`). A simulcast consumer switches spatial layer only on a key frame of the
+target layer (`set_preferred_layers`, "layerschange") and drops VP8 packets above its
+temporal layer (TID), keeping its sequence numbers gap-free (`on_temporal_drop`).
 
 The packet path itself is in `Producer.receive` (the fan-out loop); this object holds what
 that loop reads (`rewriter`, `extension_table`, `fd`, `addr`, `srtp`, counters) and keeps
@@ -13,10 +22,15 @@ moves. mediasoup removes them; the effect on a receiver is the same.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from relay.rtp.nack_buffer import RtxStream
+from relay.rtp.receive_stats import rtt_from_report_block
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
+from relay.rtp.rtcp import ReportBlock, SenderReport
 from relay.rtp.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -30,6 +44,7 @@ from relay.rtp.rtp_parameters import (
     require_int,
     require_kind,
 )
+from relay.rtp.score import StreamScore
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -37,6 +52,8 @@ from worker_proto.errors import (
     UnsupportedError,
 )
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
+
+from .retransmission import retransmit
 
 if TYPE_CHECKING:
     from relay.transport.plain_transport import PlainTransport
@@ -50,7 +67,17 @@ class Consumer:
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
         "packets_sent", "bytes_sent", "dropped", "ring_drops", "keyframe_requests",
-        "fd", "addr", "srtp", "active",
+        "fd", "addr", "srtp", "send", "active",
+        # media quality (see relay.worker.retransmission, relay.worker.rtcp_reporter)
+        "nack_enabled", "rtx", "key_frame_pending", "payload_bytes", "retransmitted_packets",
+        "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
+        "plis_received", "firs_received", "score", "rtt", "remote_fraction_lost",
+        "remote_packets_lost", "remote_jitter", "cname", "clock_rate", "bitrate",
+        "_bitrate_bytes", "_bitrate_time",
+        # simulcast (see set_preferred_layers)
+        "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
+        # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
+        "max_tid", "pending_max_tid", "temporal_drop_seq", "temporal_drops", "temporal_epochs",
     )
 
     def __init__(
@@ -65,8 +92,9 @@ class Consumer:
         if kind != producer.kind:
             raise ArgumentError(f"kind {kind!r} does not match the producer's {producer.kind!r}")
         consumer_type = data.get("type", "simple")
-        if consumer_type != "simple":
-            raise UnsupportedError(f"consumer type {consumer_type!r} is not supported (only 'simple')")
+        if consumer_type not in ("simple", "simulcast"):
+            raise UnsupportedError(
+                f"consumer type {consumer_type!r} is not supported ('simple' or 'simulcast')")
         rtp_parameters = require_dict(data.get("rtpParameters"), "rtpParameters")
         codecs = check_codecs(rtp_parameters, "rtpParameters")
         extensions = check_header_extensions(rtp_parameters, "rtpParameters")
@@ -83,10 +111,39 @@ class Consumer:
         if producer.closed:
             raise InvalidStateError(f"producer {producer.id} is closed")
         stream_index = producer.stream_index(mapped_ssrc)
+        layer_streams = [stream_index]
+        target_spatial = 0
+        if consumer_type == "simulcast":
+            # Spatial layer i is consumableRtpEncodings[i] (lowest first, as mediasoup).
+            if kind != "video" or len(consumable or []) < 2:
+                raise ArgumentError("a simulcast consumer needs a video producer with several encodings")
+            layer_streams = []
+            for i, entry in enumerate(consumable):
+                require_dict(entry, f"consumableRtpEncodings[{i}]")
+                layer_streams.append(producer.stream_index(
+                    require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"consumableRtpEncodings[{i}].ssrc")))
+            target_spatial = _preferred_spatial(data.get("preferredLayers"), len(layer_streams))
+            stream_index = layer_streams[target_spatial]
+        pending_max_tid = None
+        if consumer_type == "simulcast":
+            pending_max_tid = _preferred_temporal(data.get("preferredLayers"))
         pt_table = payload_type_table(producer.codecs, producer.mapped_pt, codecs)
         if all(pt == NO_PAYLOAD_TYPE for pt in pt_table):
             raise ArgumentError("rtpParameters.codecs has no codec of the producer")
         media = [c for c in codecs if is_media_codec(c)]
+        nack_enabled = any(_has_feedback(c, "nack") for c in media)
+        rtx = None
+        rtx_encoding = encodings[0].get("rtx")
+        if isinstance(rtx_encoding, dict) and nack_enabled:
+            rtx_ssrc = require_int(rtx_encoding, "ssrc", 0, 0xFFFFFFFF, name="rtpParameters.encodings[0].rtx.ssrc")
+            rtx_codec = next(
+                (c for c in codecs if c["mimeType"].lower().endswith("/rtx")
+                 and (c.get("parameters") or {}).get("apt") == media[0]["payloadType"]),
+                None,
+            )
+            if rtx_codec is not None:
+                # RFC 3550 5.1: a random initial sequence number.
+                rtx = RtxStream(rtx_ssrc, rtx_codec["payloadType"], int.from_bytes(os.urandom(2), "big"))
 
         self.id = consumer_id
         self.kind = kind
@@ -107,11 +164,51 @@ class Consumer:
         self.ring_drops = 0
         self.keyframe_requests = 0
         self.fd, self.addr, self.srtp = transport.route()
+        # The ring's send, unless the transport sends another way (ICE-TCP: copy sends).
+        self.send = getattr(transport, "media_send", None) or ctx.ring.send
         self.active = False
+        self.nack_enabled = nack_enabled
+        self.rtx = rtx
+        self.key_frame_pending = False
+        self.payload_bytes = 0  # RTP payload octets sent (the SR's octet count)
+        self.retransmitted_packets = 0
+        self.retransmitted_bytes = 0
+        self.nack_misses = 0  # NACKed packets we could not resend (too old, gone, never sent)
+        self.nacks_received = 0  # NACK packets
+        self.nack_packets_requested = 0  # sequence numbers in them
+        self.plis_received = 0
+        self.firs_received = 0
+        self.score = StreamScore()
+        self.rtt: float | None = None
+        self.remote_fraction_lost = 0
+        self.remote_packets_lost = 0
+        self.remote_jitter = 0
+        rtcp = rtp_parameters.get("rtcp")
+        cname = rtcp.get("cname") if isinstance(rtcp, dict) else None
+        self.cname = cname if isinstance(cname, str) else None
+        self.clock_rate = media[0]["clockRate"]
+        self.bitrate = 0
+        self._bitrate_bytes = 0
+        self._bitrate_time: float | None = None
+        self.type = consumer_type
+        self.layer_streams = layer_streams
+        self.target_spatial = target_spatial
+        self.current_spatial: int | None = None
+        self.switch_target: int | None = None  # stream index to switch to on its next key frame
+        self.max_tid = ALL_TEMPORAL_LAYERS
+        # applied at the next start of a TL0 frame (Producer._temporal_step)
+        self.pending_max_tid = pending_max_tid if pending_max_tid != ALL_TEMPORAL_LAYERS else None
+        self.temporal_drop_seq = -1  # input seq of the last packet dropped for its TID
+        self.temporal_drops = 0
+        # [input seq of a dropped run's last packet, the seq offset used before that run],
+        # oldest first: maps a NACKed output seq back across temporal drops (bounded).
+        self.temporal_epochs: deque[list[int]] = deque(maxlen=TEMPORAL_EPOCHS)
 
         transport.register_consumer(self)  # raises on a duplicate SSRC, before anything else
         ctx.handlers[consumer_id] = self
         self.active = self._is_active()
+        if self.active:
+            self.key_frame_pending = self._needs_key_frame()
         producer.add_consumer(self)
         if self.active:
             self.request_key_frame()  # a video receiver can't start without one
@@ -137,6 +234,8 @@ class Consumer:
         if method == ConsumerMethod.REQUEST_KEY_FRAME:
             self.request_key_frame()
             return None
+        if method == ConsumerMethod.SET_PREFERRED_LAYERS:
+            return self.set_preferred_layers(require_dict(data, "data"))
         raise UnknownMethodError(f"a consumer does not handle {method!r}")
 
     def pause(self) -> None:
@@ -173,11 +272,17 @@ class Consumer:
     def update_route(self) -> None:
         """The transport's remote or SRTP session changed."""
         self.fd, self.addr, self.srtp = self.transport.route()
+        self.send = getattr(self.transport, "media_send", None) or self._ctx.ring.send
         if self._refresh():
             self.request_key_frame()
 
     def _is_active(self) -> bool:
         return not (self.closed or self.paused or self.producer_paused or self.addr is None)
+
+    def _needs_key_frame(self) -> bool:
+        """A video consumer (re)starting sends nothing until a key frame (when the codec
+        lets us see one)."""
+        return self.producer.receivers[self.stream_index].detector is not None
 
     def _refresh(self, rebuild: bool = True) -> bool:
         """Recompute `active`; on a stop remember where the output got to. True if the
@@ -186,9 +291,202 @@ class Consumer:
         self.active = self._is_active()
         if was_active and not self.active:
             self.rewriter.stop(self.producer.streams[self.stream_index])
+            self.temporal_drop_seq = -1
+            self.temporal_epochs.clear()
+        if self.active and not was_active:
+            self.key_frame_pending = self._needs_key_frame()
         if rebuild and was_active != self.active:
             self.producer.rebuild_fanout()
         return self.active and not was_active
+
+    # -- simulcast ----------------------------------------------------------------------------
+
+    def set_preferred_layers(self, data: dict) -> dict:
+        """Aim at spatial layer `spatialLayer` (clamped to those there are) and temporal layer
+        `temporalLayer` (VP8 TID; absent: all). The spatial switch happens on that layer's
+        next key frame (asked for now), the temporal one at the next start of a TL0 frame;
+        until then the current layers go on."""
+        if self.type != "simulcast":
+            raise UnsupportedError("only a simulcast consumer has layers")
+        self.target_spatial = _preferred_spatial(data, len(self.layer_streams))
+        temporal = _preferred_temporal(data)
+        self.pending_max_tid = None if temporal == self.max_tid else temporal
+        self.producer.rebuild_fanout()
+        target_stream = self.layer_streams[self.target_spatial]
+        if self.key_frame_pending:  # not started yet: just wait for the new target's key frame
+            self.stream_index = target_stream
+            self.switch_target = None
+            self.producer.rebuild_fanout()
+            self.request_key_frame()
+        elif target_stream != self.stream_index:
+            self.switch_target = target_stream
+            self.request_key_frame()
+        else:
+            self.switch_target = None
+        return self.preferred_layers()
+
+    def preferred_layers(self) -> dict | None:
+        if self.type != "simulcast":
+            return None
+        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
+        return {"spatialLayer": self.target_spatial, "temporalLayer": _temporal_layer(temporal)}
+
+    def current_layers(self) -> dict | None:
+        if self.current_spatial is None:
+            return None
+        return {"spatialLayer": self.current_spatial, "temporalLayer": _temporal_layer(self.max_tid)}
+
+    def apply_temporal_layer(self) -> None:
+        """The pending temporal target takes effect (the producer calls this at the start of
+        a TL0 frame, which every temporal layer can decode from)."""
+        if self.pending_max_tid is None:
+            return
+        self.max_tid = self.pending_max_tid
+        self.pending_max_tid = None
+        if self.current_spatial is not None:
+            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+
+    def on_key_frame(self, index: int) -> bool:
+        """A key frame starts on producer stream `index`: start (or switch layer) now if we
+        were waiting for it. True if the fan-out must be rebuilt."""
+        if self.key_frame_pending and self.stream_index == index:
+            self.key_frame_pending = False
+            self._take_pending_temporal()  # a key frame starts a TL0 frame
+            self._set_current_layer()
+            return True
+        if self.switch_target == index and self.active:
+            # The rewriter re-syncs on this packet as on an input SSRC change: sequence
+            # numbers continue at last + 1, the timestamp by the wall-clock time since.
+            self.rewriter.stop(self.producer.streams[self.stream_index])
+            self.temporal_drop_seq = -1
+            self.temporal_epochs.clear()
+            self.stream_index = index
+            self.switch_target = None
+            self._take_pending_temporal()
+            self._set_current_layer()
+            return True
+        return False
+
+    def on_temporal_drop(self, seq: int) -> None:
+        """A packet (input `seq`, in order) is not sent for its TID: the next one takes its
+        output number (called by the producer's fan-out for each consumer of the group)."""
+        rw = self.rewriter
+        self.temporal_drops += 1
+        if rw.sync_required:
+            return
+        epochs = self.temporal_epochs
+        if epochs and self.temporal_drop_seq >= 0 and (seq - self.temporal_drop_seq) & 0xFFFF == 1:
+            epochs[-1][0] = seq  # the same run of drops: nothing was sent in between
+        else:
+            epochs.append([seq, rw.seq_offset])
+        rw.seq_offset = (rw.seq_offset - 1) & 0xFFFF
+        self.temporal_drop_seq = seq
+
+    def input_seq(self, out_seq: int) -> int | None:
+        """The input sequence number of the packet sent as `out_seq`, across temporal-layer
+        drops (each run of drops changed the offset); None if it can't be known."""
+        epochs = self.temporal_epochs
+        offset = self.rewriter.seq_offset
+        after: int | None = epochs[-1][0] if epochs else None  # packets after this drop
+        before: int | None = None  # ... and before this one
+        for i in range(len(epochs), -1, -1):
+            in_seq = (out_seq - offset) & 0xFFFF
+            if (after is None or 0 < (in_seq - after) & 0xFFFF < 0x8000) and (
+                before is None or 0 < (before - in_seq) & 0xFFFF < 0x8000
+            ):
+                if after is None and i == 0 and len(epochs) == epochs.maxlen:
+                    return None  # older than the runs we remember
+                return in_seq
+            if i == 0:
+                break
+            before, offset = epochs[i - 1]
+            after = epochs[i - 2][0] if i >= 2 else None
+        return None
+
+    def _take_pending_temporal(self) -> None:
+        if self.pending_max_tid is not None:
+            self.max_tid = self.pending_max_tid
+            self.pending_max_tid = None
+
+    def _set_current_layer(self) -> None:
+        if self.type != "simulcast":
+            return
+        spatial = self.layer_streams.index(self.stream_index)
+        if spatial != self.current_spatial:
+            self.current_spatial = spatial
+            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+
+    # -- RTCP from the consumer's remote (control path) ---------------------------------------
+
+    def on_nack(self, lost: list[int], now: float) -> int:
+        """A NACK for our output seqs `lost`: resend what we can; returns the number resent."""
+        self.nacks_received += 1
+        self.nack_packets_requested += len(lost)
+        if not self.nack_enabled or self.closed:
+            self.nack_misses += len(lost)
+            return 0
+        return retransmit(self, lost, now, self._ctx.ring)
+
+    def on_key_frame_request(self, fir: bool) -> None:
+        if fir:
+            self.firs_received += 1
+        else:
+            self.plis_received += 1
+        self.request_key_frame()
+
+    def on_report_block(self, block: ReportBlock, arrival_ntp: int) -> float | None:
+        """A report block about our stream from the remote: loss, jitter, RTT; score."""
+        self.remote_fraction_lost = block.fraction_lost
+        self.remote_packets_lost = block.packets_lost
+        self.remote_jitter = block.jitter
+        rtt = rtt_from_report_block(block, arrival_ntp)
+        if rtt is not None:
+            self.rtt = rtt
+        if self.score.update_from_fraction_lost(block.fraction_lost, self.rtt):
+            self._notify_score()
+        return rtt
+
+    def on_producer_score(self) -> None:
+        self._notify_score()
+
+    def _notify_score(self) -> None:
+        if self.closed:
+            return
+        receiver = self.producer.receivers[self.stream_index]
+        self._ctx.notify(self.id, ConsumerEvent.SCORE, {
+            "score": self.score.score,
+            "producerScore": receiver.score.score,
+            "producerScores": [r.score.score for r in self.producer.receivers],
+        })
+
+    def sender_report(self, ntp: int, now: float) -> SenderReport | None:
+        """Our SR at wall-clock `ntp`: RTP time mapped from the producer's SR (else from the
+        last forwarded packet and the time since), plus our timestamp offset; our counts."""
+        rw = self.rewriter
+        if not rw.started or self.packets_sent == 0:
+            return None
+        stream = self.producer.streams[self.stream_index]
+        mapping = self.producer.receivers[self.stream_index].stats.mapping()
+        if mapping is not None:
+            rtp_ts = mapping.rtp_timestamp_at(ntp)
+        else:
+            rtp_ts = stream.max_ts + int((now - stream.last_time) * self.clock_rate)
+        self.update_bitrate(now)
+        return SenderReport(
+            ssrc=self.ssrc,
+            ntp_timestamp=ntp,
+            rtp_timestamp=(rtp_ts + rw.ts_offset) & 0xFFFFFFFF,
+            packet_count=self.packets_sent & 0xFFFFFFFF,
+            octet_count=self.payload_bytes & 0xFFFFFFFF,
+        )
+
+    def update_bitrate(self, now: float) -> int:
+        total = self.bytes_sent + self.retransmitted_bytes
+        if self._bitrate_time is not None and now > self._bitrate_time:
+            self.bitrate = int((total - self._bitrate_bytes) * 8 / (now - self._bitrate_time))
+        self._bitrate_bytes = total
+        self._bitrate_time = now
+        return self.bitrate
 
     # -- description --------------------------------------------------------------------------
 
@@ -197,8 +495,10 @@ class Consumer:
             "id": self.id,
             "producerId": self.producer.id,
             "kind": self.kind,
-            "type": "simple",
+            "type": self.type,
             "rtpParameters": self.rtp_parameters,
+            "preferredLayers": self.preferred_layers(),
+            "currentLayers": self.current_layers(),
             "paused": self.paused,
             "producerPaused": self.producer_paused,
             "active": self.active,
@@ -216,6 +516,24 @@ class Consumer:
                 "dropped": self.dropped,
                 "ringDrops": self.ring_drops,
                 "keyFrameRequests": self.keyframe_requests,
+                "rtxSsrc": self.rtx.ssrc if self.rtx is not None else None,
+                "nackEnabled": self.nack_enabled,
+                "nackCount": self.nacks_received,
+                "nackPacketCount": self.nack_packets_requested,
+                "retransmittedPackets": self.retransmitted_packets,
+                "retransmittedBytes": self.retransmitted_bytes,
+                "nackMisses": self.nack_misses,
+                "pliCount": self.plis_received,
+                "firCount": self.firs_received,
+                "fractionLost": self.remote_fraction_lost,
+                "packetsLost": self.remote_packets_lost,
+                "jitter": self.remote_jitter,
+                "roundTripTime": self.rtt,
+                "score": self.score.score,
+                "producerScore": self.producer.receivers[self.stream_index].score.score,
+                "bitrate": self.bitrate,
+                "waitingForKeyFrame": self.key_frame_pending,
+                "temporalLayerDrops": self.temporal_drops,
                 "paused": self.paused,
                 "producerPaused": self.producer_paused,
             }
@@ -235,3 +553,41 @@ class Consumer:
         self._ctx.handlers.pop(self.id, None)
         if notify is not None:
             self._ctx.notify(self.id, notify, None)
+
+
+def _has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
+    for fb in codec.get("rtcpFeedback") or []:
+        if isinstance(fb, dict) and fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter:
+            return True
+    return False
+
+
+ALL_TEMPORAL_LAYERS = 255  # max_tid of a consumer that filters no temporal layer
+TEMPORAL_EPOCHS = 256  # runs of temporal drops remembered for NACK mapping (seconds of video)
+
+
+def _preferred_temporal(layers: Any) -> int:
+    """The highest VP8 TID to forward ({temporalLayer}); all of them if none is given."""
+    if not isinstance(layers, dict) or layers.get("temporalLayer") is None:
+        return ALL_TEMPORAL_LAYERS
+    temporal = layers["temporalLayer"]
+    if not isinstance(temporal, int) or isinstance(temporal, bool) or temporal < 0:
+        raise ArgumentError("temporalLayer must be a non-negative integer")
+    return ALL_TEMPORAL_LAYERS if temporal >= 3 else temporal  # VP8's TID has 2 bits
+
+
+def _temporal_layer(max_tid: int) -> int | None:
+    return None if max_tid >= 3 else max_tid
+
+
+def _preferred_spatial(layers: Any, count: int) -> int:
+    """The spatial layer asked for ({spatialLayer}), clamped to 0..count-1; the highest if
+    none is given."""
+    if layers is None:
+        return count - 1
+    if not isinstance(layers, dict):
+        raise ArgumentError("preferredLayers must be an object")
+    spatial = layers.get("spatialLayer")
+    if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
+        raise ArgumentError("preferredLayers.spatialLayer must be a non-negative integer")
+    return min(spatial, count - 1)

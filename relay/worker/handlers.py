@@ -77,6 +77,12 @@ class WorkerHandler:
         if method == WorkerMethod.CLOSE:
             self._request_close()
             return None
+        if method == WorkerMethod.CREATE_WEBRTC_SERVER:
+            from relay.transport.webrtc_server import create_webrtc_server
+
+            return create_webrtc_server(data, self._ctx)
+        if method == WorkerMethod.CLOSE_WEBRTC_SERVER:
+            return self.close_webrtc_server(data)
         raise UnknownMethodError(f"the worker does not handle {method!r}")
 
     def dump(self) -> dict[str, Any]:
@@ -111,6 +117,16 @@ class WorkerHandler:
         if router_id not in self._ctx.handlers:  # the Router registers itself; verify it did
             raise InvalidStateError(f"router {router_id!r} did not register its handler")
         self._router_ids.append(router_id)
+        return None
+
+    def close_webrtc_server(self, data: dict) -> None:
+        from relay.transport.webrtc_server import WebRtcServer
+
+        server = self._ctx.handlers.get(data.get("webRtcServerId") if isinstance(data, dict)
+                                        else None)  # type: ignore[arg-type]
+        if not isinstance(server, WebRtcServer):
+            raise ArgumentError("no WebRtcServer with that webRtcServerId")
+        server.close()
         return None
 
     async def close_routers(self) -> None:

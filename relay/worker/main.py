@@ -49,11 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="warn")
     parser.add_argument("--rtc-min-port", type=int, default=10000)
     parser.add_argument("--rtc-max-port", type=int, default=59999)
+    parser.add_argument("--dtls-certificate-file", default=None)
+    parser.add_argument("--dtls-private-key-file", default=None)
     parser.add_argument("--send-mode", choices=SEND_MODES,
                         default=os.environ.get("RELAY_SEND_MODE", "auto"))
     args = parser.parse_args(argv)
     if not 1 <= args.rtc_min_port <= args.rtc_max_port <= 65535:
         parser.error("need 1 <= --rtc-min-port <= --rtc-max-port <= 65535")
+    if bool(args.dtls_certificate_file) != bool(args.dtls_private_key_file):
+        parser.error("give both --dtls-certificate-file and --dtls-private-key-file, or neither")
     return args
 
 
@@ -142,6 +146,11 @@ async def serve(args: argparse.Namespace) -> int:
 
     os.environ["RELAY_SEND_MODE"] = args.send_mode
     try:
+        # The DTLS certificate of every WebRTC transport: generated (ECDSA P-256) or loaded
+        # once, at start, so a bad file fails the start, not a transport.
+        from relay.transport.dtls import worker_certificate
+
+        worker_certificate(args.dtls_certificate_file, args.dtls_private_key_file)
         ring = _create_send_ring(args.send_mode)
         if hasattr(ring, "attach"):  # reap send completions from this loop (eventfd)
             ring.attach(loop)

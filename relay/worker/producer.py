@@ -12,7 +12,15 @@ Streams: each encoding with an `ssrc` is matched by it. A single encoding withou
 RTP sender whose SSRC isn't signalled) takes the first SSRC seen with one of its payload types,
 and a later different SSRC with such a payload type replaces it (the sender restarted):
 consumers then continue their sequence numbers and timestamps (see `relay.rtp.rewriter`).
-Simulcast by `rid` is not supported yet (UnsupportedError).
+Simulcast by `rid` is not supported yet (UnsupportedError); by SSRC it is (several
+encodings, consumed by "simulcast" consumers).
+
+Media quality, per inbound packet and stream (not per consumer): `StreamReceiver.on_packet`
+(receive stats, key-frame detection, the shared retransmission store when a consumer
+negotiated NACK, gap detection → NACK upstream with retries on a timer); key-frame requests
+are coalesced (`KeyFrameRequester`); RTX from the sender is unwrapped (`receive_rtx`, reached
+through the transport's `rtx_ssrc_table`, off the hot path); audio levels feed the router's
+observers; `report_blocks()` builds the RR blocks and the stream scores ("score" event).
 """
 
 from __future__ import annotations
@@ -21,8 +29,19 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC, extension_bounds, rewrite_extension_ids
+from relay.rtp.audio_level import audio_level_from_packet
+from relay.rtp.keyframe import parse_vp8_descriptor
+from relay.rtp.nack_buffer import RtpHeaderError, parse_rtx_packet
+from relay.rtp.nack_generator import TIMER_INTERVAL as NACK_TIMER_INTERVAL
+from relay.rtp.packet import (
+    RTP_B1_SEQ_TS_SSRC,
+    RTP_SEQ_TS_SSRC,
+    extension_bounds,
+    rewrite_extension_ids,
+    rtp_payload_offset,
+)
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
+from relay.rtp.rtcp import Nack, ReportBlock, SenderReport
 from relay.rtp.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -40,7 +59,10 @@ from worker_proto.errors import (
     UnknownMethodError,
     UnsupportedError,
 )
-from worker_proto.methods import ConsumerEvent, ProducerMethod
+from worker_proto.methods import ConsumerEvent, ProducerEvent, ProducerMethod
+
+from .key_frame_requester import KeyFrameRequester
+from .stream_receiver import StreamReceiver
 
 if TYPE_CHECKING:
     from relay.transport.plain_transport import PlainTransport
@@ -52,6 +74,16 @@ _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 # A learned stream switches to a new SSRC only after this long without packets from the old
 # one, so two senders fighting over one producer can't flip it on every packet.
 SSRC_SWITCH_SILENCE = 0.25
+RTCP_SENDER_SSRC = 0  # our NACKs/PLIs/RRs carry no media of their own
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+def has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
+    """Whether `codec` negotiated RTCP feedback `fb_type` `parameter` (e.g. "nack", "")."""
+    for fb in codec.get("rtcpFeedback") or []:
+        if isinstance(fb, dict) and fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter:
+            return True
+    return False
 
 
 class Producer:
@@ -109,6 +141,24 @@ class Producer:
         if ssrcs[0] is None and transport.any_ssrc_producer is not None:
             raise UnsupportedError("this transport already has a producer without a signalled ssrc")
 
+        # RTX (RFC 4588): the sender's RTX SSRC per encoding and RTX PT -> original PT.
+        self.rtx_apt: dict[int, int] = {}
+        for codec in codecs:
+            if codec["mimeType"].lower().endswith("/rtx"):
+                apt = (codec.get("parameters") or {}).get("apt")
+                if isinstance(apt, int) and apt in mapped_pt:
+                    self.rtx_apt[codec["payloadType"]] = apt
+        rtx_ssrcs: list[int | None] = []
+        for i, encoding in enumerate(encodings):
+            rtx = encoding.get("rtx")
+            rtx_ssrc = None
+            if isinstance(rtx, dict):
+                rtx_ssrc = require_int(rtx, "ssrc", 0, 0xFFFFFFFF, name=f"rtpParameters.encodings[{i}].rtx.ssrc")
+                if rtx_ssrc in transport.ssrc_table or rtx_ssrc in transport.rtx_ssrc_table:
+                    raise ArgumentError(f"rtx ssrc {rtx_ssrc} is already used on this transport")
+            rtx_ssrcs.append(rtx_ssrc)
+        self.rtx_ssrcs = rtx_ssrcs
+
         self.id = producer_id
         self.transport = transport
         self._ctx = ctx
@@ -125,20 +175,48 @@ class Producer:
         self._learned = ssrcs[0] is None  # single encoding, SSRC taken from packets
         self.consumers: list[Consumer] = []
         # Per stream: tuple of (extension table, tuple of active consumers).
-        self._fanout: list[tuple[tuple[bytes, tuple[Any, ...]], ...]] = [() for _ in ssrcs]
+        # Per stream: tuple of (extension table, tuple of active consumers, highest VP8 TID
+        # they take: 255 = all).
+        self._fanout: list[tuple[tuple[bytes, tuple[Any, ...], int], ...]] = [() for _ in ssrcs]
+        # Per stream: parse the VP8 TID of each packet (some consumer filters temporal layers)
+        self._tid_parse = [False for _ in ssrcs]
+        self._is_vp8 = self.kind == "video" and media[0]["mimeType"].lower() == "video/vp8"
         self._scratch = bytearray(SCRATCH_SIZE)
         self._scratch_view = memoryview(self._scratch)
         self.packets_received = 0
         self.bytes_received = 0
         self.dropped: Counter[str] = Counter()
-        self.keyframe_requests_sent = 0
         self._created = time.monotonic()
+        main = media[0]
+        self.nack_enabled = has_feedback(main, "nack")
+        self.receivers = [
+            StreamReceiver(self.kind, main["mimeType"], self.clock_rate, self.nack_enabled)
+            for _ in ssrcs
+        ]
+        self.nacks_sent = 0  # NACK packets sent upstream
+        # Audio observers fed from the ssrc-audio-level extension (the sender's id for it).
+        self.level_observers: tuple[Any, ...] = ()
+        self._audio_level_id = next(
+            (i for i, uri in extensions.items() if uri == AUDIO_LEVEL_URI), 0
+        )
+        self._nack_timer: Any = None
+        self.key_frames = KeyFrameRequester(
+            ctx.loop,
+            transport.send_rtcp,
+            self._seen_ssrcs,
+            self._consumers_waiting,
+            use_fir=has_feedback(main, "ccm", "fir") and not has_feedback(main, "nack", "pli"),
+            sender_ssrc=RTCP_SENDER_SSRC,
+        )
 
         for index, ssrc in enumerate(ssrcs):
             if ssrc is not None:
                 transport.ssrc_table[ssrc] = (self, index)
         if self._learned:
             transport.any_ssrc_producer = self
+        for index, rtx_ssrc in enumerate(rtx_ssrcs):
+            if rtx_ssrc is not None:
+                transport.rtx_ssrc_table[rtx_ssrc] = (self, index)
         ctx.handlers[producer_id] = self
 
     # -- requests ---------------------------------------------------------------------------
@@ -201,25 +279,136 @@ class Producer:
         self.rebuild_fanout()
 
     def rebuild_fanout(self) -> None:
-        """Regroup the active consumers of each stream by extension table (control path)."""
+        """Regroup the active consumers of each stream by extension table and temporal layer
+        (control path). A consumer waiting for a key frame (`key_frame_pending`) is left out
+        until one comes."""
         fanout = []
         for index in range(len(self.streams)):
-            groups: dict[bytes, list[Consumer]] = {}
+            groups: dict[tuple[bytes, int], list[Consumer]] = {}
             if not self.paused:
                 for consumer in self.consumers:
-                    if consumer.stream_index == index and consumer.active:
-                        groups.setdefault(consumer.extension_table, []).append(consumer)
-            fanout.append(tuple((table, tuple(members)) for table, members in groups.items()))
+                    if consumer.stream_index == index and consumer.active and not consumer.key_frame_pending:
+                        key = (consumer.extension_table, consumer.max_tid)
+                        groups.setdefault(key, []).append(consumer)
+            fanout.append(tuple((table, tuple(members), max_tid)
+                                for (table, max_tid), members in groups.items()))
+            self._tid_parse[index] = self._is_vp8 and any(
+                c.max_tid < 3 or c.pending_max_tid is not None
+                for c in self.consumers if c.stream_index == index
+            )
+            self.receivers[index].enable_store(
+                any(c.nack_enabled for c in self.consumers if c.stream_index == index)
+            )
         self._fanout = fanout
 
     def request_key_frame(self) -> None:
-        """PLI to the sender of every stream we have seen (through this producer's transport)."""
+        """A key frame from the sender (coalesced: one request in flight, see
+        `KeyFrameRequester`), to every stream we have seen."""
         if self.closed:
             return
-        for stream in self.streams:
-            if stream.started or not self._learned:
-                if self.transport.send_pli(stream.ssrc):
-                    self.keyframe_requests_sent += 1
+        self.key_frames.request()
+
+    @property
+    def keyframe_requests_sent(self) -> int:
+        return self.key_frames.requests_sent
+
+    def _seen_ssrcs(self) -> list[int]:
+        return [s.ssrc for s in self.streams if s.started or not self._learned]
+
+    def _consumers_waiting(self) -> bool:
+        return any((c.key_frame_pending or c.switch_target is not None) and c.active
+                   for c in self.consumers)
+
+    def _on_key_frame(self, index: int) -> None:
+        """A key frame starts on stream `index`: the request is answered, and consumers
+        waiting for one start with this packet."""
+        self.key_frames.on_key_frame()
+        changed = False
+        for consumer in self.consumers:
+            if consumer.on_key_frame(index):
+                changed = True
+        if changed:
+            self.rebuild_fanout()
+
+    # -- audio observers -----------------------------------------------------------------------
+
+    def add_level_observer(self, observer: Any) -> None:
+        if observer not in self.level_observers:
+            self.level_observers = (*self.level_observers, observer)
+
+    def remove_level_observer(self, observer: Any) -> None:
+        self.level_observers = tuple(o for o in self.level_observers if o is not observer)
+
+    def _feed_audio_level(self, buf: memoryview, n: int) -> None:
+        if not self._audio_level_id:
+            return
+        level = audio_level_from_packet(buf[:n], self._audio_level_id)
+        if level is None:
+            return
+        voice, value = level
+        for observer in self.level_observers:
+            observer.on_level(self.id, value, voice)
+
+    # -- NACK upstream ------------------------------------------------------------------------
+
+    def _nack_upstream(self, index: int, lost: list[int]) -> None:
+        packet = Nack(RTCP_SENDER_SSRC, self.streams[index].ssrc, lost).serialize()
+        if self.transport.send_rtcp(packet):
+            self.nacks_sent += 1
+        if self._nack_timer is None and not self.closed:
+            self._nack_timer = self._ctx.loop.call_later(NACK_TIMER_INTERVAL, self._on_nack_timer)
+
+    def _on_nack_timer(self) -> None:
+        self._nack_timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        rtt = getattr(self.transport, "rtt", None)
+        pending = False
+        for index, receiver in enumerate(self.receivers):
+            generator = receiver.nack
+            if generator is None:
+                continue
+            if rtt is not None:
+                generator.set_rtt(rtt)
+            due = generator.on_timer(now)
+            if due:
+                self._nack_upstream(index, due)
+            if generator.take_keyframe_request():
+                self.request_key_frame()
+            pending = pending or len(generator) > 0
+        if pending and self._nack_timer is None:
+            self._nack_timer = self._ctx.loop.call_later(NACK_TIMER_INTERVAL, self._on_nack_timer)
+
+    # -- RTCP (control path) ------------------------------------------------------------------
+
+    def on_sender_report(self, index: int, report: SenderReport, now: float) -> None:
+        self.receivers[index].stats.on_sender_report(report, now)
+
+    def report_blocks(self, now: float) -> list[ReportBlock]:
+        """RR report blocks for every stream receiving; updates the scores ("score" event)."""
+        blocks = []
+        changed = False
+        rtt = getattr(self.transport, "rtt", None)
+        for stream, receiver in zip(self.streams, self.receivers, strict=True):
+            if not stream.started or receiver.stats.expected == 0:
+                continue
+            block = receiver.stats.report_block(stream.ssrc, now)
+            blocks.append(block)
+            changed = receiver.score.update_from_fraction_lost(block.fraction_lost, rtt) or changed
+            receiver.update_bitrate(now)
+        if changed and not self.closed:
+            self._ctx.notify(self.id, ProducerEvent.SCORE, self.scores())
+            for consumer in self.consumers:
+                consumer.on_producer_score()
+        return blocks
+
+    def scores(self) -> list[dict]:
+        return [
+            {"encodingIdx": i, "ssrc": s.ssrc, "rid": None, "score": r.score.score}
+            for i, (s, r) in enumerate(zip(self.streams, self.receivers, strict=True))
+            if s.started
+        ]
 
     # -- inbound (hot) ------------------------------------------------------------------------
 
@@ -238,6 +427,7 @@ class Producer:
                 consumer.rewriter.stop(stream)
             table.pop(stream.ssrc, None)
         stream.reset(ssrc)
+        self.receivers[0].reset()
         table[ssrc] = (self, 0)
         return self, 0
 
@@ -253,6 +443,14 @@ class Producer:
             self.dropped["unknownPayloadType"] += 1
             return 0
         older = self.streams[index].update(seq, ts, now)
+        keyframe, lost = self.receivers[index].on_packet(buf, n, seq, ts, now)
+        if keyframe:
+            self._on_key_frame(index)
+        if lost is not None:
+            self._nack_upstream(index, lost)
+        if self.level_observers and not self.paused:
+            self._feed_audio_level(buf, n)
+        tid = self._temporal_step(buf, n, index) if self._tid_parse[index] else 0
         groups = self._fanout[index]
         if not groups:
             if self.paused:
@@ -260,14 +458,17 @@ class Producer:
             return 0
         scratch = self._scratch
         out = self._scratch_view[:n]
-        send = self._ctx.ring.send
         pack_header = _pack_header
         sends = 0
         marker = b1 & 0x80
         pt_in = b1 & 0x7F
         has_extension = buf[0] & 0x10
         packet = buf[:n]
-        for table, consumers in groups:
+        payload_size = n - rtp_payload_offset(buf, n)  # for the consumers' SR octet counts
+        for table, consumers, max_tid in groups:
+            if tid > max_tid:
+                self._drop_temporal(consumers, seq, older)
+                continue
             out[:] = packet
             if has_extension:
                 profile, start, end = extension_bounds(scratch, n)
@@ -279,7 +480,12 @@ class Producer:
                 rw = consumer.rewriter
                 if rw.sync_required:
                     rw.sync(ssrc, seq, ts, now)
-                elif older and (seq - rw.sync_seq) & 0xFFFF >= 0x8000:
+                elif older and (
+                    (seq - rw.sync_seq) & 0xFFFF >= 0x8000
+                    # a temporal-layer drop after it moved the offset: its number is taken
+                    or (consumer.temporal_drop_seq >= 0
+                        and (seq - consumer.temporal_drop_seq) & 0xFFFF >= 0x8000)
+                ):
                     consumer.dropped += 1
                     continue
                 pt = rw.payload_types[pt_in]
@@ -302,13 +508,63 @@ class Producer:
                     if data is None:
                         consumer.dropped += 1
                         continue
-                if send(consumer.fd, data, consumer.addr):
+                # consumer.send: the ring's send, or a copy send for an ICE-TCP remote.
+                if consumer.send(consumer.fd, data, consumer.addr):
                     consumer.packets_sent += 1
                     consumer.bytes_sent += n
+                    consumer.payload_bytes += payload_size
                     sends += 1
                 else:
                     consumer.ring_drops += 1
         return sends
+
+    # -- VP8 temporal layers --------------------------------------------------------------------
+
+    def _temporal_step(self, buf: memoryview, n: int, index: int) -> int:
+        """The packet's VP8 TID (0 without one). At the start of a TL0 frame, pending temporal
+        targets of this stream's consumers take effect (every layer decodes from a TL0)."""
+        offset = rtp_payload_offset(buf, n)
+        descriptor = parse_vp8_descriptor(buf[offset:n]) if offset > 0 else None
+        if descriptor is None:
+            return 0
+        tid = descriptor.tid or 0
+        if tid == 0 and descriptor.start_of_partition and descriptor.partition_index == 0:
+            changed = False
+            for consumer in self.consumers:
+                if consumer.stream_index == index and consumer.pending_max_tid is not None:
+                    consumer.apply_temporal_layer()
+                    changed = True
+            if changed:
+                self.rebuild_fanout()
+        return tid
+
+    def _drop_temporal(self, consumers: tuple[Any, ...], seq: int, older: bool) -> None:
+        """Consumers don't take this packet (its TID is above theirs): the next packet they
+        send takes its sequence number, so receivers see no gap."""
+        if older:
+            return  # its number was already given to a later packet (or never was)
+        for consumer in consumers:
+            consumer.on_temporal_drop(seq)
+
+    def receive_rtx(self, buf: memoryview, n: int, index: int, now: float) -> int:
+        """An RTX packet (RFC 4588) from the sender: unwrap it into the original stream and
+        forward it like any (late) packet. Malformed or unexpected ones are counted."""
+        stream = self.streams[index]
+        apt = self.rtx_apt.get(buf[1] & 0x7F)
+        if apt is None:
+            self.dropped["rtxUnknownPayloadType"] += 1
+            return 0
+        if not stream.started:
+            self.dropped["rtxBeforeMedia"] += 1
+            return 0
+        try:
+            original = parse_rtx_packet(buf[:n], apt, stream.ssrc)
+        except RtpHeaderError:
+            self.dropped["rtxMalformed"] += 1
+            return 0
+        self.receivers[index].rtx_packets += 1
+        seq, ts, _ = RTP_SEQ_TS_SSRC.unpack_from(original, 2)
+        return self.receive(memoryview(original), len(original), index, stream.ssrc, seq, ts, now)
 
     # -- description --------------------------------------------------------------------------
 
@@ -316,7 +572,7 @@ class Producer:
         return {
             "id": self.id,
             "kind": self.kind,
-            "type": "simple",
+            "type": "simulcast" if len(self.streams) > 1 else "simple",
             "paused": self.paused,
             "rtpParameters": self.rtp_parameters,
             "rtpMapping": {
@@ -331,23 +587,48 @@ class Producer:
 
     def get_stats(self) -> list[dict]:
         stats = []
-        for stream, mapped in zip(self.streams, self.mapped_ssrcs, strict=True):
-            stats.append(
-                {
-                    "type": "inbound-rtp",
-                    "timestamp": int(time.time() * 1000),
-                    "kind": self.kind,
-                    "ssrc": stream.ssrc if (stream.started or not self._learned) else None,
-                    "mappedSsrc": mapped,
-                    "mimeType": self.codecs[0]["mimeType"],
-                    "highestSequenceNumber": stream.max_seq if stream.started else None,
-                }
-            )
+        rtt = getattr(self.transport, "rtt", None)
+        for i, (stream, mapped) in enumerate(zip(self.streams, self.mapped_ssrcs, strict=True)):
+            receiver = self.receivers[i]
+            rs = receiver.stats
+            nack = receiver.nack
+            entry = {
+                "type": "inbound-rtp",
+                "timestamp": int(time.time() * 1000),
+                "kind": self.kind,
+                "ssrc": stream.ssrc if (stream.started or not self._learned) else None,
+                "rtxSsrc": self.rtx_ssrcs[i],
+                "mappedSsrc": mapped,
+                "mimeType": self.codecs[0]["mimeType"],
+                "highestSequenceNumber": stream.max_seq if stream.started else None,
+                "packetsReceived": rs.received,
+                "bytesReceived": rs.bytes_received,
+                "packetsLost": rs.cumulative_lost,
+                "packetsExpected": rs.expected,
+                "jitter": rs.jitter,
+                "roundTripTime": rtt,
+                "score": receiver.score.score,
+                "bitrate": receiver.bitrate,  # bits/s over the last RTCP report interval
+                "keyFrames": receiver.keyframes,
+                "rtxPacketsReceived": receiver.rtx_packets,
+                "nackCount": nack.stats.nacks_sent if nack is not None else 0,
+                "packetsRecovered": nack.stats.recovered if nack is not None else 0,
+                "packetsGivenUp": nack.stats.given_up if nack is not None else 0,
+                "retransmissionStore": (
+                    {"stored": receiver.store.stats.stored, "hits": receiver.store.stats.hits,
+                     "tooOld": receiver.store.stats.too_old, "evicted": receiver.store.stats.evicted,
+                     "notStored": receiver.store.stats.not_stored}
+                    if receiver.store is not None else None
+                ),
+            }
+            stats.append(entry)
         if stats:
             stats[0].update(
                 packetCount=self.packets_received,
                 byteCount=self.bytes_received,
+                nackPacketsSent=self.nacks_sent,
                 keyFrameRequestsSent=self.keyframe_requests_sent,
+                keyFrameRequestsCoalesced=self.key_frames.coalesced,
                 dropped=dict(self.dropped),
                 paused=self.paused,
             )
@@ -361,6 +642,12 @@ class Producer:
             return
         self.closed = True
         self._fanout = [() for _ in self.streams]
+        self.key_frames.close()
+        for observer in self.level_observers:
+            observer.remove_producer(self)
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+            self._nack_timer = None
         for consumer in list(self.consumers):
             consumer.close(notify=ConsumerEvent.PRODUCER_CLOSE)
         self.consumers.clear()

@@ -3,7 +3,7 @@ may take any of them), and answers router.* requests. Closing it closes its tran
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from relay.rtp.rtp_parameters import require_dict, require_str
 from relay.transport.plain_transport import PlainTransport
@@ -29,6 +29,7 @@ class Router:
         self.closed = False
         self.transports: dict[str, PlainTransport] = {}
         self.producers: dict[str, Producer] = {}
+        self.observers: dict[str, Any] = {}  # rtpObserverId -> audio observer
         ctx.handlers[router_id] = self
 
     def handle_request(self, method: str, data: dict) -> dict | None:
@@ -41,6 +42,10 @@ class Router:
             return self.dump()
         if method == RouterMethod.CREATE_PLAIN_TRANSPORT:
             return self.create_plain_transport(require_dict(data, "data"))
+        if method == RouterMethod.CREATE_WEBRTC_TRANSPORT:
+            return self.create_webrtc_transport(require_dict(data, "data"))
+        if method in (RouterMethod.CREATE_AUDIO_LEVEL_OBSERVER, RouterMethod.CREATE_ACTIVE_SPEAKER_OBSERVER):
+            return self.create_rtp_observer(method, require_dict(data, "data"))
         raise UnknownMethodError(f"a router does not handle {method!r}")
 
     def create_plain_transport(self, data: dict) -> dict:
@@ -50,6 +55,39 @@ class Router:
         transport = PlainTransport(transport_id, self, data, self._ctx)
         self.transports[transport_id] = transport
         return transport.description()
+
+    def create_webrtc_transport(self, data: dict) -> dict:
+        from relay.transport.webrtc_server import WebRtcServer
+        from relay.transport.webrtc_transport import WebRtcTransport
+
+        transport_id = require_str(data, "transportId")
+        if transport_id in self._ctx.handlers:
+            raise ArgumentError(f"an object with id {transport_id!r} already exists")
+        server = None
+        server_id = data.get("webRtcServerId")
+        if server_id is not None:
+            server = self._ctx.handlers.get(server_id) if isinstance(server_id, str) else None
+            if not isinstance(server, WebRtcServer):
+                raise ArgumentError(f"no WebRtcServer with id {server_id!r}")
+        transport = WebRtcTransport(transport_id, self, data, self._ctx, server)
+        self.transports[transport_id] = transport  # type: ignore[assignment]
+        return transport.description()
+
+    def create_rtp_observer(self, method: str, data: dict) -> None:
+        from relay.worker.audio_observers import ActiveSpeakerObserver, AudioLevelObserver
+
+        observer_id = require_str(data, "rtpObserverId")
+        if observer_id in self._ctx.handlers:
+            raise ArgumentError(f"an object with id {observer_id!r} already exists")
+        if method == RouterMethod.CREATE_AUDIO_LEVEL_OBSERVER:
+            observer: AudioLevelObserver | ActiveSpeakerObserver = AudioLevelObserver(self, data, self._ctx)
+        else:
+            observer = ActiveSpeakerObserver(self, data, self._ctx)
+        self.observers[observer_id] = observer
+        return None
+
+    def remove_observer(self, observer: Any) -> None:
+        self.observers.pop(observer.id, None)
 
     # -- children -----------------------------------------------------------------------------
 
@@ -80,6 +118,8 @@ class Router:
         if self.closed:
             return
         self.closed = True
+        for observer in list(self.observers.values()):
+            observer.close()
         for transport in list(self.transports.values()):
             transport.close()
         self._ctx.handlers.pop(self.id, None)

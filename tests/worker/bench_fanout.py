@@ -1,6 +1,11 @@
 """Micro-benchmark of the worker's packet path (not a test; prints ns/packet).
 
     python3 tests/worker/bench_fanout.py [--mode auto|copy|socket|zerocopy] [--srtp]
+                                         [--quality | --compare-quality]
+
+--quality: producer and consumers negotiate NACK (so every inbound packet is also stored once
+in the shared retransmission store and run through the NACK generator); RTCP reports run as
+always. --compare-quality: each consumer count without then with, in the same run.
 
 Builds a router in-process (real WorkerContext, SendRing, UDP sockets on 127.0.0.1), then:
 1. per inbound packet: Producer.receive() (fan-out: copy + ext-id rewrite per group, per
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import sys
 import time
@@ -28,7 +34,26 @@ from relay.transport.port_allocator import PortAllocator  # noqa: E402
 from relay.uring import SendRing  # noqa: E402
 
 
-async def setup(consumers: int, mode: str | None, srtp: bool):
+def _with_nack(media: Media, handler_id: str, method: str, data: dict) -> None:
+    """Re-issue a produce/consume request with "nack" feedback on its codecs."""
+    data = copy.deepcopy(data)  # the harness's codec dicts are module constants
+    for codec in data["rtpParameters"]["codecs"]:
+        codec["rtcpFeedback"] = [{"type": "nack", "parameter": ""}]
+    media.ctx.handlers[handler_id].handle_request(method, data)
+
+
+def _captured(media: Media, call) -> tuple:
+    """The (handler id, method, data) of the request `call()` makes, not sent."""
+    captured: list = []
+    media.request = lambda h, m, d=None: captured.append((h, m, d))  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        del media.request  # back to the class's method
+    return captured[0]
+
+
+async def setup(consumers: int, mode: str | None, srtp: bool, quality: bool = False):
     loop = asyncio.get_running_loop()
     ring = SendRing(mode=mode)
     ring.attach(loop)
@@ -37,7 +62,10 @@ async def setup(consumers: int, mode: str | None, srtp: bool):
     media.transport("tp")
     sender = media.peer()
     media.connect("tp", sender)
-    media.produce("tp")
+    if quality:  # the request media.produce() would send, with NACK
+        _with_nack(media, *_captured(media, lambda: media.produce("tp")))
+    else:
+        media.produce("tp")
     for i in range(consumers):
         options = {"enableSrtp": True} if srtp else {}
         media.transport(f"tc{i}", **options)
@@ -46,12 +74,17 @@ async def setup(consumers: int, mode: str | None, srtp: bool):
         if srtp:
             extra["srtpParameters"] = media.request(f"tc{i}", "transport.dump")["srtpParameters"]
         media.connect(f"tc{i}", peer, **extra)
-        media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)
+        if quality:
+            _with_nack(media, *_captured(media, lambda i=i: media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)))
+        else:
+            media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)
     return media, sender
 
 
-async def bench(consumers: int, mode: str | None, srtp: bool) -> None:
-    media, sender = await setup(consumers, mode, srtp)
+async def bench(consumers: int, mode: str | None, srtp: bool, quality: bool = False) -> float:
+    media, sender = await setup(consumers, mode, srtp, quality)
+    producer_stats = media.request("p1", "producer.getStats")[0]
+    assert (producer_stats["retransmissionStore"] is not None) == quality
     ring = media.ctx.ring
     producer = media.ctx.handlers["p1"]
     transport = media.ctx.handlers["tp"]
@@ -81,7 +114,7 @@ async def bench(consumers: int, mode: str | None, srtp: bool) -> None:
             await asyncio.sleep(0)  # let completions be reaped
     inbound = rounds * batch
     sends = inbound * consumers
-    print(f"consumers={consumers:3d} mode={ring.mode:8s} srtp={srtp!s:5s} "
+    print(f"consumers={consumers:3d} mode={ring.mode:8s} srtp={srtp!s:5s} quality={quality!s:5s} "
           f"fan-out: {fan_ns / inbound:8.0f} ns/inbound packet = {fan_ns / sends:6.0f} ns/consumer "
           f"| flush (kernel): {flush_ns / sends:6.0f} ns/send "
           f"| total {1e9 / ((fan_ns + flush_ns) / sends):9.0f} sends/s")
@@ -110,6 +143,7 @@ async def bench(consumers: int, mode: str | None, srtp: bool) -> None:
         peer.close()
     ring.detach()
     ring.close()
+    return drain_ns / packets
 
 
 def main() -> None:
@@ -117,9 +151,23 @@ def main() -> None:
     parser.add_argument("--mode", default=None)
     parser.add_argument("--srtp", action="store_true")
     parser.add_argument("--consumers", type=int, nargs="*", default=[1, 10, 40])
+    parser.add_argument("--quality", action="store_true")
+    parser.add_argument("--compare-quality", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     for consumers in args.consumers:
-        uvloop.run(bench(consumers, args.mode, args.srtp))
+        if not args.compare_quality:
+            uvloop.run(bench(consumers, args.mode, args.srtp, args.quality))
+            continue
+        off, on = [], []
+        for _ in range(args.repeat):  # interleaved, so machine noise hits both alike
+            off.append(uvloop.run(bench(consumers, args.mode, args.srtp, False)))
+            on.append(uvloop.run(bench(consumers, args.mode, args.srtp, True)))
+        best_off, best_on = min(off), min(on)
+        print(f"RESULT consumers={consumers} drain ns/inbound off={best_off:.0f} on={best_on:.0f} "
+              f"cost={100 * (best_on / best_off - 1):+.1f}% "
+              f"forwarded/s off={1e9 * consumers / best_off:.0f} on={1e9 * consumers / best_on:.0f}",
+              flush=True)
 
 
 if __name__ == "__main__":

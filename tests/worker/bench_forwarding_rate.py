@@ -1,6 +1,11 @@
 """Forwarding rate at >= 99 % delivery, 1 producer -> N consumers (not a test; a quick script).
 
     python3 tests/worker/bench_forwarding_rate.py [--consumers 10 40] [--mode auto] [--seconds 2]
+                                                  [--compare-quality]
+
+--compare-quality: for each consumer count, the search without then with NACK negotiated by
+the producer and every consumer (shared retransmission store, NACK generator); RTCP reports
+run in both (they are always on).
 
 The worker objects run in this process (uvloop, pinned to CPU 0); a child process pinned to
 CPU 1 sends 200-byte opus-like RTP at a paced rate and reads every consumer's socket. For each
@@ -80,7 +85,9 @@ def child(target_port: int, rate: int, seconds: float, fds: list[int]) -> None:
     print(sent, received, flush=True)
 
 
-async def run_rate(consumers: int, rate: int, seconds: float, mode: str | None) -> float:
+async def run_rate(consumers: int, rate: int, seconds: float, mode: str | None,
+                   quality: bool = False) -> float:
+    from bench_fanout import _captured, _with_nack
     from media_harness import Media
 
     from relay.transport.port_allocator import PortAllocator
@@ -94,14 +101,20 @@ async def run_rate(consumers: int, rate: int, seconds: float, mode: str | None) 
     tp = media.transport("tp")
     sender = media.peer()
     media.connect("tp", sender)
-    media.produce("tp")
+    if quality:
+        _with_nack(media, *_captured(media, lambda: media.produce("tp")))
+    else:
+        media.produce("tp")
     peers = []
     for i in range(consumers):
         media.transport(f"tc{i}")
         peer = media.peer()
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         media.connect(f"tc{i}", peer)
-        media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)
+        if quality:
+            _with_nack(media, *_captured(media, lambda i=i: media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)))
+        else:
+            media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)
         peers.append(peer)
     fds = [sender.sock.fileno()] + [p.sock.fileno() for p in peers]
     proc = await asyncio.create_subprocess_exec(
@@ -118,7 +131,7 @@ async def run_rate(consumers: int, rate: int, seconds: float, mode: str | None) 
     ring.detach()
     ring.close()
     delivery = received / max(1, sent * consumers)
-    print(f"  consumers={consumers} offered={rate}/s forwarded={received / seconds:9.0f}/s "
+    print(f"  consumers={consumers} quality={quality} offered={rate}/s forwarded={received / seconds:9.0f}/s "
           f"delivery={delivery * 100:6.2f}% ring={ring.mode} drops={ring_stats.get('exhaustionDrops')}",
           flush=True)
     return delivery
@@ -135,23 +148,25 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, nargs="*", default=[10, 40])
     parser.add_argument("--mode", default=None)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--compare-quality", action="store_true")
     args = parser.parse_args()
     try:
         os.sched_setaffinity(0, {0})
     except OSError:
         pass
     for consumers in args.consumers:
-        low, high = 1000, 60000  # inbound packets/s; bisect on >= 99 % delivery
-        best = 0
-        while high - low > max(500, low // 20):
-            rate = (low + high) // 2
-            if uvloop.run(run_rate(consumers, rate, args.seconds, args.mode)) >= 0.99:
-                best = rate
-                low = rate
-            else:
-                high = rate
-        print(f"1 -> {consumers}: {best * consumers} forwarded packets/s at >= 99 % delivery "
-              f"({best} inbound/s)", flush=True)
+        for quality in ([False, True] if args.compare_quality else [False]):
+            low, high = 1000, 60000  # inbound packets/s; bisect on >= 99 % delivery
+            best = 0
+            while high - low > max(500, low // 20):
+                rate = (low + high) // 2
+                if uvloop.run(run_rate(consumers, rate, args.seconds, args.mode, quality)) >= 0.99:
+                    best = rate
+                    low = rate
+                else:
+                    high = rate
+            print(f"1 -> {consumers} quality={quality}: {best * consumers} forwarded packets/s at "
+                  f">= 99 % delivery ({best} inbound/s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 PRODUCER_SSRC = 1111
+# A VP8 payload that starts a key frame (descriptor S=1 PID=0, then P=0): RFC 7741.
+VP8_KEY_FRAME = b"\x10\x00\x9d\x01\x2a" + b"\xab" * 35
+VP8_DELTA_FRAME = b"\x10\x01" + b"\xab" * 38
 MAPPED_SSRC = 5000
 
 

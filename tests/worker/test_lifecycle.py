@@ -216,6 +216,8 @@ def test_bad_consume_arguments(run_media):
                 media.request("tc", "transport.consume", data)
             assert "cx" not in media.ctx.handlers
         with pytest.raises(UnsupportedError):
+            media.request("tc", "transport.consume", {**good, "type": "svc"})
+        with pytest.raises(ArgumentError):  # simulcast needs a producer with several encodings
             media.request("tc", "transport.consume", {**good, "type": "simulcast"})
         assert media.request("tc", "transport.consume", good) == {"paused": False, "producerPaused": False}
         assert media.request("r1", "router.dump")["mapProducerIdConsumerIds"]["p1"] == ["c1", "c2", "cx"]

@@ -7,7 +7,7 @@ import base64
 import struct
 
 import pytest
-from media_harness import PRODUCER_SSRC, rtp
+from media_harness import PRODUCER_SSRC, VP8_KEY_FRAME, rtp
 from pylibsrtp import Policy, Session
 
 from relay.rtp.packet import build_pli, keyframe_request_ssrcs
@@ -111,7 +111,8 @@ def test_separate_rtcp_port_carries_pli_both_ways(run_media):
         media.consume("tc", "c0", ssrc=4242, kind="video")
         # a new active video consumer asks for a key frame (to the producer's RTCP port)
         await media.wait_for(lambda: len(sender_rtcp.drain()) == 1)
-        sender.send(rtp(1, 1, pt=96), tp["tuple"])
+        # (a video consumer starts with a key frame, and that answers the pending request)
+        sender.send(rtp(1, 1, pt=96, payload=VP8_KEY_FRAME), tp["tuple"])
         await media.wait_for(lambda: len(receiver.drain()) == 1)
         # The receiver asks for a key frame on the consumer transport's RTCP port ...
         receiver_rtcp.send(build_pli(1, 4242), tc["rtcpTuple"])
@@ -145,25 +146,32 @@ def test_rtcp_mux_pli_and_resume_and_request_key_frame(run_media):
         assert receiver.drain() == [] and sender.drain() == []
         media.request("c0", "consumer.resume")  # video resume → PLI to the producer's remote
         await media.wait_for(lambda: len(sender.drain()) == 1)
+        media.request("c0", "consumer.requestKeyFrame")  # one is in flight: coalesced
+        sender.send(rtp(2, 2, pt=96, payload=VP8_KEY_FRAME), tp["tuple"])  # ... answered
+        await media.wait_for(lambda: len(receiver.drain()) == 1)
         media.request("c0", "consumer.requestKeyFrame")
         await media.wait_for(lambda: len(sender.drain()) == 2)
-        # PLI and FIR from the consumer's remote (same port as RTP: rtcp-mux)
+        sender.send(rtp(3, 3, pt=96, payload=VP8_KEY_FRAME), tp["tuple"])
+        await media.wait_for(lambda: len(receiver.drain()) == 2)
+        # PLI and FIR from the consumer's remote (same port as RTP: rtcp-mux): one request
         fir = struct.pack("!BBHIIIBBH", 0x84, 206, 4, 1, 0, 4242, 1, 0, 0)
         receiver.send(build_pli(1, 4242) + fir, tc["tuple"])
-        await media.wait_for(lambda: len(sender.drain()) == 4)
+        await media.wait_for(lambda: len(sender.drain()) == 3)
         for pli in sender.received:
             assert pli[:2] == bytes((0x81, 206)) and keyframe_request_ssrcs(pli, len(pli)) == [PRODUCER_SSRC]
         # garbage RTCP: counted, nothing breaks, forwarding goes on
         for junk in (b"\x80\xc8", b"\x80\xc9\xff\xff" + b"\x00" * 8, b"\x81\xce\x00\x01" + b"\x00" * 4,
                      b"\x81\xce\x00\x00"):
             receiver.send(junk, tc["tuple"])
-        sender.send(rtp(2, 2, pt=96), tp["tuple"])
-        await media.wait_for(lambda: len(receiver.drain()) == 1)
+        sender.send(rtp(4, 4, pt=96), tp["tuple"])  # a delta frame, the consumer is running
+        await media.wait_for(lambda: len(receiver.drain()) == 3)
         stats = media.request("tc", "transport.getStats")[0]
         assert stats["keyFrameRequestsReceived"] == 2
         assert stats["rtcpPacketsReceived"] >= 2
         # audio consumers don't ask for key frames
-        assert media.request("p1", "producer.getStats")[0]["keyFrameRequestsSent"] == 4
+        producer_stats = media.request("p1", "producer.getStats")[0]
+        assert producer_stats["keyFrameRequestsSent"] == 3
+        assert producer_stats["keyFrameRequestsCoalesced"] == 2
 
     run_media(body)
 
@@ -231,7 +239,9 @@ def test_srtp_round_trip(run_media, suite):
         media.produce("tp", kind="video")
         media.consume("tc", "c0", ssrc=4242, kind="video")
         sender.send(rtp(1, 1, pt=96), tp["tuple"])  # plain RTP on an SRTP transport: dropped
-        plain = [rtp(seq, seq * 3000, pt=96, payload=bytes([seq]) * 100) for seq in range(10, 20)]
+        # the first is a VP8 key frame: a video consumer starts with one
+        plain = [rtp(seq, seq * 3000, pt=96, payload=(VP8_KEY_FRAME if seq == 10 else b"") + bytes([seq]) * 100)
+                 for seq in range(10, 20)]
         for packet in plain:
             sender.send(sender_tx.protect(packet), tp["tuple"])
         await media.wait_for(lambda: len(receiver.drain()) == 10)

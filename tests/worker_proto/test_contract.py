@@ -24,10 +24,10 @@ def test_worker_proto_imports_nothing_from_relay():
 
 def test_method_names_are_unique_and_namespaced():
     groups = [methods.WorkerMethod, methods.RouterMethod, methods.TransportMethod,
-              methods.ProducerMethod, methods.ConsumerMethod]
+              methods.ProducerMethod, methods.ConsumerMethod, methods.RtpObserverMethod]
     names = [v for g in groups for k, v in vars(g).items() if k.isupper()]
     assert len(names) == len(set(names)) == len(methods.ALL_METHODS)
-    prefixes = {"worker", "router", "transport", "producer", "consumer"}
+    prefixes = {"worker", "router", "transport", "producer", "consumer", "rtpObserver"}
     assert all(name.split(".")[0] in prefixes for name in names)
 
 

@@ -1,0 +1,126 @@
+// The room page: mediasoup-client against relay. Query options: ?publish=0 (only watch),
+// ?subscribe=0 (only publish). window.roomState() reports what a test needs.
+import { Device } from "mediasoup-client";
+
+const params = new URLSearchParams(location.search);
+const wantPublish = params.get("publish") !== "0";
+const wantSubscribe = params.get("subscribe") !== "0";
+const statusEl = document.getElementById("status");
+const videosEl = document.getElementById("videos");
+
+const remote = new Map(); // producerId -> {consumer, element}
+let nextId = 1;
+const pending = new Map();
+let recvTransport = null;
+let device = null;
+const consumeQueue = [];
+
+const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+
+function request(method, data = {}) {
+  const id = nextId++;
+  ws.send(JSON.stringify({ id, method, data }));
+  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+}
+
+function setStatus(text) {
+  statusEl.textContent = text;
+}
+
+ws.onmessage = (event) => {
+  const message = JSON.parse(event.data);
+  if (message.id !== undefined) {
+    const p = pending.get(message.id);
+    pending.delete(message.id);
+    if (p) message.ok ? p.resolve(message.data) : p.reject(new Error(message.error));
+  } else if (message.notification === "newProducer" && wantSubscribe) {
+    consume(message.data).catch((e) => setStatus(`consume failed: ${e}`));
+  } else if (message.notification === "producerClosed") {
+    const entry = remote.get(message.data.producerId);
+    if (entry) {
+      entry.consumer.close();
+      entry.figure.remove();
+      remote.delete(message.data.producerId);
+    }
+  }
+};
+
+async function createTransport(direction) {
+  const info = await request("createWebRtcTransport", { direction });
+  const options = { id: info.id, iceParameters: info.iceParameters,
+                    iceCandidates: info.iceCandidates, dtlsParameters: info.dtlsParameters };
+  const transport = direction === "send"
+    ? device.createSendTransport(options) : device.createRecvTransport(options);
+  transport.on("connect", ({ dtlsParameters }, callback, errback) => {
+    request("connectTransport", { transportId: transport.id, dtlsParameters })
+      .then(callback, errback);
+  });
+  if (direction === "send") {
+    transport.on("produce", ({ kind, rtpParameters }, callback, errback) => {
+      request("produce", { transportId: transport.id, kind, rtpParameters })
+        .then(({ id }) => callback({ id }), errback);
+    });
+  }
+  transport.on("connectionstatechange", (state) => setStatus(`${direction}: ${state}`));
+  return transport;
+}
+
+async function consume({ producerId, peerId, kind }) {
+  const info = await request("consume", {
+    transportId: recvTransport.id, producerId, rtpCapabilities: device.rtpCapabilities });
+  const consumer = await recvTransport.consume({
+    id: info.id, producerId, kind: info.kind, rtpParameters: info.rtpParameters });
+  let figure = document.getElementById(`peer-${peerId}`);
+  if (!figure) {
+    figure = document.createElement("figure");
+    figure.id = `peer-${peerId}`;
+    figure.innerHTML = `<video autoplay playsinline></video><figcaption>${peerId}</figcaption>`;
+    videosEl.appendChild(figure);
+    figure.querySelector("video").srcObject = new MediaStream();
+  }
+  const video = figure.querySelector("video");
+  video.srcObject.addTrack(consumer.track);
+  video.muted = true; // autoplay without a user gesture; the audio still flows
+  video.play().catch(() => {});
+  remote.set(producerId, { consumer, figure });
+  await request("resumeConsumer", { consumerId: info.id });
+}
+
+async function main() {
+  await new Promise((resolve) => { ws.onopen = resolve; });
+  const joined = await request("join");
+  device = new Device();
+  await device.load({ routerRtpCapabilities: joined.routerRtpCapabilities });
+  if (wantSubscribe) {
+    recvTransport = await createTransport("recv");
+    for (const producer of joined.producers) await consume(producer);
+  }
+  if (wantPublish) {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    const local = document.getElementById("local");
+    local.hidden = false;
+    document.getElementById("local-video").srcObject = stream;
+    const sendTransport = await createTransport("send");
+    for (const track of stream.getTracks()) await sendTransport.produce({ track });
+  }
+  setStatus(`joined as ${joined.peerId}`);
+  window.roomJoined = joined.peerId; // for tests: set up done (the status text moves on)
+}
+
+// For tests: every remote video's decode progress.
+window.roomState = async () => {
+  const videos = [];
+  for (const [producerId, { consumer, figure }] of remote) {
+    if (consumer.kind !== "video") continue;
+    let framesDecoded = 0;
+    for (const report of (await consumer.getStats()).values()) {
+      if (report.type === "inbound-rtp") framesDecoded = report.framesDecoded || 0;
+    }
+    const video = figure.querySelector("video");
+    videos.push({ producerId, framesDecoded, width: video.videoWidth,
+                  currentTime: video.currentTime, paused: video.paused });
+  }
+  return { status: statusEl.textContent, videos };
+};
+
+main().catch((e) => setStatus(`error: ${e}`));

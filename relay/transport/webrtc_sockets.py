@@ -1,0 +1,303 @@
+"""The sockets a WebRTC transport (or a WebRtcServer shared by many) receives on.
+
+`UdpSocket`: a non-blocking UDP socket drained on each readable event into ONE preallocated
+buffer (with a libsrtp pointer to it, so SRTP is unprotected in place); every datagram goes to
+`handler(udp, n, addr)`, which returns the media sends it queued; the drain ends with one
+`ring.flush()`, as the plain transport does.
+
+`TcpListener` / `TcpConnection`: ICE-TCP, passive (RFC 6544), RFC 4571 framing. Reads are
+taken in whatever chunks TCP gives (`FrameDecoder`); writes are plain socket writes (copies,
+never the zero-copy ring: a TCP buffer is held until the peer ACKs it). What the kernel does
+not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past it,
+packets are dropped and counted, so our memory never depends on a client's delay. A framing
+error closes the connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from relay.transport.srtp_session import buffer_pointer
+from relay.transport.tcp_framing import FrameDecoder, FramingError, encode_frame
+
+if TYPE_CHECKING:
+    from relay.worker.context import WorkerContext
+
+logger = logging.getLogger(__name__)
+
+RECV_BUFFER_SIZE = 2048
+MAX_PACKETS_PER_DRAIN = 256
+MAX_SENDS_PER_DRAIN = 2048
+# Largest frame we take on ICE-TCP: a full-MTU SRTP packet or DTLS flight fragment fits.
+MAX_TCP_FRAME = 4096
+MAX_PENDING_BYTES = 256 * 1024
+TCP_READ_SIZE = 65536
+MAX_TCP_CONNECTIONS = 256  # per listener
+# A connection that has not passed an ICE check by then is closed: a client can't hold
+# our connection slots without our credentials.
+UNCLAIMED_TIMEOUT = 10.0
+TCP_BACKLOG = 64
+
+
+class UdpSocket:
+    """A UDP socket registered with the loop; datagrams go to `handler(self, n, addr)`."""
+
+    def __init__(self, ctx: WorkerContext, sock: socket.socket, announced: str | None,
+                 handler: Callable[[UdpSocket, int, Any], int]) -> None:
+        self._ctx = ctx
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.ip, self.port = sock.getsockname()[:2]
+        self.announced = announced
+        self.handler = handler
+        self.buf = bytearray(RECV_BUFFER_SIZE)
+        self.view = memoryview(self.buf)
+        self.ptr = buffer_pointer(self.buf)
+        self.errors: Counter[str] = Counter()
+        ctx.loop.add_reader(self.fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        recv = self.sock.recvfrom_into
+        buf = self.buf
+        handler = self.handler
+        sends = 0
+        try:
+            for _ in range(MAX_PACKETS_PER_DRAIN):
+                n, addr = recv(buf)
+                sends += handler(self, n, addr)
+                if sends >= MAX_SENDS_PER_DRAIN:
+                    break
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # e.g. ECONNREFUSED after an ICMP error: count, go on
+            self.errors[f"recv {exc.errno}"] += 1
+        except Exception:  # a bug must cost one packet, not the socket
+            logger.exception("UDP datagram handling failed")
+            self.errors["internalError"] += 1
+        self._ctx.ring.flush()
+
+    def sendto(self, data: bytes | memoryview, addr: Any) -> bool:
+        """A control-path copy send (STUN, DTLS, RTCP)."""
+        try:
+            self.sock.sendto(data, addr)
+            return True
+        except OSError as exc:
+            self.errors[f"send {exc.errno}"] += 1
+            return False
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self._ctx.loop.remove_reader(self.fd)
+        self.sock.close()
+        if self._ctx.ports is not None:
+            self._ctx.ports.release(self.port)
+        self.fd = -1
+
+
+class TcpConnection:
+    """One accepted ICE-TCP connection: frames in to `on_frame(self, frame)`, frames out."""
+
+    def __init__(self, ctx: WorkerContext, sock: socket.socket, addr: Any,
+                 listener: TcpListener) -> None:
+        self._ctx = ctx
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.tuple = (addr[0], addr[1], "tcp")
+        self.listener = listener
+        self.local_ip, self.local_port = listener.ip, listener.port
+        self.announced = listener.announced
+        # Who the frames go to: the listener's owner until a transport claims the connection.
+        self.on_frame: Callable[[TcpConnection, bytearray], None] = listener.on_frame
+        self.on_close: list[Callable[[TcpConnection], None]] = []
+        self.closed = False
+        self.claimed = False  # set by the transport whose ICE check it passed
+        self._unclaimed_timer = ctx.loop.call_later(UNCLAIMED_TIMEOUT, self._on_unclaimed_timer)
+        self._decoder = FrameDecoder(MAX_TCP_FRAME)
+        self._pending = bytearray()
+        self._writing = False
+        self.dropped: Counter[str] = Counter()
+        ctx.loop.add_reader(self.fd, self._on_readable)
+
+    def _on_unclaimed_timer(self) -> None:
+        if not self.claimed:
+            self.close("no valid ICE check in time")
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = self.sock.recv(TCP_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.close(f"recv error {exc.errno}")
+            return
+        if not chunk:
+            self.close("closed by the peer")
+            return
+        try:
+            frames = self._decoder.feed(chunk)
+        except FramingError as exc:
+            self.close(f"framing error: {exc}")
+            return
+        for frame in frames:
+            if self.closed:
+                break
+            try:
+                self.on_frame(self, bytearray(frame))
+            except Exception:  # a bug must cost one packet, not the connection
+                logger.exception("ICE-TCP frame handling failed")
+                self.dropped["internalError"] += 1
+        self._ctx.ring.flush()  # media fanned out to UDP consumers
+
+    def send(self, data: bytes | bytearray | memoryview) -> bool:
+        """Frame `data` and write it (a copy); False if dropped (buffer full or closed)."""
+        if self.closed:
+            return False
+        frame = encode_frame(data)
+        if self._pending:
+            if len(self._pending) + len(frame) > MAX_PENDING_BYTES:
+                self.dropped["sendBufferFull"] += 1
+                return False
+            self._pending += frame
+            return True
+        try:
+            sent = self.sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close(f"send error {exc.errno}")
+            return False
+        if sent < len(frame):
+            self._pending += frame[sent:]
+            if not self._writing:
+                self._writing = True
+                self._ctx.loop.add_writer(self.fd, self._on_writable)
+        return True
+
+    def media_send(self, fd: int, data: memoryview, addr: Any) -> bool:
+        """The consumers' send when this connection is the selected tuple (ring signature)."""
+        return self.send(data)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self._pending)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.close(f"send error {exc.errno}")
+            return
+        del self._pending[:sent]
+        if not self._pending:
+            self._writing = False
+            self._ctx.loop.remove_writer(self.fd)
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._unclaimed_timer.cancel()
+        logger.debug("ICE-TCP connection %s closed: %s", self.addr, reason)
+        loop = self._ctx.loop
+        loop.remove_reader(self.fd)
+        if self._writing:
+            loop.remove_writer(self.fd)
+        self._pending.clear()
+        self.sock.close()
+        self.listener.connections.discard(self)
+        for callback in self.on_close:
+            callback(self)
+
+
+class TcpListener:
+    """A passive ICE-TCP port; new connections' frames go to `on_frame` until claimed."""
+
+    def __init__(self, ctx: WorkerContext, ip: str, port: int | None, announced: str | None,
+                 on_frame: Callable[[TcpConnection, bytearray], None]) -> None:
+        self._ctx = ctx
+        sock = _listen_tcp(ctx, ip, port)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.ip, self.port = sock.getsockname()[:2]
+        self.announced = announced
+        self.on_frame = on_frame
+        self.connections: set[TcpConnection] = set()
+        self.rejected = 0
+        ctx.loop.add_reader(self.fd, self._on_acceptable)
+
+    def _on_acceptable(self) -> None:
+        for _ in range(16):
+            try:
+                conn_sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.rejected += 1
+                return
+            if len(self.connections) >= MAX_TCP_CONNECTIONS:
+                self.rejected += 1
+                conn_sock.close()
+                continue
+            conn_sock.setblocking(False)
+            conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connections.add(TcpConnection(self._ctx, conn_sock, addr, self))
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self._ctx.loop.remove_reader(self.fd)
+        self.sock.close()
+        self.fd = -1
+        for conn in list(self.connections):
+            conn.close("listener closed")
+
+
+def _listen_tcp(ctx: WorkerContext, ip: str, port: int | None) -> socket.socket:
+    """A listening TCP socket on `port`, or on a free port of the worker's RTC range."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    if port:
+        candidates: Any = [port]
+    elif ctx.ports is not None:
+        low, high = ctx.ports.min_port, ctx.ports.max_port
+        start = random.randint(low, high)
+        candidates = itertools.chain(range(start, high + 1), range(low, start))
+    else:
+        candidates = [0]
+    for candidate in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # Lets a restarted worker take its port back while old connections linger in
+            # TIME_WAIT; Linux still refuses a second listener on the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((ip, candidate))
+            sock.listen(TCP_BACKLOG)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES) or port:
+                raise
+    raise OSError(errno.EADDRINUSE, f"no free TCP port on {ip} in the worker's range")
+
+
+def open_udp(ctx: WorkerContext, ip: str, port: int | None, announced: str | None,
+             handler: Callable[[UdpSocket, int, Any], int]) -> UdpSocket:
+    if ctx.ports is None:
+        from worker_proto.errors import UnsupportedError
+
+        raise UnsupportedError("this worker has no UDP port allocator")
+    sock = ctx.ports.allocate(ip, port)
+    try:
+        return UdpSocket(ctx, sock, announced, handler)
+    except BaseException:
+        port_number = sock.getsockname()[1]
+        sock.close()
+        ctx.ports.release(port_number)
+        raise
