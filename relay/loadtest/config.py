@@ -1,0 +1,221 @@
+"""Command-line options of relay-loadtest, checked into a LoadtestConfig (ConfigError with a
+message that says what to change)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+from dataclasses import asdict, dataclass, field
+
+from relay.transport.srtp_session import CRYPTO_SUITES
+
+from . import scenario as scenarios
+
+SEND_MODES = ("zerocopy", "copy", "socket")
+MAX_SINKS = 2000
+MAX_PACKETS_PER_FRAME = 1000
+
+
+class ConfigError(ValueError):
+    """A bad option or combination of options."""
+
+
+@dataclass
+class LoadtestConfig:
+    scenario: str = "fanout"
+    kind: str = "audio"
+    consumers: int = 10
+    streams: int = 1
+    rooms: int = 2
+    participants: int = 4
+    transport: str = "plain"
+    srtp: bool = False
+    srtp_suite: str = "AES_CM_128_HMAC_SHA1_80"
+    search: bool = False
+    rate: float = 1000.0
+    duration: float = 5.0
+    start_rate: float = 2000.0
+    max_rate: float = 400000.0
+    step_duration: float = 3.0
+    precision: float = 0.05
+    max_steps: int = 18
+    threshold: float = 0.99
+    send_mode: str = "auto"
+    self_test: bool = False
+    warmup: float = 0.5
+    poll_interval_ms: float = 1.0
+    late_after_ms: float = 100.0
+    port_min: int = 40000
+    pin: bool = True
+    json: str | None = None
+    plot: str | None = None
+    modes: list[str] = field(default_factory=list)
+
+    def build_scenario(self) -> scenarios.Scenario:
+        if self.scenario == "fanout":
+            return scenarios.fanout(self.kind, self.consumers, self.streams)
+        return scenarios.rooms(self.kind, self.rooms, self.participants)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relay-loadtest",
+        description="Drive a relay worker with synthetic RTP producers and count what its "
+                    "consumers receive: a fixed rate for a duration, or a search for the "
+                    "highest input rate at which every consumer gets >= 99 %% of its packets.")
+    g = p.add_argument_group("scenario")
+    g.add_argument("--scenario", choices=("fanout", "rooms"), default="fanout",
+                   help="fanout: 1 producer -> N consumers; rooms: R rooms x P participants, "
+                        "everyone receives everyone (default fanout)")
+    g.add_argument("--kind", choices=("audio", "video"), default="audio",
+                   help="audio: 200-byte packets; video: 1200-byte packets in 30 fps frame "
+                        "bursts (default audio)")
+    g.add_argument("--consumers", type=int, default=10, help="fanout: consumers (default 10)")
+    g.add_argument("--streams", type=int, default=1,
+                   help="fanout: producers sharing the input rate (default 1)")
+    g.add_argument("--rooms", type=int, default=2, help="rooms: how many (default 2)")
+    g.add_argument("--participants", type=int, default=4,
+                   help="rooms: participants per room (default 4)")
+    g.add_argument("--transport", choices=("plain", "webrtc"), default="plain",
+                   help="plain transports (default); webrtc is not supported yet")
+    g.add_argument("--srtp", action="store_true", help="SRTP on every transport")
+    g.add_argument("--srtp-suite", default="AES_CM_128_HMAC_SHA1_80",
+                   help=f"one of {', '.join(CRYPTO_SUITES)}")
+    r = p.add_argument_group("rates")
+    r.add_argument("--search", action="store_true",
+                   help="search the highest input rate with >= threshold delivery")
+    r.add_argument("--rate", type=float, default=1000.0,
+                   help="fixed mode: input packets/s over all producers (default 1000)")
+    r.add_argument("--duration", type=float, default=5.0,
+                   help="fixed mode: seconds (default 5)")
+    r.add_argument("--start-rate", type=float, default=2000.0,
+                   help="search: first input rate, doubled until a step fails (default 2000)")
+    r.add_argument("--max-rate", type=float, default=400000.0,
+                   help="search: never offer more than this (default 400000)")
+    r.add_argument("--step-duration", type=float, default=3.0,
+                   help="search: seconds per step (default 3)")
+    r.add_argument("--precision", type=float, default=0.05,
+                   help="search: stop bisecting within this fraction (default 0.05)")
+    r.add_argument("--max-steps", type=int, default=18,
+                   help="search: steps per mode, retries included (default 18)")
+    r.add_argument("--threshold", type=float, default=0.99,
+                   help="delivery every consumer must reach for a step to pass (default 0.99)")
+    r.add_argument("--late-after-ms", type=float, default=100.0,
+                   help="a packet later than this does not count as delivered for the "
+                        "pass/fail verdict (default 100)")
+    r.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds of unrecorded traffic before the first step (default 0.5)")
+    r.add_argument("--poll-interval-ms", type=float, default=1.0,
+                   help="above 20k forwarded pkt/s the harness sends and reads on this "
+                        "period so each syscall moves a batch; 0 = busy loop (default 1)")
+    w = p.add_argument_group("worker and harness")
+    w.add_argument("--send-mode", choices=("auto", *SEND_MODES, "all"), default="auto",
+                   help="the worker's send ring tier; all: one worker per mode, steps "
+                        "interleaved, compared side by side (default auto)")
+    w.add_argument("--self-test", action="store_true",
+                   help="also run against a loopback reflector to show the harness sustains "
+                        ">= 2x the rate it reports for relay")
+    w.add_argument("--port-min", type=int, default=40000,
+                   help="first UDP port for the workers' transports (default 40000)")
+    w.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the worker and the harness to different cores")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    o.add_argument("--plot", metavar="FILE.png",
+                   help="plot delivery and worker CPU against input rate per mode")
+    return p
+
+
+def _check_output(path: str | None, what: str) -> None:
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{what}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"{what}: directory {directory} is not writable")
+
+
+def from_args(argv: list[str] | None = None) -> LoadtestConfig:
+    """Parse and check; argparse exits on syntax errors, ConfigError on bad values."""
+    ns = build_parser().parse_args(argv)
+    cfg = LoadtestConfig(**{k: v for k, v in vars(ns).items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: LoadtestConfig) -> None:
+    if cfg.transport == "webrtc":
+        raise ConfigError("--transport webrtc: relay-loadtest does not drive WebRTC transports "
+                          "yet (it needs its ICE/DTLS client); use --transport plain, with "
+                          "--srtp for encrypted media")
+    if cfg.srtp_suite not in CRYPTO_SUITES:
+        raise ConfigError(f"--srtp-suite must be one of {', '.join(CRYPTO_SUITES)}")
+    positive_ints = {"--consumers": cfg.consumers, "--streams": cfg.streams,
+                     "--rooms": cfg.rooms, "--max-steps": cfg.max_steps}
+    for name, value in positive_ints.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1 (got {value})")
+    if cfg.participants < 2:
+        raise ConfigError(f"--participants must be at least 2: with fewer nobody receives "
+                          f"anything (got {cfg.participants})")
+    for name, value in (("--rate", cfg.rate), ("--duration", cfg.duration),
+                        ("--start-rate", cfg.start_rate), ("--max-rate", cfg.max_rate),
+                        ("--step-duration", cfg.step_duration)):
+        if not value > 0 or value != value or value == float("inf"):
+            raise ConfigError(f"{name} must be a positive number (got {value})")
+    if not 0 <= cfg.poll_interval_ms <= 20:
+        raise ConfigError(f"--poll-interval-ms must be in 0..20 (got {cfg.poll_interval_ms})")
+    if not cfg.late_after_ms > 0:
+        raise ConfigError(f"--late-after-ms must be positive (got {cfg.late_after_ms})")
+    if cfg.warmup < 0:
+        raise ConfigError(f"--warmup must not be negative (got {cfg.warmup})")
+    if cfg.max_rate < cfg.start_rate:
+        raise ConfigError(f"--max-rate ({cfg.max_rate:g}) is below --start-rate "
+                          f"({cfg.start_rate:g})")
+    if not 0 < cfg.precision < 1:
+        raise ConfigError(f"--precision must be between 0 and 1 (got {cfg.precision})")
+    if not 0 < cfg.threshold <= 1:
+        raise ConfigError(f"--threshold must be in (0, 1] (got {cfg.threshold})")
+    scenario = cfg.build_scenario()
+    if scenario.sinks > MAX_SINKS:
+        raise ConfigError(f"the scenario needs {scenario.sinks} receiving peers; at most "
+                          f"{MAX_SINKS} are supported")
+    if scenario.streams > 0xFFFF:
+        raise ConfigError("too many streams (at most 65535)")
+    cfg.modes = list(SEND_MODES) if cfg.send_mode == "all" else [cfg.send_mode]
+    ports = scenario.transports_needed() + 16
+    last = cfg.port_min + ports * len(cfg.modes) - 1
+    if not 1024 <= cfg.port_min or last > 65535:
+        raise ConfigError(f"--port-min {cfg.port_min}: the workers need {ports} ports each "
+                          f"({len(cfg.modes)} worker(s)), which does not fit in 1024..65535")
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds_needed = (scenario.sinks + 8) * (len(cfg.modes) + (1 if cfg.self_test else 0))
+    if fds_needed > soft - 64:
+        raise ConfigError(f"the scenario needs about {fds_needed} sockets in the harness but "
+                          f"RLIMIT_NOFILE is {soft}; raise it (ulimit -n) or shrink the scenario")
+    if cfg.kind == "video":
+        # A frame is one burst; past this a "frame" is several megabytes, not video.
+        ceiling = MAX_PACKETS_PER_FRAME * scenario.streams * scenarios.VIDEO_FPS
+        if cfg.search:
+            cfg.max_rate = min(cfg.max_rate, ceiling)
+        if (cfg.start_rate if cfg.search else cfg.rate) > ceiling:
+            raise ConfigError(f"video: at most {MAX_PACKETS_PER_FRAME} packets per frame per "
+                              f"stream ({ceiling:g} pkt/s with {scenario.streams} stream(s)); "
+                              f"add --streams or lower the rate")
+    _check_output(cfg.json, "--json")
+    _check_output(cfg.plot, "--plot")
+    if cfg.plot is not None and not cfg.plot.lower().endswith(".png"):
+        raise ConfigError(f"--plot writes a PNG: give a file name ending in .png "
+                          f"(got {cfg.plot})")
+
+
+def port_range(cfg: LoadtestConfig, index: int) -> tuple[int, int]:
+    """The rtc port range of the index-th worker."""
+    size = cfg.build_scenario().transports_needed() + 16
+    low = cfg.port_min + index * size
+    return low, low + size - 1

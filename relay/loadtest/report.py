@@ -1,0 +1,124 @@
+"""The run's outputs: the summary tables (rich) and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+LATENCY_CEILING_US = 99_999  # the sinks' histogram ends at 100 ms (its last bucket)
+REFERENCE_NOTE = ("mediasoup 3.14 (C++ worker, one core, this machine class): 1 -> 10 audio "
+                  "~155k, 1 -> 40 audio ~190k, 1 -> 10 video ~100k forwarded pkt/s")
+
+
+def _fmt(value: Any, spec: str = ",.0f", suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:{spec}}{suffix}"
+
+
+def _lat(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return ">=100k" if value >= LATENCY_CEILING_US else f"{value:,.0f}"
+
+
+def steps_table(title: str, steps: list[dict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("mode", "rate in", "pkts in", "pkts out", "fwd pkt/s", "delivery",
+                 "min on time", "lat p50/p99/max µs", "worker cpu", "rss MB",
+                 "sqe/submit", "zc notif", "drops", "result"):
+        table.add_column(name, justify="right" if name not in ("mode", "result") else "left")
+    for s in steps:
+        lat = s["latencyUs"]
+        ring = s.get("sendRing") or {}
+        result = "pass" if s["passed"] else ("stopped" if s["interrupted"] else "FAIL")
+        if s["duplicates"]:
+            result += f" dup={s['duplicates']}"
+        table.add_row(
+            s["mode"], _fmt(s["rate"]), _fmt(s["packetsIn"]), _fmt(s["packetsOut"]),
+            _fmt(s["forwardedPps"]), _fmt(100 * s["deliveryRatio"], ".2f", "%"),
+            _fmt(100 * s["perConsumerMinRatio"], ".2f", "%"),
+            f"{_lat(lat['p50'])}/{_lat(lat['p99'])}/{_fmt(lat['max'])}",
+            _fmt(s["workerCpuPercent"], ".0f", "%"),
+            _fmt(s["workerRssBytes"] / 1e6 if s["workerRssBytes"] else None, ".0f"),
+            _fmt(ring.get("sqesPerSubmit"), ".1f"), _fmt(ring.get("zcNotifications")),
+            _fmt(ring.get("exhaustionDrops")), result)
+    return table
+
+
+def summary_table(result: dict) -> Table | None:
+    modes = result["modes"]
+    if not any(m.get("search") for m in modes.values()):
+        return None
+    comparison = result.get("comparison") or {}
+    ratios = comparison.get("forwardedRatio", {})
+    cpu_ratios = comparison.get("cpuRatio", {})
+    table = Table(title=f"Highest rate with >= {result['config']['threshold']:.0%} delivery to "
+                        f"every consumer: {result['scenario']['description']}",
+                  title_justify="left")
+    for name in ("mode", "best input pkt/s", "forwarded pkt/s", "worker cpu",
+                 "first failing input", "fwd ratio", "cpu ratio"):
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for mode, entry in modes.items():
+        s = entry.get("search") or {}
+        table.add_row(mode, _fmt(s.get("bestRate")), _fmt(s.get("bestForwardedPps")),
+                      _fmt(s.get("bestWorkerCpuPercent"), ".0f", "%"),
+                      _fmt(s.get("firstFailingRate")), _fmt(ratios.get(mode), ".2f", "x"),
+                      _fmt(cpu_ratios.get(mode), ".2f", "x"))
+    return table
+
+
+def print_report(console: Console, result: dict) -> None:
+    scenario = result["scenario"]
+    srtp = f", SRTP {scenario['srtp']}" if scenario["srtp"] else ""
+    console.print(f"\n[bold]{scenario['description']}[/bold] ({scenario['packetSize']}-byte "
+                  f"packets, {scenario['transport']} transport{srtp})")
+    pin = result["pinning"]
+    if pin.get("pinned"):
+        console.print(f"pinned: worker(s) to CPU {pin['workers']}, harness (pid "
+                      f"{pin['harnessPid']}) to CPU {pin['harness']}")
+    else:
+        console.print(f"not pinned: {pin.get('reason')}")
+    steps = [s for m in result["modes"].values() for s in m["steps"]]
+    if steps:
+        console.print(steps_table("Steps", steps))
+    table = summary_table(result)
+    if table is not None:
+        console.print(table)
+    comparison = result.get("comparison")
+    if comparison and not table:
+        console.print("send modes, forwarded pkt/s ratio to "
+                      f"{comparison['baseline']}: " + ", ".join(
+                          f"{m} {_fmt(r, '.2f', 'x')}"
+                          for m, r in comparison["forwardedRatio"].items()))
+    st = result.get("selfTest")
+    if st:
+        console.print(steps_table("Self-test against a loopback reflector (harness ceiling)",
+                                  st["steps"]))
+        console.print(f"harness sustained {_fmt(st.get('harnessRate'))} input pkt/s through the "
+                      f"reflector = {_fmt(st.get('headroom'), '.2f')}x the relay figure "
+                      f"{_fmt(st.get('relayRate'))}; harness CPU at the relay rate "
+                      f"{_fmt(st.get('harnessCpuPercentAtRelayRate'), '.0f', '%')} of its core")
+        colour = "red" if st.get("verdict", "").startswith("NOT") else "green"
+        console.print(f"self-test: [{colour}]{st.get('verdict')}[/{colour}]")
+    console.print(f"[dim]reference: {REFERENCE_NOTE}[/dim]")
+    if result["interrupted"]:
+        console.print("[yellow]interrupted: the figures above are what was measured "
+                      "before Ctrl-C[/yellow]")
+    for error in result["errors"]:
+        console.print(f"[red]error:[/red] {error}")
+
+
+def write_json(path: str, result: dict) -> None:
+    """Atomically: a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".relay-loadtest-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,287 @@
+"""The run: start one target per send mode (and the reflector for --self-test), pin them,
+run the steps (a fixed rate, or interleaved searches), stop cleanly on Ctrl-C, and return
+everything measured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .config import LoadtestConfig, port_range
+from .rate_search import RateSearch
+from .reflector_target import ReflectorTarget
+from .relay_target import RelayTarget
+from .step import run_step
+from .traffic import Traffic
+
+SELF_TEST_HEADROOM = 2.0
+
+
+class Run:
+    def __init__(self, cfg: LoadtestConfig, console: Console) -> None:
+        self.cfg = cfg
+        self.console = console
+        self.scenario = cfg.build_scenario()
+        self.stopping = False
+        self.result: dict[str, Any] = {
+            "tool": "relay-loadtest",
+            "startedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": cfg.as_dict(),
+            "scenario": {"name": self.scenario.name, "kind": self.scenario.kind,
+                         "description": self.scenario.describe(),
+                         "streams": self.scenario.streams, "sinks": self.scenario.sinks,
+                         "consumers": len(self.scenario.consumers),
+                         "packetSize": self.scenario.packet_size,
+                         "srtp": cfg.srtp_suite if cfg.srtp else None,
+                         "transport": cfg.transport},
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                        "python": platform.python_version()},
+            "pinning": {},
+            "harness": {"generator": "C, sendmmsg (relay/loadtest/traffic_core.c)",
+                        "sinks": "C, epoll + recvmmsg (relay/loadtest/traffic_core.c)"},
+            "modes": {},
+            "selfTest": None,
+            "interrupted": False,
+            "errors": [],
+        }
+        self.targets: list[tuple[Any, Traffic]] = []
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _pinning(self) -> tuple[set[int] | None, set[int] | None]:
+        """(worker cpus, harness cpus): different cores when there are two."""
+        if not self.cfg.pin:
+            self.result["pinning"] = {"pinned": False, "reason": "--no-pin"}
+            return None, None
+        try:
+            available = sorted(os.sched_getaffinity(0))
+        except OSError:
+            available = []
+        if len(available) < 2:
+            self.result["pinning"] = {"pinned": False,
+                                      "reason": f"only {len(available)} usable core(s)"}
+            return None, None
+        worker_cpus, harness_cpus = {available[0]}, {available[1]}
+        try:
+            os.sched_setaffinity(0, harness_cpus)
+        except OSError as exc:
+            self.result["pinning"] = {"pinned": False, "reason": str(exc)}
+            return None, None
+        self.result["pinning"] = {"pinned": True, "harness": sorted(harness_cpus),
+                                  "harnessPid": os.getpid(), "workers": sorted(worker_cpus)}
+        return worker_cpus, harness_cpus
+
+    async def _add_target(self, target: Any, worker_cpus: set[int] | None) -> Traffic:
+        traffic = Traffic(self.scenario, srtp_suite=self.cfg.srtp_suite if self.cfg.srtp else None,
+                          late_after=self.cfg.late_after_ms / 1000)
+        self.targets.append((target, traffic))
+        await target.start(worker_cpus)
+        await target.build(self.scenario, traffic, traffic.srtp_suite)
+        return traffic
+
+    # -- steps --------------------------------------------------------------------------
+
+    async def _step(self, progress: Progress, target: Any, traffic: Traffic, rate: float,
+                    duration: float, record: list[dict]) -> dict:
+        label = f"{target.send_mode:>9} {rate:>10,.0f} pkt/s"
+        task = progress.add_task(label, total=duration, status="")
+
+        def update(elapsed: float, sent: int, received: int) -> None:
+            expected = sent * len(self.scenario.consumers) / max(1, self.scenario.streams)
+            ratio = received / expected if expected else 1.0
+            progress.update(task, completed=min(elapsed, duration),
+                            status=f"in {sent:,} out {received:,} ({ratio:6.1%})")
+
+        step = await run_step(target, traffic, rate, duration, threshold=self.cfg.threshold,
+                              on_progress=update, should_stop=lambda: self.stopping,
+                              poll_interval=self.cfg.poll_interval_ms / 1000)
+        step["loadAverage1m"] = round(os.getloadavg()[0], 2)
+        mark = "[green]pass" if step["passed"] else (
+            "[yellow]stopped" if step["interrupted"] else "[red]fail")
+        progress.update(task, completed=duration, status=(
+            f"min {step['perConsumerMinRatio']:7.2%}  cpu {step['workerCpuPercent']}%  {mark}"))
+        record.append(step)
+        return step
+
+    async def _warmup(self, target: Any, traffic: Traffic) -> None:
+        if self.cfg.warmup > 0:
+            rate = min(self.cfg.rate if not self.cfg.search else self.cfg.start_rate, 5000.0)
+            await run_step(target, traffic, rate, self.cfg.warmup, threshold=0.0,
+                           should_stop=lambda: self.stopping,
+                           poll_interval=self.cfg.poll_interval_ms / 1000)
+
+    async def _run_relay(self, progress: Progress) -> None:
+        cfg = self.cfg
+        entries = []
+        for target, traffic in self.targets:
+            if target.kind != "relay":
+                continue
+            entry = {"target": "relay", "workerPid": target.pid, "pinned": target.pinned,
+                     "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None}
+            self.result["modes"][target.send_mode] = entry
+            entries.append((target, traffic, entry))
+        for target, traffic, _ in entries:
+            if self.stopping:
+                return
+            await self._warmup(target, traffic)
+        if not cfg.search:
+            for target, traffic, entry in entries:
+                if self.stopping:
+                    return
+                await self._step(progress, target, traffic, cfg.rate, cfg.duration,
+                                 entry["steps"])
+            return
+        searches = {id(entry): RateSearch(cfg.start_rate, cfg.max_rate, cfg.precision,
+                                          cfg.max_steps) for _, _, entry in entries}
+        # Interleaved: one step of each mode per round, so drifting machine load hits all.
+        while not self.stopping and not all(s.done for s in searches.values()):
+            for target, traffic, entry in entries:
+                search = searches[id(entry)]
+                rate = search.next_rate()
+                if rate is None or self.stopping:
+                    continue
+                step = await self._step(progress, target, traffic, rate, cfg.step_duration,
+                                        entry["steps"])
+                if not step["interrupted"]:
+                    search.record(rate, step["passed"])
+                entry["search"] = search_summary(search, entry["steps"])
+        for _, _, entry in entries:
+            entry["search"] = search_summary(searches[id(entry)], entry["steps"])
+
+    async def _run_self_test(self, progress: Progress, target: Any, traffic: Traffic) -> None:
+        cfg = self.cfg
+        relay_figures = [m["search"]["bestRate"] if m.get("search") else
+                         (m["steps"][-1]["rate"] if m["steps"] else None)
+                         for m in self.result["modes"].values()]
+        relay_best = max([r for r in relay_figures if r] or [cfg.start_rate])
+        entry: dict[str, Any] = {"target": "reflector", "pid": target.pid,
+                                 "pinned": target.pinned, "relayRate": relay_best,
+                                 "steps": [], "search": None}
+        self.result["selfTest"] = entry
+        await self._warmup(target, traffic)
+        start = relay_best * SELF_TEST_HEADROOM
+        search = RateSearch(start, max(start, cfg.max_rate * SELF_TEST_HEADROOM),
+                            cfg.precision, min(cfg.max_steps, 10))
+        duration = cfg.step_duration if cfg.search else cfg.duration
+        while not self.stopping and not search.done:
+            rate = search.next_rate()
+            step = await self._step(progress, target, traffic, rate, duration, entry["steps"])
+            if step["interrupted"]:
+                break
+            search.record(rate, step["passed"])
+        entry["search"] = search_summary(search, entry["steps"])
+        best = search.best or 0.0
+        entry["harnessRate"] = best
+        entry["headroom"] = round(best / relay_best, 2) if relay_best else None
+        entry["sustains2x"] = best >= SELF_TEST_HEADROOM * relay_best
+        # On loopback the kernel's per-datagram work lands on the sending core, so a
+        # reflector on the worker's core can top out where the worker does. The harness's
+        # own share of its core at the relay's best rate is the second, direct, measure.
+        relay_steps = [s for m in self.result["modes"].values() for s in m["steps"]
+                       if s["rate"] == relay_best and s["passed"]]
+        cpu = max((s["harness"]["cpuPercent"] or 0.0) for s in relay_steps) \
+            if relay_steps else None
+        entry["harnessCpuPercentAtRelayRate"] = cpu
+        entry["harnessCpuHeadroom"] = round(100.0 / cpu, 2) if cpu else None
+        if entry["sustains2x"]:
+            entry["verdict"] = "reflector sustained >= 2x the relay rate"
+        elif cpu is not None and cpu <= 100.0 / SELF_TEST_HEADROOM:
+            entry["verdict"] = (f"reflector topped out below 2x, but the harness used only "
+                                f"{cpu:.0f}% of its core at the relay rate (>= 2x headroom)")
+        else:
+            entry["verdict"] = "NOT shown: the harness may be limiting the relay figure"
+
+    # -- the whole run ------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            self.stopping = True
+            self.result["interrupted"] = True
+            loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C is a hard stop
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        worker_cpus, _ = self._pinning()
+        progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                            TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[status]}"), console=self.console,
+                            transient=False)
+        try:
+            with progress:
+                for index, mode in enumerate(self.cfg.modes):
+                    if self.stopping:
+                        break
+                    await self._add_target(RelayTarget(mode, port_range(self.cfg, index)),
+                                           worker_cpus)
+                if not self.stopping:
+                    await self._run_relay(progress)
+                if self.cfg.self_test and not self.stopping:
+                    reflector = ReflectorTarget()
+                    traffic = await self._add_target(reflector, worker_cpus)
+                    await self._run_self_test(progress, reflector, traffic)
+        finally:
+            await self.close()
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (ValueError, RuntimeError):
+                pass
+        if self.cfg.send_mode == "all":
+            self.result["comparison"] = compare_modes(self.result["modes"], self.cfg.search)
+        return self.result
+
+    async def close(self) -> None:
+        for target, traffic in self.targets:
+            try:
+                code = await asyncio.wait_for(target.close(), 15)
+            except Exception as exc:  # noqa: BLE001 - report it, close the rest
+                self.result["errors"].append(f"closing {target.kind} {target.send_mode}: {exc}")
+                code = None
+            traffic.close()
+            if target.kind == "relay" and target.send_mode in self.result["modes"]:
+                self.result["modes"][target.send_mode]["workerExitCode"] = code
+        self.targets.clear()
+
+
+def search_summary(search: RateSearch, steps: list[dict]) -> dict[str, Any]:
+    best_step = next((s for s in steps if s["rate"] == search.best and s["passed"]), None)
+    return {"bestRate": search.best,
+            "bestForwardedPps": best_step["forwardedPps"] if best_step else None,
+            "bestWorkerCpuPercent": best_step["workerCpuPercent"] if best_step else None,
+            "firstFailingRate": search.first_failing,
+            "retriedRates": list(search.retried),
+            "steps": search.steps, "complete": search.done}
+
+
+def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:
+    """Each mode's headline figure and its ratio to the first mode's."""
+    headline: dict[str, float | None] = {}
+    cpu: dict[str, float | None] = {}
+    for mode, entry in modes.items():
+        if searching:
+            summary = entry.get("search") or {}
+            headline[mode] = summary.get("bestForwardedPps")
+            cpu[mode] = summary.get("bestWorkerCpuPercent")
+        else:
+            step = entry["steps"][-1] if entry["steps"] else {}
+            headline[mode] = step.get("forwardedPps")
+            cpu[mode] = step.get("workerCpuPercent")
+    names = list(headline)
+    base = names[0] if names else None
+
+    def ratio(values: dict, mode: str) -> float | None:
+        b, v = values.get(base), values.get(mode)
+        return round(v / b, 3) if b and v is not None else None
+
+    return {"baseline": base,
+            "metric": "bestForwardedPps" if searching else "forwardedPps",
+            "forwardedPps": headline, "workerCpuPercent": cpu,
+            "forwardedRatio": {m: ratio(headline, m) for m in names},
+            "cpuRatio": {m: ratio(cpu, m) for m in names}}
