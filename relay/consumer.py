@@ -6,27 +6,28 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from worker_proto.errors import ArgumentError, InvalidStateError
+from worker_proto.errors import ArgumentError
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 
 from .channel import Channel
+from .channel_object import ChannelObject
 
 logger = logging.getLogger(__name__)
 
 
-class Consumer(AsyncIOEventEmitter):
+class Consumer(ChannelObject):
     """Media a transport sends. Events: "transportclose", "producerclose", "producerpause",
     "producerresume", "score" ({score, producerScore, producerScores}), "layerschange"
     ({spatialLayer, temporalLayer} of a simulcast consumer, or None)."""
 
+    _KIND = "consumer"
+    _CLOSE_METHOD = ConsumerMethod.CLOSE
+    _DUMP_METHOD = ConsumerMethod.DUMP
+
     def __init__(self, channel: Channel, consumer_id: str, producer_id: str, kind: str,
                  rtp_parameters: dict, consumer_type: str, paused: bool, producer_paused: bool,
                  app_data: Any, on_close: Callable[[Consumer], None]) -> None:
-        super().__init__()
-        self._channel = channel
-        self._id = consumer_id
+        super().__init__(channel, consumer_id, app_data, on_close)
         self._producer_id = producer_id
         self._kind = kind
         self._rtp_parameters = rtp_parameters
@@ -36,14 +37,7 @@ class Consumer(AsyncIOEventEmitter):
         self._score: dict = {"score": 10, "producerScore": 10, "producerScores": []}
         self._preferred_layers: dict | None = None
         self._current_layers: dict | None = None
-        self._closed = False
-        self._on_close = on_close
-        self.app_data = app_data
         channel.add_listener(consumer_id, self._on_notification)
-
-    @property
-    def id(self) -> str:
-        return self._id
 
     @property
     def producer_id(self) -> str:
@@ -79,7 +73,7 @@ class Consumer(AsyncIOEventEmitter):
         data: dict = {"spatialLayer": spatial_layer}
         if temporal_layer is not None:
             data["temporalLayer"] = temporal_layer
-        result = await self._channel.request(ConsumerMethod.SET_PREFERRED_LAYERS, self._id, data)
+        result = await self._request(ConsumerMethod.SET_PREFERRED_LAYERS, data)
         self._preferred_layers = result if isinstance(result, dict) else data
 
     @property
@@ -95,61 +89,26 @@ class Consumer(AsyncIOEventEmitter):
     def producer_paused(self) -> bool:
         return self._producer_paused
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError(f"consumer {self._id} closed")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.request_nowait(ConsumerMethod.CLOSE, self._id)
-        self._finish()
-
     def _transport_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("transportclose")
-
-    def _finish(self) -> None:
-        self._channel.remove_listener(self._id)
-        self._on_close(self)
-
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(ConsumerMethod.DUMP, self._id)
+        self._closed_elsewhere("transportclose")
 
     async def get_stats(self) -> Any:
-        self._ensure_open()
-        return await self._channel.request(ConsumerMethod.GET_STATS, self._id)
+        return await self._request(ConsumerMethod.GET_STATS)
 
     async def pause(self) -> None:
-        self._ensure_open()
-        await self._channel.request(ConsumerMethod.PAUSE, self._id)
+        await self._request(ConsumerMethod.PAUSE)
         self._paused = True
 
     async def resume(self) -> None:
-        self._ensure_open()
-        await self._channel.request(ConsumerMethod.RESUME, self._id)
+        await self._request(ConsumerMethod.RESUME)
         self._paused = False
 
     async def request_key_frame(self) -> None:
-        self._ensure_open()
-        await self._channel.request(ConsumerMethod.REQUEST_KEY_FRAME, self._id)
+        await self._request(ConsumerMethod.REQUEST_KEY_FRAME)
 
     def _on_notification(self, event: str, data: Any) -> None:
         if event == ConsumerEvent.PRODUCER_CLOSE:
-            if self._closed:
-                return
-            self._closed = True  # the worker already closed it: no close request
-            self._finish()
-            self.emit("producerclose")
+            self._closed_elsewhere("producerclose")  # the worker already closed it
         elif event == ConsumerEvent.PRODUCER_PAUSE:
             if not self._producer_paused:
                 self._producer_paused = True

@@ -6,39 +6,32 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from worker_proto.errors import InvalidStateError
 from worker_proto.methods import ProducerEvent, ProducerMethod
 
 from .channel import Channel
+from .channel_object import ChannelObject
 
 logger = logging.getLogger(__name__)
 
 
-class Producer(AsyncIOEventEmitter):
+class Producer(ChannelObject):
     """Media a transport receives. Events: "transportclose"."""
+
+    _KIND = "producer"
+    _CLOSE_METHOD = ProducerMethod.CLOSE
+    _DUMP_METHOD = ProducerMethod.DUMP
 
     def __init__(self, channel: Channel, producer_id: str, kind: str, rtp_parameters: dict,
                  producer_type: str, consumable_rtp_parameters: dict, paused: bool,
                  app_data: Any, on_close: Callable[[Producer], None]) -> None:
-        super().__init__()
-        self._channel = channel
-        self._id = producer_id
+        super().__init__(channel, producer_id, app_data, on_close)
         self._kind = kind
         self._rtp_parameters = rtp_parameters
         self._type = producer_type
         self._consumable_rtp_parameters = consumable_rtp_parameters
         self._paused = paused
         self._score: list[dict] = []
-        self._closed = False
-        self._on_close = on_close
-        self.app_data = app_data
         channel.add_listener(producer_id, self._on_notification)
-
-    @property
-    def id(self) -> str:
-        return self._id
 
     @property
     def kind(self) -> str:
@@ -66,49 +59,22 @@ class Producer(AsyncIOEventEmitter):
     def paused(self) -> bool:
         return self._paused
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError(f"producer {self._id} closed")
-
     def close(self) -> None:
         """Close the producer; its consumers get "producerclose" from the worker."""
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.request_nowait(ProducerMethod.CLOSE, self._id)
-        self._finish()
+        super().close()
 
     def _transport_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("transportclose")
-
-    def _finish(self) -> None:
-        self._channel.remove_listener(self._id)
-        self._on_close(self)
-
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(ProducerMethod.DUMP, self._id)
+        self._closed_elsewhere("transportclose")
 
     async def get_stats(self) -> Any:
-        self._ensure_open()
-        return await self._channel.request(ProducerMethod.GET_STATS, self._id)
+        return await self._request(ProducerMethod.GET_STATS)
 
     async def pause(self) -> None:
-        self._ensure_open()
-        await self._channel.request(ProducerMethod.PAUSE, self._id)
+        await self._request(ProducerMethod.PAUSE)
         self._paused = True
 
     async def resume(self) -> None:
-        self._ensure_open()
-        await self._channel.request(ProducerMethod.RESUME, self._id)
+        await self._request(ProducerMethod.RESUME)
         self._paused = False
 
     def _on_notification(self, event: str, data: Any) -> None:

@@ -7,13 +7,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
 from worker_proto.errors import ArgumentError, InvalidStateError, RelayError
 from worker_proto.methods import RouterMethod
 
 from . import ortc
 from .channel import Channel
+from .channel_object import ChannelObject
 from .plain_transport import (
     SRTP_CRYPTO_SUITES,
     PlainTransport,
@@ -28,29 +27,20 @@ from .webrtc_transport import WebRtcTransport, validate_listen_infos
 logger = logging.getLogger(__name__)
 
 
-class Router(AsyncIOEventEmitter):
+class Router(ChannelObject):
     """Routes producers to consumers across its transports. Events: "workerclose"."""
+
+    _KIND = "router"
+    _CLOSE_METHOD = RouterMethod.CLOSE
+    _DUMP_METHOD = RouterMethod.DUMP
 
     def __init__(self, channel: Channel, router_id: str, rtp_capabilities: dict, app_data: Any,
                  on_close: Callable[[Router], None]) -> None:
-        super().__init__()
-        self._channel = channel
-        self._id = router_id
+        super().__init__(channel, router_id, app_data, on_close)
         self._rtp_capabilities = rtp_capabilities
-        self._closed = False
-        self._on_close = on_close
         self._transports: dict[str, PlainTransport | WebRtcTransport] = {}
         self._producers: dict[str, Producer] = {}
         self._observers: dict[str, RtpObserver] = {}
-        self.app_data = app_data
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def rtp_capabilities(self) -> dict:
@@ -61,23 +51,8 @@ class Router(AsyncIOEventEmitter):
     def transports(self) -> list[PlainTransport | WebRtcTransport]:
         return list(self._transports.values())
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError(f"router {self._id} closed")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.request_nowait(RouterMethod.CLOSE, self._id)
-        self._finish()
-
     def _worker_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("workerclose")
+        self._closed_elsewhere("workerclose")
 
     def _finish(self) -> None:
         for transport in list(self._transports.values()):
@@ -86,10 +61,6 @@ class Router(AsyncIOEventEmitter):
             observer._router_closed()
         self._producers.clear()
         self._on_close(self)
-
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(RouterMethod.DUMP, self._id)
 
     async def create_plain_transport(
         self, *, listen_ip: str = "127.0.0.1", port: int | None = None, rtcp_mux: bool = True,

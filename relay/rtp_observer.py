@@ -8,12 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from worker_proto.errors import ArgumentError, InvalidStateError
+from worker_proto.errors import ArgumentError
 from worker_proto.methods import RtpObserverEvent, RtpObserverMethod
 
 from .channel import Channel
+from .channel_object import ChannelObject
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -21,81 +20,45 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class RtpObserver(AsyncIOEventEmitter):
+class RtpObserver(ChannelObject):
+    _KIND = "rtpObserver"
+    _CLOSE_METHOD = RtpObserverMethod.CLOSE
+    _DUMP_METHOD = RtpObserverMethod.DUMP
+
     def __init__(self, channel: Channel, observer_id: str,
                  get_producer: Callable[[str], Producer | None], app_data: Any,
                  on_close: Callable[[RtpObserver], None]) -> None:
-        super().__init__()
-        self._channel = channel
-        self._id = observer_id
+        super().__init__(channel, observer_id, app_data, on_close)
         self._get_producer = get_producer
-        self._on_close = on_close
-        self._closed = False
         self._paused = False
-        self.app_data = app_data
         channel.add_listener(observer_id, self._on_notification)
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def paused(self) -> bool:
         return self._paused
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError(f"rtpObserver {self._id} closed")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.request_nowait(RtpObserverMethod.CLOSE, self._id)
-        self._finish()
-
     def _router_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("routerclose")
-
-    def _finish(self) -> None:
-        self._channel.remove_listener(self._id)
-        self._on_close(self)
+        self._closed_elsewhere("routerclose")
 
     async def pause(self) -> None:
-        self._ensure_open()
-        await self._channel.request(RtpObserverMethod.PAUSE, self._id)
+        await self._request(RtpObserverMethod.PAUSE)
         self._paused = True
 
     async def resume(self) -> None:
-        self._ensure_open()
-        await self._channel.request(RtpObserverMethod.RESUME, self._id)
+        await self._request(RtpObserverMethod.RESUME)
         self._paused = False
 
     async def add_producer(self, *, producer_id: str) -> None:
         self._ensure_open()
         if not isinstance(producer_id, str) or not producer_id:
             raise ArgumentError("producer_id must be a non-empty string")
-        await self._channel.request(RtpObserverMethod.ADD_PRODUCER, self._id,
-                                    {"producerId": producer_id})
+        await self._request(RtpObserverMethod.ADD_PRODUCER, {"producerId": producer_id})
 
     async def remove_producer(self, *, producer_id: str) -> None:
         self._ensure_open()
         if not isinstance(producer_id, str) or not producer_id:
             raise ArgumentError("producer_id must be a non-empty string")
-        await self._channel.request(RtpObserverMethod.REMOVE_PRODUCER, self._id,
-                                    {"producerId": producer_id})
-
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(RtpObserverMethod.DUMP, self._id)
+        await self._request(RtpObserverMethod.REMOVE_PRODUCER, {"producerId": producer_id})
 
     def _on_notification(self, event: str, data: Any) -> None:
         logger.debug("rtpObserver %s: ignored event %s", self._id, event)

@@ -3,7 +3,7 @@
 Its `ice_parameters`, `ice_candidates` and `dtls_parameters` are what mediasoup-client's
 `device.createSendTransport()` / `createRecvTransport()` take; the client's "connect" event
 gives the `dtls_parameters` for `connect()`. produce()/consume() work as on a plain
-transport (the code is shared with it).
+transport (the code is shared with it: relay/transport_base.py).
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from worker_proto.errors import ArgumentError, InvalidStateError
+from worker_proto.errors import ArgumentError
 from worker_proto.methods import TransportEvent, TransportMethod
 
 from .channel import Channel
-from .consumer import Consumer
-from .plain_transport import PlainTransport, validate_ip, validate_port
-from .producer import Producer
+from .plain_transport import validate_ip, validate_port
+from .transport_base import Transport
 
 if TYPE_CHECKING:
     from .router import Router
@@ -71,17 +68,13 @@ def validate_dtls_parameters(value: Any) -> dict:
                                            for f in fingerprints]}
 
 
-class WebRtcTransport(AsyncIOEventEmitter):
+class WebRtcTransport(Transport):
     """Events: "icestatechange" (state), "iceselectedtuplechange" (tuple),
     "dtlsstatechange" (state), "routerclose", "webrtcserverclose"."""
 
     def __init__(self, channel: Channel, router: Router, transport_id: str, data: dict,
                  app_data: Any, on_close: Callable[[WebRtcTransport], None],
                  webrtc_server: WebRtcServer | None = None) -> None:
-        super().__init__()
-        self._channel = channel
-        self._router = router
-        self._id = transport_id
         self._ice_role = data.get("iceRole", "controlled")
         self._ice_parameters = data.get("iceParameters")
         self._ice_candidates = data.get("iceCandidates") or []
@@ -91,24 +84,9 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self._dtls_state = data.get("dtlsState", "new")
         self._dtls_remote_cert = data.get("dtlsRemoteCert")
         self._webrtc_server = webrtc_server
-        self._closed = False
-        self._on_close = on_close
-        self._producers: dict[str, Producer] = {}
-        self._consumers: dict[str, Consumer] = {}
-        self._next_mid = 0
-        self._cname_for_producers: str | None = None
-        self.app_data = app_data
-        channel.add_listener(transport_id, self._on_notification)
+        super().__init__(channel, router, transport_id, app_data, on_close)
 
     # -- properties -----------------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def ice_role(self) -> str:
@@ -151,82 +129,31 @@ class WebRtcTransport(AsyncIOEventEmitter):
     def webrtc_server(self) -> WebRtcServer | None:
         return self._webrtc_server
 
-    @property
-    def producers(self) -> list[Producer]:
-        return list(self._producers.values())
-
-    @property
-    def consumers(self) -> list[Consumer]:
-        return list(self._consumers.values())
-
     # -- requests -------------------------------------------------------------------------------
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidStateError(f"transport {self._id} closed")
-
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(TransportMethod.DUMP, self._id)
-
-    async def get_stats(self) -> Any:
-        self._ensure_open()
-        return await self._channel.request(TransportMethod.GET_STATS, self._id)
 
     async def connect(self, *, dtls_parameters: dict) -> None:
         """The remote's DTLS parameters (mediasoup-client's transport "connect" event)."""
         self._ensure_open()
         params = validate_dtls_parameters(dtls_parameters)
-        result = await self._channel.request(TransportMethod.CONNECT, self._id,
-                                             {"dtlsParameters": params})
+        result = await self._request(TransportMethod.CONNECT, {"dtlsParameters": params})
         if isinstance(result, dict) and result.get("dtlsLocalRole") in ("client", "server"):
             self._dtls_parameters = {**self._dtls_parameters, "role": result["dtlsLocalRole"]}
 
     async def restart_ice(self) -> dict:
         """New ICE credentials for the remote (mediasoup-client's transport.restartIce())."""
-        self._ensure_open()
-        result = await self._channel.request(TransportMethod.RESTART_ICE, self._id)
+        result = await self._request(TransportMethod.RESTART_ICE)
         self._ice_parameters = result["iceParameters"]
         return self._ice_parameters
 
-    # produce() / consume() do not depend on the kind of transport: shared with PlainTransport.
-    produce = PlainTransport.produce
-    consume = PlainTransport.consume
-    _producer_closed = PlainTransport._producer_closed
-    _consumer_closed = PlainTransport._consumer_closed
-
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.request_nowait(TransportMethod.CLOSE, self._id)
-        self._finish()
-
-    def _router_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("routerclose")
-
     def _webrtc_server_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._finish()
-        self.emit("webrtcserverclose")
+        self._closed_elsewhere("webrtcserverclose")
 
-    def _finish(self) -> None:
-        self._channel.remove_listener(self._id)
-        for producer in list(self._producers.values()):
-            producer._transport_closed()
-        for consumer in list(self._consumers.values()):
-            consumer._transport_closed()
+    def _close_children(self) -> None:
+        super()._close_children()
         if self._webrtc_server is not None:
             self._webrtc_server._transport_closed(self)
-        self._on_close(self)
 
     def _on_notification(self, event: str, data: Any) -> None:
         data = data if isinstance(data, dict) else {}
