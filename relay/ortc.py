@@ -32,6 +32,7 @@ def _fb(*entries: tuple[str, str]) -> list[dict[str, str]]:
 _VIDEO_FB = _fb(("nack", ""), ("nack", "pli"), ("ccm", "fir"), ("goog-remb", ""),
                 ("transport-cc", ""))
 _AUDIO_FB = _fb(("transport-cc", ""))
+_OPUS_FB = _fb(("nack", ""), ("transport-cc", ""))  # as mediasoup: Opus may be NACKed
 
 
 def _audio(mime: str, clock: int, channels: int = 1, pt: int | None = None,
@@ -57,12 +58,12 @@ def _ext(kind: str, uri: str, preferred_id: int, direction: str = "sendrecv") ->
 # What a router can be configured with (mediasoup's supported RTP capabilities).
 SUPPORTED_RTP_CAPABILITIES: dict[str, Any] = {
     "codecs": [
-        _audio("audio/opus", 48000, 2),
-        _audio("audio/multiopus", 48000, 4, params={
+        _audio("audio/opus", 48000, 2, fb=_OPUS_FB),
+        _audio("audio/multiopus", 48000, 4, fb=_OPUS_FB, params={
             "channel_mapping": "0,1,2,3", "num_streams": 2, "coupled_streams": 2}),
-        _audio("audio/multiopus", 48000, 6, params={
+        _audio("audio/multiopus", 48000, 6, fb=_OPUS_FB, params={
             "channel_mapping": "0,4,1,2,3,5", "num_streams": 4, "coupled_streams": 2}),
-        _audio("audio/multiopus", 48000, 8, params={
+        _audio("audio/multiopus", 48000, 8, fb=_OPUS_FB, params={
             "channel_mapping": "0,6,1,2,3,4,5,7", "num_streams": 5, "coupled_streams": 3}),
         _audio("audio/PCMU", 8000, pt=0),
         _audio("audio/PCMA", 8000, pt=8),
@@ -421,6 +422,7 @@ def get_producer_rtp_parameters_mapping(params: dict, caps: dict) -> dict:
                    for c, cap in codec_to_cap],
         "encodings": [],
     }
+    _check_producer_encodings(params["encodings"])
     mapped_ssrc = _random_ssrc()
     for encoding in params["encodings"]:
         entry: dict[str, Any] = {"mappedSsrc": mapped_ssrc}
@@ -430,6 +432,27 @@ def get_producer_rtp_parameters_mapping(params: dict, caps: dict) -> dict:
                 entry[key] = encoding[key]
         mapping["encodings"].append(entry)
     return mapping
+
+
+def _check_producer_encodings(encodings: list[dict]) -> None:
+    """Simulcast encodings are told apart by SSRC or by RID (RFC 8851): with several, each
+    needs one of them, and neither may repeat."""
+    rids = [e["rid"] for e in encodings if e.get("rid")]
+    ssrcs = [e["ssrc"] for e in encodings if e.get("ssrc") is not None]
+    if len(encodings) > 1:
+        for i, encoding in enumerate(encodings):
+            if encoding.get("ssrc") is None and not encoding.get("rid"):
+                raise ArgumentError(f"encodings[{i}] has neither ssrc nor rid")
+    if len(set(rids)) != len(rids):
+        raise ArgumentError("duplicated encoding rid")
+    if len(set(ssrcs)) != len(ssrcs):
+        raise ArgumentError("duplicated encoding ssrc")
+
+
+def _parse_temporal_layers(mode: Any) -> int:
+    """Temporal layers of a scalabilityMode such as "L1T3" or "S3T3_KEY" (1 if none)."""
+    match = re.match(r"^[LS]\d+T(\d+)", mode) if isinstance(mode, str) else None
+    return int(match.group(1)) if match else 1
 
 
 def get_consumable_rtp_parameters(kind: str, params: dict, caps: dict, mapping: dict) -> dict:
@@ -527,6 +550,9 @@ def get_consumer_rtp_parameters(consumable: dict, caps: Any, enable_rtx: bool = 
         encoding["maxBitrate"] = max_bitrate
     mode = next((e["scalabilityMode"] for e in consumable["encodings"]
                  if e.get("scalabilityMode")), None)
+    if len(consumable["encodings"]) > 1:
+        # Simulcast: the consumer's one stream shows the encodings as spatial layers.
+        mode = f"L{len(consumable['encodings'])}T{_parse_temporal_layers(mode)}"
     if mode:
         encoding["scalabilityMode"] = mode
     params["encodings"].append(encoding)

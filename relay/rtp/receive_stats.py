@@ -9,7 +9,8 @@ example ``loop.time()``) and, where a wall clock is needed (SR), a 64-bit NTP ti
 - :class:`SendStats`: one outgoing stream (a consumer's): packet and octet counters for
   its SR.
 - :func:`rtt_from_report_block`: the round-trip time from a report block that answers one
-  of our SRs (RFC 3550 6.4.1).
+  of our SRs (RFC 3550 6.4.1); :func:`rtt_from_dlrr` the same from an XR DLRR sub-block
+  answering one of our RRTRs (RFC 3611 4.5).
 - :class:`NtpRtpMapping`: the NTP <-> RTP timestamp pair of a producer's SR, used to give
   a consumer's SR an RTP timestamp consistent with the media it forwards.
 """
@@ -243,6 +244,18 @@ def rtt_from_report_block(block: ReportBlock, arrival_ntp: int) -> float | None:
     if block.lsr == 0:
         return None
     rtt = (compact_ntp(arrival_ntp) - block.lsr - block.dlsr) & 0xFFFFFFFF
+    if rtt & 0x80000000:
+        return 0.0
+    return rtt / 65536
+
+
+def rtt_from_dlrr(lrr: int, dlrr: int, arrival_ntp: int) -> float | None:
+    """Round-trip time in seconds from a DLRR sub-block (RFC 3611 4.5) answering one of our
+    RRTRs, received at wall-clock ``arrival_ntp``: A - LRR - DLRR, the same 1/65536 s
+    arithmetic as for SRs. None when it answers no RRTR (LRR 0); negative gives 0.0."""
+    if lrr == 0:
+        return None
+    rtt = (compact_ntp(arrival_ntp) - lrr - dlrr) & 0xFFFFFFFF
     if rtt & 0x80000000:
         return 0.0
     return rtt / 65536

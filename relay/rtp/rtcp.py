@@ -1,4 +1,4 @@
-"""RTCP packets: parse and build compound RTCP (RFC 3550, 4585, 5104, REMB, transport-cc).
+"""RTCP packets: parse and build compound RTCP (RFC 3550, 3611, 4585, 5104, REMB, transport-cc).
 
 Control path, written for clarity. Every packet type is a small dataclass with
 ``serialize() -> bytes``; :func:`parse_compound` turns a compound packet into a list of them
@@ -18,11 +18,15 @@ RTPFB      205   15   :class:`TransportFeedback` (transport-cc, kept as raw byte
 PSFB       206   1    :class:`Pli`
 PSFB       206   4    :class:`Fir`
 PSFB       206   15   :class:`Remb` (only when the FCI starts with ``"REMB"``)
+XR         207        :class:`ExtendedReport` (RFC 3611: RRTR and DLRR blocks; others
+                      counted in ``other_blocks``)
 =========  ====  ===  ===========================================================
 
-APP (204), XR (207), other feedback formats (TMMBR, SLI, RPSI, non-REMB AFB, ...) and
-unknown packet types are recognised by their header, skipped, and counted in
-:attr:`ParsedCompound.skipped`; they never raise.
+APP (204), other feedback formats (TMMBR, SLI, RPSI, non-REMB AFB, ...) and unknown packet
+types are recognised by their header, skipped, and counted in
+:attr:`ParsedCompound.skipped`; they never raise. An XR whose blocks overrun it or have
+the wrong size for their type is skipped and counted in :attr:`ParsedCompound.malformed_xr`
+(the rest of the compound is still read).
 
 Malformed input raises :class:`RtcpParseError` (a ``ValueError``) and nothing else. Each
 loop step advances by the header's length field, which is at least 4 bytes, and every read
@@ -54,13 +58,23 @@ PSFB_PLI = 1
 PSFB_FIR = 4
 PSFB_AFB = 15
 
+XR_RRTR = 4  # RFC 3611 4.4 Receiver Reference Time Report block
+XR_DLRR = 5  # RFC 3611 4.5 DLRR block
+
 SDES_END = 0
 SDES_CNAME = 1
+
+# The sender SSRC of the RTCP the relay sends as a receiver (RR, NACK, PLI, FIR, XR): a
+# fixed non-zero value as mediasoup does (some stacks ignore feedback from SSRC 0). It lies
+# outside the range the controller draws media SSRCs from (`relay.ortc`), and the worker
+# refuses a consumer SSRC equal to it, so it never collides with media we send.
+RECEIVER_RTCP_SSRC = 0x52454C59  # "RELY"; above the controller's range (< 10**9)
 
 _HEADER = struct.Struct("!BBH")
 _REPORT_BLOCK = struct.Struct("!IB3sIIII")
 _SR_INFO = struct.Struct("!IQIII")  # sender ssrc, ntp, rtp ts, packet count, octet count
 _FB_HEADER = struct.Struct("!II")  # sender ssrc, media ssrc
+_DLRR_SUB = struct.Struct("!III")  # ssrc, last RR (LRR), delay since last RR (DLRR)
 _MAX_COUNT = 31  # 5-bit count field in the common header
 
 
@@ -343,6 +357,68 @@ class Remb:
         return _header(PSFB_AFB, RTCP_PSFB, len(body)) + body
 
 
+@dataclass
+class DlrrSubBlock:
+    """One DLRR sub-block (RFC 3611 4.5): the answer to the RRTR of receiver ``ssrc``;
+    ``lrr`` is the middle 32 bits of that RRTR's NTP timestamp, ``dlrr`` the delay since it
+    arrived, both in 1/65536 s (as LSR/DLSR)."""
+
+    ssrc: int
+    lrr: int
+    dlrr: int
+
+
+@dataclass
+class ExtendedReport:
+    """XR (PT 207, RFC 3611) with the blocks we use: Receiver Reference Time (RRTR, BT 4:
+    a 64-bit NTP timestamp from a receiver that sends no SR) and DLRR (BT 5). Other block
+    types are skipped when parsing and counted in ``other_blocks``."""
+
+    ssrc: int
+    rrtr: int | None = None  # the RRTR block's NTP timestamp, if there is one
+    dlrr: list[DlrrSubBlock] = field(default_factory=list)
+    other_blocks: int = 0
+
+    def serialize(self) -> bytes:
+        body = bytearray(struct.pack("!I", self.ssrc))
+        if self.rrtr is not None:
+            body += struct.pack("!BBHQ", XR_RRTR, 0, 2, self.rrtr & 0xFFFFFFFFFFFFFFFF)
+        if self.dlrr:
+            body += struct.pack("!BBH", XR_DLRR, 0, 3 * len(self.dlrr))
+            for sub in self.dlrr:
+                body += _DLRR_SUB.pack(sub.ssrc, sub.lrr & 0xFFFFFFFF, sub.dlrr & 0xFFFFFFFF)
+        return _header(0, RTCP_XR, len(body)) + bytes(body)
+
+
+def _parse_xr(body: memoryview) -> ExtendedReport | None:
+    """An XR's report blocks; None if it is malformed (the caller counts and skips it: an
+    XR we can't read must not cost the rest of the compound)."""
+    if len(body) < 4:
+        return None
+    report = ExtendedReport(int.from_bytes(body[0:4], "big"))
+    pos = 4
+    while pos < len(body):
+        if pos + 4 > len(body):
+            return None
+        block_type, _, words = struct.unpack_from("!BBH", body, pos)
+        start, end = pos + 4, pos + 4 + 4 * words
+        if end > len(body):
+            return None
+        if block_type == XR_RRTR:
+            if words != 2:
+                return None
+            report.rrtr = struct.unpack_from("!Q", body, start)[0]
+        elif block_type == XR_DLRR:
+            if words % 3:
+                return None
+            report.dlrr.extend(DlrrSubBlock(*_DLRR_SUB.unpack_from(body, i))
+                               for i in range(start, end, _DLRR_SUB.size))
+        else:
+            report.other_blocks += 1
+        pos = end
+    return report
+
+
 RtcpPacket = (
     SenderReport
     | ReceiverReport
@@ -353,16 +429,18 @@ RtcpPacket = (
     | Pli
     | Fir
     | Remb
+    | ExtendedReport
 )
 
 
 @dataclass
 class ParsedCompound:
     """The result of :func:`parse_compound`: the understood packets in wire order, and how
-    many recognised-but-unhandled packets (APP, XR, other feedback formats) were skipped."""
+    many recognised-but-unhandled packets (APP, other feedback formats) were skipped."""
 
     packets: list[RtcpPacket]
     skipped: int = 0
+    malformed_xr: int = 0  # XR packets whose blocks could not be read (skipped)
 
 
 def build_compound(packets: Iterable[RtcpPacket]) -> bytes:
@@ -459,6 +537,7 @@ def parse_compound(data: bytes | bytearray | memoryview) -> ParsedCompound:
         raise RtcpParseError("RTCP packet shorter than a header")
     packets: list[RtcpPacket] = []
     skipped = 0
+    malformed_xr = 0
     pos = 0
     while pos < len(view):
         if pos + 4 > len(view):
@@ -502,11 +581,16 @@ def parse_compound(data: bytes | bytearray | memoryview) -> ParsedCompound:
                 packet = _parse_rtpfb(count, body, whole)
             else:
                 packet = _parse_psfb(count, body)
+        elif packet_type == RTCP_XR:
+            packet = _parse_xr(body)
+            if packet is None:
+                malformed_xr += 1
+                continue
         else:
-            packet = None  # APP, XR, or unknown: skipped
+            packet = None  # APP or unknown: skipped
 
         if packet is None:
             skipped += 1
         else:
             packets.append(packet)
-    return ParsedCompound(packets, skipped)
+    return ParsedCompound(packets, skipped, malformed_xr)

@@ -6,7 +6,9 @@ event drains it with `recvfrom_into` on one preallocated buffer until EAGAIN (or
 flood can't starve the loop or overfill the send ring), hands every valid RTP packet to its
 producer (which fans it out into the send ring) and ends with ONE `ring.flush()`.
 Per packet: RTP/RTCP demux (RFC 5761) → source check → SRTP unprotect in place → header
-validation → producer by SSRC. Anything else is dropped and counted by reason.
+validation → producer by SSRC (an unknown SSRC is bound by MID/RID header extensions or to
+the producer without a signalled SSRC: `relay.worker.stream_binding`). Anything else is
+dropped and counted by reason.
 
 Like mediasoup, packets are only taken from the remote tuple once it is known (connect() or,
 with comedia, the first valid RTP packet); without one, nothing is received or sent.
@@ -27,6 +29,7 @@ from relay.rtp.packet import (
     iter_rtcp,
     rtp_payload_offset,
 )
+from relay.rtp.rtcp import RECEIVER_RTCP_SSRC
 from relay.rtp.rtp_parameters import (
     optional_bool,
     optional_int,
@@ -45,6 +48,7 @@ from relay.transport.srtp_session import (
     generate_key,
 )
 from relay.worker.rtcp_reporter import RtcpReporter, handle_rtcp
+from relay.worker.stream_binding import route_unknown_ssrc
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -66,7 +70,6 @@ MAX_PACKETS_PER_DRAIN = 256
 # Sends queued in the ring by one drain before it flushes and yields (the ring has 4096 slots
 # by default; half leaves room for other transports' batches and completions in flight).
 MAX_SENDS_PER_DRAIN = 2048
-RTCP_SENDER_SSRC = 0  # our PLIs carry no media of their own
 
 _unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
 
@@ -361,10 +364,15 @@ class PlainTransport:
                     if rtx is not None:  # a retransmission from the sender (RFC 4588)
                         sends += rtx[0].receive_rtx(self._rview, n, rtx[1], now)
                         continue
-                    entry = self._unknown_ssrc(ssrc, buf[1] & 0x7F)
-                    if entry is None:
+                    bound = route_unknown_ssrc(self, buf, n, ssrc)
+                    if bound is None:
                         continue
-                producer, index = entry
+                    producer, index, is_rtx = bound
+                    if is_rtx:
+                        sends += producer.receive_rtx(self._rview, n, index, now)
+                        continue
+                else:
+                    producer, index = entry
                 try:
                     sends += producer.receive(self._rview, n, index, ssrc, seq, ts, now)
                 except (ValueError, RuntimeError) as exc:  # the ring refused a send: count it
@@ -379,15 +387,6 @@ class PlainTransport:
             logger.exception("RTP handling failed on transport %s", self.id)
             self.dropped["internalError"] += 1
         ring.flush()  # one per drained batch (also when a send failed half-way through)
-
-    def _unknown_ssrc(self, ssrc: int, pt: int) -> tuple[Producer, int] | None:
-        producer = self.any_ssrc_producer
-        if producer is not None and producer.accepts_payload_type(pt):
-            entry = producer.adopt_ssrc(ssrc)
-            if entry is not None:
-                return entry
-        self.dropped["unknownSsrc"] += 1
-        return None
 
     def _learn_remote(self, addr: tuple[str, int]) -> None:
         """comedia: the first valid RTP packet tells where the remote is."""
@@ -458,7 +457,7 @@ class PlainTransport:
 
     def send_pli(self, media_ssrc: int) -> bool:
         """Ask the remote sender of `media_ssrc` for a key frame (RTCP PSFB PLI)."""
-        return self.send_rtcp(build_pli(RTCP_SENDER_SSRC, media_ssrc))
+        return self.send_rtcp(build_pli(RECEIVER_RTCP_SSRC, media_ssrc))
 
     def send_rtcp(self, packet: bytes) -> bool:
         if self.closed or self.rtcp_remote is None:

@@ -11,8 +11,9 @@ demux by first byte):
               ICE selected tuple.
   RTP/RTCP  → only from a validated tuple and only once DTLS is connected (SRTP keys are
               exported then); SRTP unprotected in place; RTP routed to its producer by SSRC,
-              and for an unknown SSRC by the `mid` header extension, then `rid`, then the
-              single producer without a signalled SSRC (as mediasoup-client sends them).
+              and an unknown SSRC is bound by the `mid` header extension, then `rid` (or
+              `repaired-rtp-stream-id` for RTX), then the single producer without a
+              signalled SSRC (as mediasoup-client sends them; `relay.worker.stream_binding`).
 Everything else is dropped and counted in `dropped` (getStats).
 
 Outbound media: consumers read `route()` = (fd, remote address, SRTP session) and
@@ -34,9 +35,9 @@ from relay.rtp.packet import (
     RTP_SEQ_TS_SSRC,
     build_pli,
     iter_rtcp,
-    parse_extensions,
     rtp_payload_offset,
 )
+from relay.rtp.rtcp import RECEIVER_RTCP_SSRC
 from relay.rtp.rtp_parameters import optional_bool, optional_int, require_dict, require_str
 from relay.transport.dtls import DtlsTransport, worker_certificate
 from relay.transport.ice_lite import IceLiteAgent, IceTuple, host_candidate
@@ -48,6 +49,7 @@ from relay.transport.webrtc_sockets import (
     open_udp,
 )
 from relay.worker.rtcp_reporter import RtcpReporter, handle_rtcp
+from relay.worker.stream_binding import route_unknown_ssrc
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -64,9 +66,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-RTCP_SENDER_SSRC = 0
 _unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
 
 
@@ -243,7 +242,7 @@ class WebRtcTransport:
         producer = Producer(producer_id, self, data, self._ctx)  # type: ignore[arg-type]
         self.producers[producer_id] = producer
         self.router.add_producer(producer)
-        return {"type": "simple"}
+        return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
 
     def consume(self, data: dict) -> dict:
         from relay.worker.consumer import Consumer
@@ -275,6 +274,8 @@ class WebRtcTransport:
         self.producers.pop(producer.id, None)
         for ssrc in [s for s, (p, _) in self.ssrc_table.items() if p is producer]:
             del self.ssrc_table[ssrc]
+        for ssrc in [s for s, (p, _) in self.rtx_ssrc_table.items() if p is producer]:
+            del self.rtx_ssrc_table[ssrc]
         if self.any_ssrc_producer is producer:
             self.any_ssrc_producer = None
 
@@ -399,64 +400,23 @@ class WebRtcTransport:
                 except (ValueError, RuntimeError) as exc:
                     self.dropped[f"send {type(exc).__name__}"] += 1
                     return 0
-            entry = self._route_unknown_ssrc(buf, n, ssrc)
-            if entry is None:
+            bound = route_unknown_ssrc(self, buf, n, ssrc)
+            if bound is None:
                 return 0
-        producer, index = entry
+            producer, index, is_rtx = bound
+            if is_rtx:
+                try:
+                    return producer.receive_rtx(view, n, index, time.monotonic())
+                except (ValueError, RuntimeError) as exc:
+                    self.dropped[f"send {type(exc).__name__}"] += 1
+                    return 0
+        else:
+            producer, index = entry
         try:
             return producer.receive(view, n, index, ssrc, seq, ts, time.monotonic())
         except (ValueError, RuntimeError) as exc:  # the ring refused a send: count it
             self.dropped[f"send {type(exc).__name__}"] += 1
             return 0
-
-    def _route_unknown_ssrc(self, buf: bytearray, n: int, ssrc: int) -> tuple[Producer, int] | None:
-        """A new SSRC: find its producer by MID, then RID, then a producer without a
-        signalled SSRC (control path: once per new stream)."""
-        pt = buf[1] & 0x7F
-        try:
-            extensions = parse_extensions(buf, n) if buf[0] & 0x10 else {}
-        except ValueError:
-            extensions = {}
-        for producer in self.producers.values():
-            if producer.closed or not producer.accepts_payload_type(pt):
-                continue
-            mid_id = _extension_id(producer, MID_URI)
-            rid_id = _extension_id(producer, RID_URI)
-            mid = extensions.get(mid_id) if mid_id else None
-            rid = extensions.get(rid_id) if rid_id else None
-            if mid is not None and mid.decode("ascii", "replace") != \
-                    producer.rtp_parameters.get("mid"):
-                continue
-            if mid is None and rid is None:
-                continue
-            if _is_rtx_payload_type(producer, pt):
-                self.dropped["rtxUnknownSsrc"] += 1
-                return None
-            encodings = producer.rtp_parameters.get("encodings") or []
-            index = 0
-            if rid is not None:
-                rid_text = rid.decode("ascii", "replace")
-                matches = [i for i, e in enumerate(encodings) if e.get("rid") == rid_text]
-                if not matches:
-                    continue
-                index = matches[0]
-            elif len(encodings) > 1:
-                continue
-            if getattr(producer, "_learned", False):
-                entry = producer.adopt_ssrc(ssrc)
-                if entry is not None:
-                    return entry
-                continue
-            self.ssrc_table[ssrc] = (producer, index)
-            return producer, index
-        producer = self.any_ssrc_producer
-        if producer is not None and producer.accepts_payload_type(pt) \
-                and not _is_rtx_payload_type(producer, pt):
-            entry = producer.adopt_ssrc(ssrc)
-            if entry is not None:
-                return entry
-        self.dropped["unknownSsrc"] += 1
-        return None
 
     def _on_rtcp(self, buf: bytearray, ptr: Any, n: int) -> None:
         assert self.srtp_recv is not None
@@ -490,7 +450,7 @@ class WebRtcTransport:
 
     def send_pli(self, media_ssrc: int) -> bool:
         """Ask the remote sender of `media_ssrc` for a key frame (RTCP PSFB PLI)."""
-        return self.send_rtcp(build_pli(RTCP_SENDER_SSRC, media_ssrc))
+        return self.send_rtcp(build_pli(RECEIVER_RTCP_SSRC, media_ssrc))
 
     def send_rtcp(self, packet: bytes) -> bool:
         if self.closed or self._selected_path is None or self.srtp_send is None:
@@ -695,16 +655,3 @@ class WebRtcTransport:
         for listener in self.tcp_listeners:
             listener.close()
 
-
-def _extension_id(producer: Producer, uri: str) -> int:
-    for ext_id, ext_uri in producer.header_extensions.items():
-        if ext_uri == uri:
-            return ext_id
-    return 0
-
-
-def _is_rtx_payload_type(producer: Producer, pt: int) -> bool:
-    for codec in producer.codecs:
-        if codec.get("payloadType") == pt:
-            return codec.get("mimeType", "").lower().endswith("/rtx")
-    return False

@@ -7,8 +7,12 @@ left out of the fan-out until then); NACKs from its remote are answered from the
 stream's shared store (`relay.worker.retransmission`), as RTX when negotiated; its remote's
 RRs give its loss, jitter, RTT and 0-10 score ("score" event); it builds its SR
 (`sender_report`). A simulcast consumer switches spatial layer only on a key frame of the
-target layer (`set_preferred_layers`, "layerschange") and drops VP8 packets above its
-temporal layer (TID), keeping its sequence numbers gap-free (`on_temporal_drop`).
+target layer (`set_preferred_layers`, "layerschange"); if its target layer is not arriving
+when it starts, it starts on the best lower layer that is (`_fallback_layer`) and goes up on
+the target's key frame. It drops VP8 packets above its temporal layer (TID), keeping its
+sequence numbers gap-free (`on_temporal_drop`); a temporal switch up happens at a TL0 frame
+or earlier at a layer-sync (Y bit) frame. It answers its remote's XR RRTR with a DLRR
+(`dlrr_report`, RFC 3611).
 
 The packet path itself is in `Producer.receive` (the fan-out loop); this object holds what
 that loop reads (`rewriter`, `extension_table`, `fd`, `addr`, `srtp`, counters) and keeps
@@ -28,9 +32,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.nack_buffer import RtxStream
-from relay.rtp.receive_stats import rtt_from_report_block
+from relay.rtp.receive_stats import compact_ntp, rtt_from_report_block
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
-from relay.rtp.rtcp import ReportBlock, SenderReport
+from relay.rtp.rtcp import (
+    RECEIVER_RTCP_SSRC,
+    DlrrSubBlock,
+    ExtendedReport,
+    ReportBlock,
+    SenderReport,
+)
 from relay.rtp.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -73,7 +83,7 @@ class Consumer:
         "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
         "plis_received", "firs_received", "score", "rtt", "remote_fraction_lost",
         "remote_packets_lost", "remote_jitter", "cname", "clock_rate", "bitrate",
-        "_bitrate_bytes", "_bitrate_time",
+        "_bitrate_bytes", "_bitrate_time", "_rrtr",
         # simulcast (see set_preferred_layers)
         "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
@@ -190,6 +200,8 @@ class Consumer:
         self.bitrate = 0
         self._bitrate_bytes = 0
         self._bitrate_time: float | None = None
+        # (remote SSRC, LRR, arrival) of the remote's last XR RRTR, answered in our next report
+        self._rrtr: tuple[int, int, float] | None = None
         self.type = consumer_type
         self.layer_streams = layer_streams
         self.target_spatial = target_spatial
@@ -204,6 +216,8 @@ class Consumer:
         # oldest first: maps a NACKed output seq back across temporal drops (bounded).
         self.temporal_epochs: deque[list[int]] = deque(maxlen=TEMPORAL_EPOCHS)
 
+        if RECEIVER_RTCP_SSRC in (ssrc, rtx.ssrc if rtx is not None else None):
+            raise ArgumentError(f"ssrc {RECEIVER_RTCP_SSRC} is the relay's own RTCP sender SSRC")
         transport.register_consumer(self)  # raises on a duplicate SSRC, before anything else
         ctx.handlers[consumer_id] = self
         self.active = self._is_active()
@@ -336,13 +350,18 @@ class Consumer:
             return None
         return {"spatialLayer": self.current_spatial, "temporalLayer": _temporal_layer(self.max_tid)}
 
-    def apply_temporal_layer(self) -> None:
+    def apply_temporal_layer(self, up_to: int | None = None) -> None:
         """The pending temporal target takes effect (the producer calls this at the start of
-        a TL0 frame, which every temporal layer can decode from)."""
+        a TL0 frame, which every temporal layer can decode from), or, with `up_to`, a switch
+        up to TID `up_to` only (at a layer-sync frame of that TID); the target stays pending
+        until reached."""
         if self.pending_max_tid is None:
             return
-        self.max_tid = self.pending_max_tid
-        self.pending_max_tid = None
+        if up_to is not None and up_to < self.pending_max_tid:
+            self.max_tid = up_to
+        else:
+            self.max_tid = self.pending_max_tid
+            self.pending_max_tid = None
         if self.current_spatial is not None:
             self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
 
@@ -352,6 +371,15 @@ class Consumer:
         if self.key_frame_pending and self.stream_index == index:
             self.key_frame_pending = False
             self._take_pending_temporal()  # a key frame starts a TL0 frame
+            self._set_current_layer()
+            return True
+        if self.key_frame_pending and self._fallback_layer(index):
+            # The target layer isn't arriving (the sender dropped that encoding): start on
+            # this lower one, and go up on the target's key frame if it ever comes.
+            self.switch_target = self.stream_index
+            self.stream_index = index
+            self.key_frame_pending = False
+            self._take_pending_temporal()
             self._set_current_layer()
             return True
         if self.switch_target == index and self.active:
@@ -366,6 +394,28 @@ class Consumer:
             self._set_current_layer()
             return True
         return False
+
+    def _fallback_layer(self, index: int) -> bool:
+        """Whether a simulcast consumer still waiting to start on stream `self.stream_index`
+        should start on stream `index` (a key frame starts there) instead: `index` is a lower
+        layer, the best of those arriving, and the target is missing (never started, or
+        silent for `MISSING_LAYER_SILENCE`). A lower layer's first key frame never counts:
+        at start-up the layers' first packets race each other."""
+        if self.type != "simulcast" or index not in self.layer_streams:
+            return False
+        spatial = self.layer_streams.index(index)
+        target = self.layer_streams.index(self.stream_index)
+        if spatial >= target or self.producer.receivers[index].keyframes < 2:
+            return False
+        now = time.monotonic()
+        streams = self.producer.streams
+
+        def missing(i: int) -> bool:
+            return not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
+
+        if not missing(self.stream_index) or missing(index):
+            return False
+        return all(missing(i) for i in self.layer_streams[spatial + 1:target])
 
     def on_temporal_drop(self, seq: int) -> None:
         """A packet (input `seq`, in order) is not sent for its TID: the next one takes its
@@ -480,6 +530,20 @@ class Consumer:
             octet_count=self.payload_bytes & 0xFFFFFFFF,
         )
 
+    def on_rrtr(self, remote_ssrc: int, ntp: int, now: float) -> None:
+        """The remote receiver sent an XR RRTR (RFC 3611 4.4): remember it for the DLRR."""
+        self._rrtr = (remote_ssrc, compact_ntp(ntp), now)
+
+    def dlrr_report(self, now: float) -> ExtendedReport | None:
+        """The XR DLRR answering the remote's last RRTR (once), sent with our SR so the
+        remote can compute its RTT as a receiver (RFC 3611 4.5)."""
+        if self._rrtr is None:
+            return None
+        remote_ssrc, lrr, arrival = self._rrtr
+        self._rrtr = None
+        delay = max(0, int((now - arrival) * 65536)) & 0xFFFFFFFF
+        return ExtendedReport(self.ssrc, dlrr=[DlrrSubBlock(remote_ssrc, lrr, delay)])
+
     def update_bitrate(self, now: float) -> int:
         total = self.bytes_sent + self.retransmitted_bytes
         if self._bitrate_time is not None and now > self._bitrate_time:
@@ -562,6 +626,8 @@ def _has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
     return False
 
 
+# A simulcast layer silent this long (seconds) is taken as gone when a consumer starts.
+MISSING_LAYER_SILENCE = 1.0
 ALL_TEMPORAL_LAYERS = 255  # max_tid of a consumer that filters no temporal layer
 TEMPORAL_EPOCHS = 256  # runs of temporal drops remembered for NACK mapping (seconds of video)
 

@@ -8,12 +8,16 @@ queued in the send ring. The groups hold only active consumers (not paused, prod
 paused, remote known) and are rebuilt on every state change, so the loop has no checks for
 those. The transport flushes the ring after its drain loop.
 
-Streams: each encoding with an `ssrc` is matched by it. A single encoding without one (a plain
-RTP sender whose SSRC isn't signalled) takes the first SSRC seen with one of its payload types,
-and a later different SSRC with such a payload type replaces it (the sender restarted):
-consumers then continue their sequence numbers and timestamps (see `relay.rtp.rewriter`).
-Simulcast by `rid` is not supported yet (UnsupportedError); by SSRC it is (several
-encodings, consumed by "simulcast" consumers).
+Streams: each encoding with an `ssrc` is matched by it. An encoding with a `rid` and no `ssrc`
+(simulcast as mediasoup-client sends it) is bound to the first SSRC whose packets carry that
+RID in the `rtp-stream-id` header extension, and its RTX SSRC to the first RTX packet carrying
+it in `repaired-rtp-stream-id` (`relay.worker.stream_binding`, reached only for unknown SSRCs;
+after that the SSRC tables match as for signalled ones). A single encoding without either (a
+plain RTP sender whose SSRC isn't signalled) takes the first SSRC seen with one of its payload
+types. A later different SSRC for an unsignalled stream replaces the old one once that has
+gone quiet (the sender restarted): consumers then continue their sequence numbers and
+timestamps (see `relay.rtp.rewriter`). Several encodings are consumed by "simulcast"
+consumers.
 
 Media quality, per inbound packet and stream (not per consumer): `StreamReceiver.on_packet`
 (receive stats, key-frame detection, the shared retransmission store when a consumer
@@ -41,7 +45,7 @@ from relay.rtp.packet import (
     rtp_payload_offset,
 )
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
-from relay.rtp.rtcp import Nack, ReportBlock, SenderReport
+from relay.rtp.rtcp import RECEIVER_RTCP_SSRC, Nack, ReportBlock, SenderReport
 from relay.rtp.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -74,8 +78,15 @@ _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 # A learned stream switches to a new SSRC only after this long without packets from the old
 # one, so two senders fighting over one producer can't flip it on every packet.
 SSRC_SWITCH_SILENCE = 0.25
-RTCP_SENDER_SSRC = 0  # our NACKs/PLIs/RRs carry no media of their own
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+RRID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+
+def _extension_id(extensions: dict[int, str], uri: str) -> int:
+    """The sender's id for header extension `uri` (0: not negotiated)."""
+    return next((i for i, u in extensions.items() if u == uri), 0)
 
 
 def has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
@@ -119,6 +130,7 @@ class Producer:
             raise ArgumentError("rtpMapping.encodings and rtpParameters.encodings differ in length")
 
         ssrcs: list[int | None] = []
+        rids: list[str | None] = []
         mapped_ssrcs: list[int] = []
         for i, (encoding, entry) in enumerate(zip(encodings, mapped_encodings, strict=True)):
             where = f"rtpMapping.encodings[{i}]"
@@ -127,18 +139,28 @@ class Producer:
             ssrc = encoding.get("ssrc")
             if ssrc is None and entry.get("ssrc") is not None:
                 ssrc = require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"{where}.ssrc")
-            if ssrc is None and len(encodings) > 1:
-                raise UnsupportedError("encodings without ssrc (rid-based simulcast) are not supported yet")
+            rid = encoding.get("rid")
+            if rid is None and entry.get("rid") is not None:
+                rid = entry["rid"]
+                if not isinstance(rid, str):
+                    raise ArgumentError(f"{where}.rid must be a string")
+            if ssrc is None and not rid and len(encodings) > 1:
+                raise ArgumentError(f"rtpParameters.encodings[{i}] has neither ssrc nor rid")
             ssrcs.append(ssrc)
+            rids.append(rid or None)
         if len(set(mapped_ssrcs)) != len(mapped_ssrcs):
             raise ArgumentError("rtpMapping.encodings mappedSsrc values are duplicated")
         known = [s for s in ssrcs if s is not None]
         if len(set(known)) != len(known):
             raise ArgumentError("rtpParameters.encodings ssrc values are duplicated")
+        named = [r for r in rids if r is not None]
+        if len(set(named)) != len(named):
+            raise ArgumentError("rtpParameters.encodings rid values are duplicated")
         for ssrc in known:
             if ssrc in transport.ssrc_table:
                 raise ArgumentError(f"ssrc {ssrc} is already used by a producer of this transport")
-        if ssrcs[0] is None and transport.any_ssrc_producer is not None:
+        learned = len(encodings) == 1 and ssrcs[0] is None
+        if learned and transport.any_ssrc_producer is not None:
             raise UnsupportedError("this transport already has a producer without a signalled ssrc")
 
         # RTX (RFC 4588): the sender's RTX SSRC per encoding and RTX PT -> original PT.
@@ -172,7 +194,15 @@ class Producer:
         self.clock_rate = media[0]["clockRate"]
         self._known_pt = bytes(1 if pt in mapped_pt else 0 for pt in range(128))
         self.streams = [InputStream(ssrc or 0) for ssrc in ssrcs]
-        self._learned = ssrcs[0] is None  # single encoding, SSRC taken from packets
+        # Per stream: its SSRC was signalled (else it is bound from packets, by RID or as the
+        # single unsignalled encoding; see relay.worker.stream_binding).
+        self.signalled = [ssrc is not None for ssrc in ssrcs]
+        self.rids = rids
+        self.mid: str | None = rtp_parameters.get("mid") if isinstance(rtp_parameters.get("mid"), str) else None
+        self.mid_ext_id = _extension_id(extensions, MID_URI)
+        self.rid_ext_id = _extension_id(extensions, RID_URI)
+        self.rrid_ext_id = _extension_id(extensions, RRID_URI)
+        self._learned = learned  # single encoding, SSRC taken from packets
         self.consumers: list[Consumer] = []
         # Per stream: tuple of (extension table, tuple of active consumers).
         # Per stream: tuple of (extension table, tuple of active consumers, highest VP8 TID
@@ -206,7 +236,7 @@ class Producer:
             self._seen_ssrcs,
             self._consumers_waiting,
             use_fir=has_feedback(main, "ccm", "fir") and not has_feedback(main, "nack", "pli"),
-            sender_ssrc=RTCP_SENDER_SSRC,
+            sender_ssrc=RECEIVER_RTCP_SSRC,
         )
 
         for index, ssrc in enumerate(ssrcs):
@@ -313,7 +343,8 @@ class Producer:
         return self.key_frames.requests_sent
 
     def _seen_ssrcs(self) -> list[int]:
-        return [s.ssrc for s in self.streams if s.started or not self._learned]
+        return [s.ssrc for s, signalled in zip(self.streams, self.signalled, strict=True)
+                if s.started or signalled]
 
     def _consumers_waiting(self) -> bool:
         return any((c.key_frame_pending or c.switch_target is not None) and c.active
@@ -352,7 +383,7 @@ class Producer:
     # -- NACK upstream ------------------------------------------------------------------------
 
     def _nack_upstream(self, index: int, lost: list[int]) -> None:
-        packet = Nack(RTCP_SENDER_SSRC, self.streams[index].ssrc, lost).serialize()
+        packet = Nack(RECEIVER_RTCP_SSRC, self.streams[index].ssrc, lost).serialize()
         if self.transport.send_rtcp(packet):
             self.nacks_sent += 1
         if self._nack_timer is None and not self.closed:
@@ -363,12 +394,12 @@ class Producer:
         if self.closed:
             return
         now = time.monotonic()
-        rtt = getattr(self.transport, "rtt", None)
         pending = False
         for index, receiver in enumerate(self.receivers):
             generator = receiver.nack
             if generator is None:
                 continue
+            rtt = self.stream_rtt(index)
             if rtt is not None:
                 generator.set_rtt(rtt)
             due = generator.on_timer(now)
@@ -385,17 +416,30 @@ class Producer:
     def on_sender_report(self, index: int, report: SenderReport, now: float) -> None:
         self.receivers[index].stats.on_sender_report(report, now)
 
+    def on_xr_rtt(self, index: int | None, rtt: float) -> None:
+        """The sender answered our RRTR (XR DLRR): the RTT of stream `index`, or of every
+        stream when the XR came from an SSRC that is none of them (one sender, one path)."""
+        receivers = self.receivers if index is None else [self.receivers[index]]
+        for receiver in receivers:
+            receiver.rtt = rtt
+
+    def stream_rtt(self, index: int) -> float | None:
+        """Seconds: from the sender's XR DLRR if it answers our RRTRs, else the transport's
+        (from the RRs of consumers on the same transport), else None."""
+        rtt = self.receivers[index].rtt
+        return rtt if rtt is not None else getattr(self.transport, "rtt", None)
+
     def report_blocks(self, now: float) -> list[ReportBlock]:
         """RR report blocks for every stream receiving; updates the scores ("score" event)."""
         blocks = []
         changed = False
-        rtt = getattr(self.transport, "rtt", None)
-        for stream, receiver in zip(self.streams, self.receivers, strict=True):
+        for index, (stream, receiver) in enumerate(zip(self.streams, self.receivers, strict=True)):
             if not stream.started or receiver.stats.expected == 0:
                 continue
             block = receiver.stats.report_block(stream.ssrc, now)
             blocks.append(block)
-            changed = receiver.score.update_from_fraction_lost(block.fraction_lost, rtt) or changed
+            changed = receiver.score.update_from_fraction_lost(
+                block.fraction_lost, self.stream_rtt(index)) or changed
             receiver.update_bitrate(now)
         if changed and not self.closed:
             self._ctx.notify(self.id, ProducerEvent.SCORE, self.scores())
@@ -405,7 +449,7 @@ class Producer:
 
     def scores(self) -> list[dict]:
         return [
-            {"encodingIdx": i, "ssrc": s.ssrc, "rid": None, "score": r.score.score}
+            {"encodingIdx": i, "ssrc": s.ssrc, "rid": self.rids[i], "score": r.score.score}
             for i, (s, r) in enumerate(zip(self.streams, self.receivers, strict=True))
             if s.started
         ]
@@ -416,26 +460,63 @@ class Producer:
         return self._known_pt[pt] == 1
 
     def adopt_ssrc(self, ssrc: int) -> tuple[Producer, int] | None:
-        """A learned stream sees a new SSRC: take it if the stream is new or the old SSRC has
-        gone quiet; then re-sync its consumers (control-path rare event)."""
-        stream = self.streams[0]
+        """The single unsignalled stream sees a new SSRC (see `bind_stream`)."""
+        return self.bind_stream(0, ssrc)
+
+    def bind_stream(self, index: int, ssrc: int) -> tuple[Producer, int] | None:
+        """Stream `index` (unsignalled: learned, or matched by RID) sees a new SSRC: take it
+        if the stream is new or its old SSRC has gone quiet (the sender restarted its
+        encoder); then re-sync its consumers (control-path rare event). None: not now."""
+        stream = self.streams[index]
         table = self.transport.ssrc_table
+        if self.signalled[index] or ssrc in table:
+            return None
         if stream.started:
             if time.monotonic() - stream.last_time < SSRC_SWITCH_SILENCE:
                 return None
             for consumer in self.consumers:
-                consumer.rewriter.stop(stream)
-            table.pop(stream.ssrc, None)
+                if consumer.stream_index == index:
+                    consumer.rewriter.stop(stream)
+            if table.get(stream.ssrc) == (self, index):
+                del table[stream.ssrc]
         stream.reset(ssrc)
-        self.receivers[0].reset()
-        table[ssrc] = (self, 0)
-        return self, 0
+        self.receivers[index].reset()
+        table[ssrc] = (self, index)
+        return self, index
+
+    def bind_rtx(self, index: int, ssrc: int) -> bool:
+        """An RTX packet names stream `index` (repaired-rtp-stream-id): its SSRC becomes that
+        stream's RTX SSRC, replacing an earlier learned one (control path)."""
+        table = self.transport.rtx_ssrc_table
+        if ssrc in table or ssrc in self.transport.ssrc_table:
+            return False
+        old = self.rtx_ssrcs[index]
+        if old is not None:
+            if self.signalled[index]:
+                return False  # a signalled RTX SSRC is not replaced by a guess
+            if table.get(old) == (self, index):
+                del table[old]
+        self.rtx_ssrcs[index] = ssrc
+        table[ssrc] = (self, index)
+        return True
+
+    def rid_index(self, rid: str) -> int | None:
+        """The encoding with RID `rid`, if any."""
+        try:
+            return self.rids.index(rid)
+        except ValueError:
+            return None
+
+    def is_rtx_payload_type(self, pt: int) -> bool:
+        return pt in self.rtx_apt
 
     def receive(
-        self, buf: memoryview, n: int, index: int, ssrc: int, seq: int, ts: int, now: float
+        self, buf: memoryview, n: int, index: int, ssrc: int, seq: int, ts: int, now: float,
+        rtx: bool = False,
     ) -> int:
         """Fan one validated inbound packet (`buf[:n]`, a view of the transport's receive
-        buffer) out to the active consumers of stream `index`; return the sends queued."""
+        buffer) out to the active consumers of stream `index`; return the sends queued.
+        `rtx`: it was recovered from an RTX packet (kept out of the jitter estimate)."""
         self.packets_received += 1
         self.bytes_received += n
         b1 = buf[1]
@@ -443,7 +524,7 @@ class Producer:
             self.dropped["unknownPayloadType"] += 1
             return 0
         older = self.streams[index].update(seq, ts, now)
-        keyframe, lost = self.receivers[index].on_packet(buf, n, seq, ts, now)
+        keyframe, lost = self.receivers[index].on_packet(buf, n, seq, ts, now, rtx)
         if keyframe:
             self._on_key_frame(index)
         if lost is not None:
@@ -522,17 +603,27 @@ class Producer:
 
     def _temporal_step(self, buf: memoryview, n: int, index: int) -> int:
         """The packet's VP8 TID (0 without one). At the start of a TL0 frame, pending temporal
-        targets of this stream's consumers take effect (every layer decodes from a TL0)."""
+        targets of this stream's consumers take effect (every layer decodes from a TL0). A
+        switch up also happens earlier, at the start of a frame whose TID is above the
+        consumer's and not above its target and whose Y (layer sync) bit is set: such a frame
+        depends only on TL0 (RFC 7741 4.2); the consumer then goes up to that TID."""
         offset = rtp_payload_offset(buf, n)
         descriptor = parse_vp8_descriptor(buf[offset:n]) if offset > 0 else None
         if descriptor is None:
             return 0
         tid = descriptor.tid or 0
-        if tid == 0 and descriptor.start_of_partition and descriptor.partition_index == 0:
+        if descriptor.start_of_partition and descriptor.partition_index == 0 \
+                and (tid == 0 or descriptor.layer_sync):
             changed = False
             for consumer in self.consumers:
-                if consumer.stream_index == index and consumer.pending_max_tid is not None:
+                pending = consumer.pending_max_tid
+                if consumer.stream_index != index or pending is None:
+                    continue
+                if tid == 0:
                     consumer.apply_temporal_layer()
+                    changed = True
+                elif consumer.max_tid < tid <= pending:
+                    consumer.apply_temporal_layer(tid)
                     changed = True
             if changed:
                 self.rebuild_fanout()
@@ -564,7 +655,8 @@ class Producer:
             return 0
         self.receivers[index].rtx_packets += 1
         seq, ts, _ = RTP_SEQ_TS_SSRC.unpack_from(original, 2)
-        return self.receive(memoryview(original), len(original), index, stream.ssrc, seq, ts, now)
+        return self.receive(memoryview(original), len(original), index, stream.ssrc, seq, ts, now,
+                            True)
 
     # -- description --------------------------------------------------------------------------
 
@@ -578,8 +670,10 @@ class Producer:
             "rtpMapping": {
                 "codecs": [{"payloadType": p, "mappedPayloadType": m} for p, m in self.mapped_pt.items()],
                 "encodings": [
-                    {"ssrc": s.ssrc if (s.started or not self._learned) else None, "mappedSsrc": m}
-                    for s, m in zip(self.streams, self.mapped_ssrcs, strict=True)
+                    {"ssrc": s.ssrc if (s.started or signalled) else None,
+                     **({"rid": rid} if rid is not None else {}), "mappedSsrc": m}
+                    for s, signalled, rid, m in zip(self.streams, self.signalled, self.rids,
+                                                    self.mapped_ssrcs, strict=True)
                 ],
             },
             "consumerIds": [c.id for c in self.consumers],
@@ -587,7 +681,6 @@ class Producer:
 
     def get_stats(self) -> list[dict]:
         stats = []
-        rtt = getattr(self.transport, "rtt", None)
         for i, (stream, mapped) in enumerate(zip(self.streams, self.mapped_ssrcs, strict=True)):
             receiver = self.receivers[i]
             rs = receiver.stats
@@ -596,7 +689,8 @@ class Producer:
                 "type": "inbound-rtp",
                 "timestamp": int(time.time() * 1000),
                 "kind": self.kind,
-                "ssrc": stream.ssrc if (stream.started or not self._learned) else None,
+                "ssrc": stream.ssrc if (stream.started or self.signalled[i]) else None,
+                "rid": self.rids[i],
                 "rtxSsrc": self.rtx_ssrcs[i],
                 "mappedSsrc": mapped,
                 "mimeType": self.codecs[0]["mimeType"],
@@ -606,7 +700,7 @@ class Producer:
                 "packetsLost": rs.cumulative_lost,
                 "packetsExpected": rs.expected,
                 "jitter": rs.jitter,
-                "roundTripTime": rtt,
+                "roundTripTime": self.stream_rtt(i),
                 "score": receiver.score.score,
                 "bitrate": receiver.bitrate,  # bits/s over the last RTCP report interval
                 "keyFrames": receiver.keyframes,

@@ -9,14 +9,19 @@ Inbound (`handle_rtcp`), per packet of the compound:
   used for its producers (NACK retry spacing, scores);
 - NACK for a consumer's SSRC: answered from the retransmission store (RTX or plain resend);
 - PLI / FIR for a consumer's SSRC: forwarded to its producer's sender, coalesced;
-- SDES, BYE, REMB, transport-cc, APP, XR: ignored (counted as `rtcpIgnored`).
-Malformed compounds are dropped and counted (`rtcpMalformed`), never raised.
+- XR (RFC 3611): an RRTR from a consumer's remote is answered by each consumer with a DLRR
+  block after its next SR; a DLRR answering our RRTR gives the producer stream's RTT
+  (A - LRR - DLRR), so a producer has an RTT without a consumer on its transport;
+- SDES, BYE, REMB, transport-cc, APP: ignored (counted as `rtcpIgnored`).
+Malformed compounds are dropped and counted (`rtcpMalformed`), never raised; a malformed XR
+alone is skipped and counted (`xrMalformed`).
 
 Outbound (`RtcpReporter`): every `VIDEO_INTERVAL` (1 s) an SR (+ SDES CNAME) for every video
-consumer stream that has sent media and an RR with a report block for every video producer
-stream receiving; audio ones every `AUDIO_INTERVAL` (5 s). Fixed intervals, not RFC 3550's
-bandwidth-based ones (as libwebrtc and mediasoup do); the first report goes out after
-`FIRST_REPORT_DELAY`. Compounds are split to stay under `MAX_COMPOUND_SIZE` bytes.
+consumer stream that has sent media (+ an XR DLRR if its remote sent an RRTR) and an RR with
+a report block for every video producer stream receiving, followed by an XR RRTR; audio ones
+every `AUDIO_INTERVAL` (5 s). Our receiver-side RTCP uses `RECEIVER_RTCP_SSRC`. Fixed
+intervals, not RFC 3550's bandwidth-based ones (as libwebrtc and mediasoup do); the first
+report goes out after `FIRST_REPORT_DELAY`. Compounds are split to stay under `MAX_COMPOUND_SIZE` bytes.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from relay.rtp.receive_stats import ntp_now
+from relay.rtp.receive_stats import ntp_now, rtt_from_dlrr
 from relay.rtp.rtcp import (
+    RECEIVER_RTCP_SSRC,
+    ExtendedReport,
     Fir,
     Nack,
     Pli,
@@ -48,7 +55,6 @@ VIDEO_INTERVAL = 1.0
 AUDIO_INTERVAL = 5.0
 FIRST_REPORT_DELAY = VIDEO_INTERVAL
 MAX_COMPOUND_SIZE = 1200  # stays under a 1500-byte MTU with SRTCP's trailer and IP/UDP
-RECEIVER_SSRC = 0  # the RR's sender SSRC: we have none of our own on a receive-only leg
 _MAX_BLOCKS = 31
 
 
@@ -98,10 +104,35 @@ def handle_rtcp(transport: Any, data: bytes | bytearray | memoryview, now: float
                 if consumer is not None:
                     transport.keyframe_requests_received += 1
                     consumer.on_key_frame_request(fir=True)
+        elif isinstance(packet, ExtendedReport):
+            _handle_xr(transport, packet, now)
         else:
             transport.dropped["rtcpIgnored"] += 1
     if parsed.skipped:
         transport.dropped["rtcpIgnored"] += parsed.skipped
+    if parsed.malformed_xr:
+        transport.dropped["xrMalformed"] += parsed.malformed_xr
+
+
+def _handle_xr(transport: Any, xr: ExtendedReport, now: float) -> None:
+    """RRTR from a receiver of our consumers: each consumer answers it with a DLRR in its
+    next report (the RRTR names no stream). DLRR answering our RRTR: the producer stream's
+    RTT, A - LRR - DLRR."""
+    if xr.rrtr is not None:
+        for consumer in list(transport.consumers.values()):
+            consumer.on_rrtr(xr.ssrc, xr.rrtr, now)
+    for sub in xr.dlrr:
+        if sub.ssrc != RECEIVER_RTCP_SSRC:
+            continue  # a DLRR for someone else's RRTR
+        rtt = rtt_from_dlrr(sub.lrr, sub.dlrr, ntp_now())
+        if rtt is None:
+            continue
+        entry = transport.ssrc_table.get(xr.ssrc)
+        if entry is not None:
+            entry[0].on_xr_rtt(entry[1], rtt)
+        else:  # the sender reports from an SSRC of none of its streams: same path for all
+            for producer in list(transport.producers.values()):
+                producer.on_xr_rtt(None, rtt)
 
 
 class RtcpReporter:
@@ -157,13 +188,20 @@ class RtcpReporter:
             packets.append(sr)
             if consumer.cname:
                 packets.append(SourceDescription.with_cname(consumer.ssrc, consumer.cname))
+            dlrr = consumer.dlrr_report(now)
+            if dlrr is not None:
+                packets.append(dlrr)
         blocks: list[ReportBlock] = []
         for producer in list(transport.producers.values()):
             if producer.kind == "audio" and not include_audio:
                 continue
             blocks.extend(producer.report_blocks(now))
         for i in range(0, len(blocks), _MAX_BLOCKS):
-            packets.append(ReceiverReport(RECEIVER_SSRC, blocks[i : i + _MAX_BLOCKS]))
+            packets.append(ReceiverReport(RECEIVER_RTCP_SSRC, blocks[i : i + _MAX_BLOCKS]))
+        if blocks:
+            # RRTR (RFC 3611 4.4): we send no SR towards producers, so this is how their
+            # senders can give us an RTT (their DLRR answers it; see _handle_xr).
+            packets.append(ExtendedReport(RECEIVER_RTCP_SSRC, rrtr=ntp))
         return self._send(packets)
 
     def _send(self, packets: list[RtcpPacket]) -> int:

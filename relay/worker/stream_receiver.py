@@ -33,7 +33,7 @@ class StreamReceiver:
     __slots__ = (
         "kind", "codec", "stats", "nack", "store", "score", "detector",
         "keyframes", "last_keyframe_time", "rtx_packets", "bitrate", "_bitrate_bytes",
-        "_bitrate_time",
+        "_bitrate_time", "rtt",
     )
 
     def __init__(self, kind: str, mime_type: str, clock_rate: int, nack: bool) -> None:
@@ -53,6 +53,7 @@ class StreamReceiver:
         self.bitrate = 0
         self._bitrate_bytes = 0
         self._bitrate_time: float | None = None
+        self.rtt: float | None = None  # seconds, from the sender's XR DLRR (RFC 3611)
 
     def enable_store(self, enabled: bool) -> None:
         if enabled and self.store is None:

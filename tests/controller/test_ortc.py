@@ -31,6 +31,14 @@ def test_router_capabilities_assign_payload_types_like_mediasoup():
     assert caps["codecs"][0]["channels"] == 2 and "channels" not in caps["codecs"][1]
 
 
+def test_router_offers_nack_for_opus_like_mediasoup():
+    caps = ortc.generate_router_rtp_capabilities([OPUS, VP8])
+    fb = {c["mimeType"]: [(f["type"], f["parameter"]) for f in c["rtcpFeedback"]]
+          for c in caps["codecs"]}
+    assert fb["audio/opus"] == [("nack", ""), ("transport-cc", "")]
+    assert ("nack", "pli") in fb["video/VP8"]
+
+
 def test_router_capabilities_keep_a_preferred_payload_type():
     caps = ortc.generate_router_rtp_capabilities([{**OPUS, "preferredPayloadType": 111}, VP8])
     assert [c["preferredPayloadType"] for c in caps["codecs"]] == [111, 100, 101]
@@ -96,6 +104,67 @@ def test_producer_with_unknown_codec_or_orphan_rtx():
             {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000},
             {"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
              "parameters": {"apt": 95}}], "encodings": [{"ssrc": 1}]})
+
+
+RID_EXTENSIONS = [
+    {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1},
+    {"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": 2},
+    {"uri": "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id", "id": 3},
+]
+
+
+def _rid_simulcast_params(encodings):
+    """What mediasoup-client sends for simulcast: rids, no ssrcs, RTX without an ssrc."""
+    return {"mid": "0",
+            "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000},
+                       {"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
+                        "parameters": {"apt": 96}}],
+            "headerExtensions": RID_EXTENSIONS, "encodings": encodings, "rtcp": {"cname": "c"}}
+
+
+def test_rid_simulcast_mapping_and_consumable_parameters():
+    caps = ortc.generate_router_rtp_capabilities([VP8])
+    encodings = [{"rid": "r0", "scalabilityMode": "L1T3", "maxBitrate": 100_000},
+                 {"rid": "r1", "scalabilityMode": "L1T3", "maxBitrate": 300_000},
+                 {"rid": "r2", "scalabilityMode": "L1T3", "maxBitrate": 900_000}]
+    params, mapping, consumable = _producer(caps, _rid_simulcast_params(encodings))
+    # The mapping keeps each rid next to its own mapped SSRC (no ssrc: it is bound from packets).
+    assert [e.get("rid") for e in mapping["encodings"]] == ["r0", "r1", "r2"]
+    assert all("ssrc" not in e for e in mapping["encodings"])
+    mapped = [e["mappedSsrc"] for e in mapping["encodings"]]
+    assert len(set(mapped)) == 3
+    # The consumable side knows no rids: one router SSRC per encoding, in encoding order.
+    assert [e["ssrc"] for e in consumable["encodings"]] == mapped
+    assert all("rid" not in e and "rtx" not in e for e in consumable["encodings"])
+    assert [e["maxBitrate"] for e in consumable["encodings"]] == [100_000, 300_000, 900_000]
+    uris = {e["uri"] for e in consumable["headerExtensions"]}
+    assert not uris & {"urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+                       "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"}
+    # A consumer gets one stream; the encodings show as spatial layers in its mode.
+    consumer = ortc.get_consumer_rtp_parameters(consumable, caps, enable_rtx=True)
+    (encoding,) = consumer["encodings"]
+    assert encoding["scalabilityMode"] == "L3T3"
+    assert encoding["maxBitrate"] == 900_000
+    assert encoding["ssrc"] not in mapped and encoding["rtx"]["ssrc"] == encoding["ssrc"] + 1
+    # Without a temporal mode each layer has one temporal layer.
+    _, _, plain = _producer(caps, _rid_simulcast_params([{"rid": "a"}, {"rid": "b"}]))
+    assert ortc.get_consumer_rtp_parameters(plain, caps)["encodings"][0]["scalabilityMode"] == "L2T1"
+
+
+@pytest.mark.parametrize("encodings", [
+    [{"rid": "r0"}, {"rid": "r0"}],  # duplicated rid
+    [{"rid": "r0"}, {}],  # neither ssrc nor rid
+    [{"ssrc": 5}, {"ssrc": 5}],  # duplicated ssrc
+], ids=["duplicated-rid", "no-ssrc-no-rid", "duplicated-ssrc"])
+def test_rid_simulcast_bad_encodings(encodings):
+    caps = ortc.generate_router_rtp_capabilities([VP8])
+    with pytest.raises(ArgumentError):
+        _producer(caps, _rid_simulcast_params(encodings))
+
+
+def test_rid_must_be_a_string():
+    with pytest.raises(ArgumentError):
+        ortc.validate_rtp_parameters(_rid_simulcast_params([{"rid": 1}, {"rid": 2}]))
 
 
 def test_h264_profiles_must_match():

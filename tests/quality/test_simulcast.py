@@ -180,3 +180,76 @@ def test_vp8_temporal_layers_from_tid(run_media):
         assert media.request("c1", "consumer.getStats")[0]["temporalLayerDrops"] == 9 + 4
 
     run_media(body)
+
+
+def vp8_sync_packet(k: int, tid: int, y: bool = False, key: bool = False) -> bytes:
+    """As vp8_temporal_packet, with the Y (layer sync) bit: the frame depends only on TL0."""
+    descriptor = bytes([0x90, 0x20, (tid << 6) | (0x20 if y else 0)])
+    vp8 = bytes([0x00 if key else 0x01]) + b"\x9d\x01\x2a" * 4
+    return build_rtp(payload_type=96, sequence_number=700 + k, timestamp=3000 * k,
+                     ssrc=LAYER_SSRCS[0], payload=descriptor + vp8 + bytes([tid, k]))
+
+
+# k -> (TID, Y): L1T3 (0, 2, 1, 2, ...) with layer-sync bits on some upper-layer frames
+SYNC_FRAMES = {0: (0, False), 1: (2, False), 2: (1, False), 3: (2, False),
+               4: (0, False), 5: (2, False), 6: (1, True), 7: (2, False),
+               8: (0, False), 9: (2, False), 10: (1, False), 11: (2, False),
+               12: (0, False), 13: (2, True), 14: (1, False), 15: (2, False)}
+
+
+def test_vp8_temporal_switch_up_at_layer_sync_frames(run_media):
+    async def body(media):
+        media.router()
+        tp = media.transport("tp")
+        media.transport("tc")
+        publisher, subscriber = media.peer(), media.peer()
+        media.connect("tp", publisher)
+        media.connect("tc", subscriber)
+        media.request("tp", "transport.produce", {
+            "producerId": "p1", "kind": "video",
+            "rtpParameters": {
+                "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
+                "encodings": [{"ssrc": s} for s in LAYER_SSRCS]},
+            "rtpMapping": {"codecs": [{"payloadType": 96, "mappedPayloadType": 101}],
+                           "encodings": [{"ssrc": s, "mappedSsrc": m}
+                                         for s, m in zip(LAYER_SSRCS, MAPPED, strict=True)]},
+        })
+        media.request("tc", "transport.consume", {
+            "consumerId": "c1", "producerId": "p1", "kind": "video", "type": "simulcast",
+            "rtpParameters": {"codecs": [{"mimeType": "video/VP8", "payloadType": 101,
+                                          "clockRate": 90000}],
+                              "encodings": [{"ssrc": CONSUMER_SSRC}]},
+            "consumableRtpEncodings": [{"ssrc": m} for m in MAPPED],
+            "preferredLayers": {"spatialLayer": 0, "temporalLayer": 0},
+        })
+        producer = media.ctx.handlers["p1"]
+
+        async def frames(ks: range) -> None:
+            for k in ks:
+                tid, y = SYNC_FRAMES[k]
+                before = producer.packets_received
+                publisher.send(vp8_sync_packet(k, tid, y, key=k == 0), tp["tuple"])
+                await media.wait_for(lambda b=before: producer.packets_received == b + 1)
+
+        await frames(range(0, 5))  # TL0 only: 0, 4
+        media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0, "temporalLayer": 2})
+        # 5: TID 2 without Y: not yet; 6: TID 1 with Y: up to 1 (not 2: it syncs TL1 only);
+        # 7: TID 2 without Y: still dropped; 8: TL0: the target (2) is reached
+        await frames(range(5, 12))
+        media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0, "temporalLayer": 0})
+        await frames(range(12, 13))  # down at the TL0 frame 12
+        media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0, "temporalLayer": 2})
+        await frames(range(13, 16))  # 13: TID 2 with Y: straight up to 2
+        await media.settle()
+        got = [p for p in subscriber.drain() if not 64 <= p[1] & 0x7F <= 95]
+        assert [p[-1] for p in got] == [0, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15]
+        seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
+        assert seqs == list(range(seqs[0], seqs[0] + len(got)))  # drops leave no gaps
+        changes = [d for h, e, d in media.notifications if h == "c1" and e == "layerschange"]
+        assert changes == [{"spatialLayer": 0, "temporalLayer": 0},
+                           {"spatialLayer": 0, "temporalLayer": 1},
+                           {"spatialLayer": 0, "temporalLayer": 2},
+                           {"spatialLayer": 0, "temporalLayer": 0},
+                           {"spatialLayer": 0, "temporalLayer": 2}]
+
+    run_media(body)

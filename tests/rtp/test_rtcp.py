@@ -4,6 +4,7 @@ import pytest
 
 from relay.rtp.rtcp import (
     Bye,
+    ExtendedReport,
     Fir,
     Nack,
     Pli,
@@ -154,7 +155,7 @@ def test_transport_cc_is_passed_through_untouched():
 def test_app_xr_and_unknown_feedback_are_skipped():
     rr = ReceiverReport(ssrc=1)
     app = bytes.fromhex("80cc0003" "00000001") + b"name" + b"data"
-    xr = bytes.fromhex("80cf0002" "00000001" "04000000")
+    xr = bytes.fromhex("80cf0002" "00000001" "07000000")  # XR: only a block type we skip
     sli = bytes.fromhex("82ce0003" "00000001" "00000002" "00000000")  # PSFB FMT 2
     tmmbr = bytes.fromhex("83cd0004" "00000001" "00000000" "00000002" "00000000")
     other_afb = bytes.fromhex("8fce0003" "00000001" "00000000" "58595a57")
@@ -164,8 +165,8 @@ def test_app_xr_and_unknown_feedback_are_skipped():
         rr.serialize() + app + xr + sli + tmmbr + other_afb + unknown_type + pli.serialize()
     )
     parsed = parse_compound(data)
-    assert parsed.packets == [rr, pli]
-    assert parsed.skipped == 6
+    assert parsed.packets == [rr, ExtendedReport(1, other_blocks=1), pli]
+    assert parsed.skipped == 5
 
 
 def test_compound_round_trip():

@@ -141,6 +141,13 @@ class RawWebRtcClient:
         assert protected is not None
         self.send_raw(bytes(protected))
 
+    def send_packet(self, packet: bytes) -> None:
+        """SRTP-protect and send a ready-made RTP packet."""
+        assert self.srtp_send is not None
+        protected = self.srtp_send.protect_rtp(packet, len(packet))
+        assert protected is not None
+        self.send_raw(bytes(protected))
+
     def _on_packet(self, data: bytes) -> None:
         first = data[0] if data else 255
         if first < 4:

@@ -175,11 +175,18 @@ def test_bad_produce_arguments(run_media):
                 media.request("tp", "transport.produce", _produce_data(**changes))
             assert "px" not in media.ctx.handlers
         assert media.request("tp", "transport.produce", _produce_data()) == {"type": "simple"}
+        # Several encodings need an ssrc or a rid each, and rids are unique.
+        for encodings in ([{}, {}], [{"rid": "a"}, {}], [{"rid": "a"}, {"rid": "a"}]):
+            two = _produce_data(producerId="py")
+            two["rtpParameters"]["encodings"] = encodings
+            two["rtpMapping"]["encodings"] = [{"mappedSsrc": 1}, {"mappedSsrc": 2}]
+            with pytest.raises(ArgumentError):
+                media.request("tp", "transport.produce", two)
+            assert "py" not in media.ctx.handlers
         two = _produce_data(producerId="py")
         two["rtpParameters"]["encodings"] = [{"rid": "a"}, {"rid": "b"}]
         two["rtpMapping"]["encodings"] = [{"mappedSsrc": 1}, {"mappedSsrc": 2}]
-        with pytest.raises(UnsupportedError):
-            media.request("tp", "transport.produce", two)
+        assert media.request("tp", "transport.produce", two) == {"type": "simulcast"}
         with pytest.raises(ArgumentError):
             media.request("tp", "transport.produce", "not a dict")
 
