@@ -8,11 +8,13 @@ import os
 import resource
 from dataclasses import asdict, dataclass, field
 
+from relay.transport.dtls import SRTP_PROFILES
 from relay.transport.srtp_session import CRYPTO_SUITES
 
 from . import scenario as scenarios
 
 SEND_MODES = ("zerocopy", "copy", "socket")
+QUALITY_CHOICES = ("on", "off", "both")
 MAX_SINKS = 2000
 MAX_PACKETS_PER_FRAME = 1000
 
@@ -32,6 +34,7 @@ class LoadtestConfig:
     transport: str = "plain"
     srtp: bool = False
     srtp_suite: str = "AES_CM_128_HMAC_SHA1_80"
+    consent_interval: float = 5.0
     search: bool = False
     rate: float = 1000.0
     duration: float = 5.0
@@ -42,6 +45,7 @@ class LoadtestConfig:
     max_steps: int = 18
     threshold: float = 0.99
     send_mode: str = "auto"
+    quality: str = "on"
     self_test: bool = False
     warmup: float = 0.5
     poll_interval_ms: float = 1.0
@@ -51,6 +55,8 @@ class LoadtestConfig:
     json: str | None = None
     plot: str | None = None
     modes: list[str] = field(default_factory=list)
+    # One worker each: (label, send mode, quality on); the label keys the report and JSON.
+    variants: list[tuple[str, str, bool]] = field(default_factory=list)
 
     def build_scenario(self) -> scenarios.Scenario:
         if self.scenario == "fanout":
@@ -81,10 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--participants", type=int, default=4,
                    help="rooms: participants per room (default 4)")
     g.add_argument("--transport", choices=("plain", "webrtc"), default="plain",
-                   help="plain transports (default); webrtc is not supported yet")
+                   help="plain: plain RTP transports, SDES-keyed with --srtp (default); "
+                        "webrtc: WebRTC transports, each driven by a synthetic peer on its "
+                        "own socket (ICE + DTLS before the traffic starts, then "
+                        "DTLS-SRTP: implies --srtp)")
     g.add_argument("--srtp", action="store_true", help="SRTP on every transport")
     g.add_argument("--srtp-suite", default="AES_CM_128_HMAC_SHA1_80",
-                   help=f"one of {', '.join(CRYPTO_SUITES)}")
+                   help=f"one of {', '.join(CRYPTO_SUITES)}; with --transport webrtc, the "
+                        f"DTLS-SRTP profile the peers offer (one of "
+                        f"{', '.join(p.crypto_suite for p in SRTP_PROFILES)})")
+    g.add_argument("--consent-interval", type=float, default=5.0,
+                   help="webrtc: seconds between each peer's ICE consent checks; the worker "
+                        "drops a peer after 30 s without one (default 5)")
     r = p.add_argument_group("rates")
     r.add_argument("--search", action="store_true",
                    help="search the highest input rate with >= threshold delivery")
@@ -116,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--send-mode", choices=("auto", *SEND_MODES, "all"), default="auto",
                    help="the worker's send ring tier; all: one worker per mode, steps "
                         "interleaved, compared side by side (default auto)")
+    w.add_argument("--quality", choices=QUALITY_CHOICES, default="on",
+                   help="on: producers and consumers negotiate NACK (and PLI/FIR for video), "
+                        "as browsers do, so the worker keeps retransmission stores and NACKs "
+                        "gaps upstream; off: no RTCP feedback negotiated (SR/RR reports run "
+                        "either way); both: one worker each per send mode, steps interleaved, "
+                        "compared side by side (default on)")
     w.add_argument("--self-test", action="store_true",
                    help="also run against a loopback reflector to show the harness sustains "
                         ">= 2x the rate it reports for relay")
@@ -149,12 +169,19 @@ def from_args(argv: list[str] | None = None) -> LoadtestConfig:
 
 
 def validate(cfg: LoadtestConfig) -> None:
-    if cfg.transport == "webrtc":
-        raise ConfigError("--transport webrtc: relay-loadtest does not drive WebRTC transports "
-                          "yet (it needs its ICE/DTLS client); use --transport plain, with "
-                          "--srtp for encrypted media")
     if cfg.srtp_suite not in CRYPTO_SUITES:
         raise ConfigError(f"--srtp-suite must be one of {', '.join(CRYPTO_SUITES)}")
+    if cfg.transport == "webrtc":
+        dtls_suites = [p.crypto_suite for p in SRTP_PROFILES]
+        if cfg.srtp_suite not in dtls_suites:
+            raise ConfigError(f"--transport webrtc --srtp-suite {cfg.srtp_suite}: DTLS-SRTP "
+                              f"here negotiates only {', '.join(dtls_suites)}; pick one of "
+                              f"those, or use --transport plain --srtp for this suite")
+        if not 0 < cfg.consent_interval <= 25:
+            raise ConfigError(f"--consent-interval must be in (0, 25] seconds: the worker "
+                              f"drops a peer after 30 s without a check (got "
+                              f"{cfg.consent_interval})")
+        cfg.srtp = True  # DTLS-SRTP: the media is always encrypted
     positive_ints = {"--consumers": cfg.consumers, "--streams": cfg.streams,
                      "--rooms": cfg.rooms, "--max-steps": cfg.max_steps}
     for name, value in positive_ints.items():
@@ -188,13 +215,20 @@ def validate(cfg: LoadtestConfig) -> None:
     if scenario.streams > 0xFFFF:
         raise ConfigError("too many streams (at most 65535)")
     cfg.modes = list(SEND_MODES) if cfg.send_mode == "all" else [cfg.send_mode]
+    qualities = ["off", "on"] if cfg.quality == "both" else [cfg.quality]  # baseline first
+    cfg.variants = [(mode if len(qualities) == 1 else f"{mode} quality-{quality}", mode,
+                     quality == "on") for mode in cfg.modes for quality in qualities]
     ports = scenario.transports_needed() + 16
-    last = cfg.port_min + ports * len(cfg.modes) - 1
+    last = cfg.port_min + ports * len(cfg.variants) - 1
     if not 1024 <= cfg.port_min or last > 65535:
         raise ConfigError(f"--port-min {cfg.port_min}: the workers need {ports} ports each "
-                          f"({len(cfg.modes)} worker(s)), which does not fit in 1024..65535")
+                          f"({len(cfg.variants)} worker(s)), which does not fit in 1024..65535")
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fds_needed = (scenario.sinks + 8) * (len(cfg.modes) + (1 if cfg.self_test else 0))
+    # WebRTC: one more socket per send transport (each producer peer has its own).
+    senders = sum(len(room.send_groups) for room in scenario.rooms) \
+        if cfg.transport == "webrtc" else 0
+    fds_needed = (scenario.sinks + senders + 8) * (len(cfg.variants) +
+                                                   (1 if cfg.self_test else 0))
     if fds_needed > soft - 64:
         raise ConfigError(f"the scenario needs about {fds_needed} sockets in the harness but "
                           f"RLIMIT_NOFILE is {soft}; raise it (ulimit -n) or shrink the scenario")

@@ -1,5 +1,6 @@
 """The self-test target: a loopback reflector child process standing where the worker
-stands, so the harness's own ceiling (generator + sinks) can be measured the same way."""
+stands, so the harness's own ceiling (generator + sinks) can be measured the same way.
+It sends with UDP GSO (see reflector_core.h) so that it, not the harness, has headroom."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from .traffic import Traffic
 class ReflectorTarget:
     kind = "reflector"
     send_mode = "reflector"
+    label = "reflector"
 
-    def __init__(self) -> None:
+    def __init__(self, gso: bool = True) -> None:
+        self.gso = gso
         self.process: asyncio.subprocess.Process | None = None
         self.pinned: list[int] | None = None
         self.initial_send_ring: dict = {}
@@ -54,7 +57,7 @@ class ReflectorTarget:
             for sink in range(scenario.sinks):
                 traffic.set_sink_key(sink, srtp_suite, traffic.generator_key)
         config = json.dumps({"inFds": in_fds, "outFd": out.fileno(),
-                             "destinations": destinations})
+                             "destinations": destinations, "gso": self.gso})
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -75,6 +78,13 @@ class ReflectorTarget:
 
     async def send_ring(self) -> dict:
         return {}
+
+    async def stats(self) -> dict:
+        """The reflector's own counters (datagrams in and out, sends, GSO in use)."""
+        assert self.process is not None and self.process.stdin and self.process.stdout
+        self.process.stdin.write(b"stats\n")
+        await self.process.stdin.drain()
+        return json.loads(await asyncio.wait_for(self.process.stdout.readline(), 5))
 
     def sample(self) -> ProcessSample | None:
         return sample_process(self.pid) if self.pid else None

@@ -1,5 +1,10 @@
 """The system under test: a relay worker, spawned and wired through the public controller
-API (routers, plain transports with optional SRTP, produce, consume)."""
+API (routers, plain transports with optional SRTP or WebRTC transports, produce, consume).
+
+With WebRTC every send and receive transport is a synthetic peer (webrtc_peer.py) on its
+own socket: the handshakes run concurrently once everything is produced and consumed, the
+DTLS-exported keys go to the C generator and sinks, and a consent check goes out from each
+peer every `consent_interval` seconds until the target closes."""
 
 from __future__ import annotations
 
@@ -10,8 +15,24 @@ from typing import Any
 import relay
 
 from .proc_stats import ProcessSample, sample_process
-from .scenario import ROUTER_CODECS, Scenario, producer_rtp_parameters
+from .scenario import (
+    ROUTER_CODECS,
+    Scenario,
+    consumer_rtp_capabilities,
+    producer_rtp_parameters,
+)
 from .traffic import Traffic
+from .webrtc_peer import (
+    CONSENT_INTERVAL,
+    HANDSHAKE_TIMEOUT,
+    ConsentKeeper,
+    HandshakeError,
+    OfferingCertificate,
+    WebRtcPeer,
+    connect_peers,
+)
+
+WEBRTC_LISTEN_INFOS = [{"protocol": "udp", "ip": "127.0.0.1"}]
 
 
 def _key_of(parameters: dict) -> tuple[str, bytes]:
@@ -19,16 +40,34 @@ def _key_of(parameters: dict) -> tuple[str, bytes]:
 
 
 class RelayTarget:
-    """One worker in one send mode, with the scenario built on it."""
+    """One worker in one send mode, with the scenario built on it. ``quality``: whether its
+    producers and consumers negotiate NACK and PLI/FIR (see --quality); ``label`` names it
+    in the report (the send mode unless several variants share one)."""
 
     kind = "relay"
 
-    def __init__(self, send_mode: str, port_range: tuple[int, int]) -> None:
+    def __init__(self, send_mode: str, port_range: tuple[int, int], *,
+                 transport: str = "plain", consent_interval: float = CONSENT_INTERVAL,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT, quality: bool = True,
+                 label: str | None = None) -> None:
         self.send_mode = send_mode
+        self.label = label or send_mode
+        self.quality = quality
+        # What the worker actually negotiated, counted after the build (see _check_quality).
+        self.quality_check: dict[str, Any] = {}
+        self._producers: list[Any] = []
+        self._consumers: list[Any] = []
         self.port_range = port_range
+        self.transport = transport
+        self.consent_interval = consent_interval
+        self.handshake_timeout = handshake_timeout
         self.worker: relay.Worker | None = None
         self.pinned: list[int] | None = None
         self.initial_send_ring: dict = {}
+        # WebRTC: the peers' set-up figures and consent counts (updated in place while the
+        # run goes on, so the report holds the final counts); None for plain transports.
+        self.webrtc: dict[str, Any] | None = None
+        self._consent: ConsentKeeper | None = None
 
     @property
     def pid(self) -> int | None:
@@ -47,6 +86,33 @@ class RelayTarget:
         self.initial_send_ring = (await self.worker.dump())["sendRing"]
 
     async def build(self, scenario: Scenario, traffic: Traffic, srtp_suite: str | None) -> None:
+        if self.transport == "webrtc":
+            await self._build_webrtc(scenario, traffic, srtp_suite or "AES_CM_128_HMAC_SHA1_80")
+        else:
+            await self._build_plain(scenario, traffic, srtp_suite)
+        await self._check_quality()
+
+    async def _check_quality(self) -> None:
+        """Count what the worker negotiated, so a run cannot claim NACK was on (or off)
+        when it was not: consumers with NACK, producers with a retransmission store."""
+        def nack(consumer: Any) -> bool:
+            return any(fb.get("type") == "nack" and not fb.get("parameter")
+                       for codec in consumer.rtp_parameters["codecs"]
+                       for fb in codec.get("rtcpFeedback", []))
+
+        stores = 0
+        for producer in self._producers:
+            stats = await producer.get_stats()
+            stores += sum(1 for s in stats if s.get("retransmissionStore") is not None)
+        self.quality_check = {
+            "requested": "on" if self.quality else "off",
+            "consumersWithNack": sum(1 for c in self._consumers if nack(c)),
+            "consumers": len(self._consumers),
+            "producerStreamsWithRetransmissionStore": stores,
+            "producers": len(self._producers)}
+
+    async def _build_plain(self, scenario: Scenario, traffic: Traffic,
+                           srtp_suite: str | None) -> None:
         assert self.worker is not None
         enable = srtp_suite is not None
         suite = srtp_suite or "AES_CM_128_HMAC_SHA1_80"
@@ -64,7 +130,9 @@ class RelayTarget:
                 for stream in group:
                     producer = await transport.produce(
                         kind=scenario.kind,
-                        rtp_parameters=producer_rtp_parameters(scenario.kind, stream))
+                        rtp_parameters=producer_rtp_parameters(scenario.kind, stream,
+                                                               self.quality))
+                    self._producers.append(producer)
                     producer_ids[stream] = producer.id
                     traffic.set_destination(stream, ("127.0.0.1", transport.tuple["localPort"]))
             for sink in room.sinks:
@@ -77,9 +145,75 @@ class RelayTarget:
                     .decode()} if enable else None)
                 if enable:
                     traffic.set_sink_key(sink, *_key_of(transport.srtp_parameters))
+                capabilities = consumer_rtp_capabilities(router.rtp_capabilities, self.quality)
                 for stream in scenario.streams_of_sink(sink):
-                    await transport.consume(producer_id=producer_ids[stream],
-                                            rtp_capabilities=router.rtp_capabilities)
+                    self._consumers.append(await transport.consume(
+                        producer_id=producer_ids[stream], rtp_capabilities=capabilities,
+                        enable_rtx=self.quality))  # mediasoup's knob: NACK for audio too
+
+    async def _build_webrtc(self, scenario: Scenario, traffic: Traffic, suite: str) -> None:
+        assert self.worker is not None
+        certificate = OfferingCertificate.for_suite(suite)
+        senders = traffic.open_group_senders()
+        jobs: list[tuple[WebRtcPeer, dict]] = []
+        keyed: list[tuple[WebRtcPeer, str, int]] = []  # (peer, "send" | "sink", index)
+
+        async def peer_for(router: Any, name: str, sock: Any) -> tuple[Any, WebRtcPeer]:
+            transport = await router.create_webrtc_transport(listen_infos=WEBRTC_LISTEN_INFOS)
+            candidate = next(c for c in transport.ice_candidates if c["protocol"] == "udp")
+            peer = WebRtcPeer(name, sock, certificate, transport.ice_parameters, candidate)
+            await transport.connect(dtls_parameters=peer.dtls_parameters)
+            jobs.append((peer, transport.dtls_parameters))
+            return transport, peer
+
+        group_index = 0
+        for room_index, room in enumerate(scenario.rooms):
+            router = await self.worker.create_router(media_codecs=ROUTER_CODECS)
+            producer_ids: dict[int, str] = {}
+            for group in room.send_groups:
+                streams = f"stream {group[0]}" if len(group) == 1 else \
+                    f"streams {group[0]}..{group[-1]}"
+                transport, peer = await peer_for(
+                    router, f"room {room_index} producer transport {group_index} ({streams})",
+                    senders[group_index])
+                keyed.append((peer, "send", group_index))
+                for stream in group:
+                    producer = await transport.produce(
+                        kind=scenario.kind,
+                        rtp_parameters=producer_rtp_parameters(scenario.kind, stream,
+                                                               self.quality))
+                    self._producers.append(producer)
+                    producer_ids[stream] = producer.id
+                    traffic.set_destination(stream, peer.remote)
+                group_index += 1
+            for sink in room.sinks:
+                transport, peer = await peer_for(
+                    router, f"room {room_index} consumer transport {sink}", traffic.sinks[sink])
+                keyed.append((peer, "sink", sink))
+                capabilities = consumer_rtp_capabilities(router.rtp_capabilities, self.quality)
+                for stream in scenario.streams_of_sink(sink):
+                    self._consumers.append(await transport.consume(
+                        producer_id=producer_ids[stream], rtp_capabilities=capabilities,
+                        enable_rtx=self.quality))  # mediasoup's knob: NACK for audio too
+        summary = await connect_peers(jobs, timeout=self.handshake_timeout)
+        for peer, role, index in keyed:
+            if not (peer.crypto_suite and peer.local_srtp_key and peer.remote_srtp_key):
+                raise HandshakeError(f"{peer.name}: DTLS connected without SRTP keys")
+            if role == "send":
+                traffic.set_sender_key(index, peer.crypto_suite, peer.local_srtp_key)
+            else:
+                traffic.set_sink_key(index, peer.crypto_suite, peer.remote_srtp_key)
+        peers = [peer for peer, _ in jobs]
+        self.webrtc = {**summary, "offeredSuite": suite,
+                       "consentIntervalSeconds": self.consent_interval,
+                       "consentChecksSent": 0, "consentSendErrors": 0}
+        self._consent = ConsentKeeper(peers, self.consent_interval, on_round=self._on_consent)
+        self._consent.start()
+
+    def _on_consent(self, rounds: int) -> None:
+        assert self.webrtc is not None and self._consent is not None
+        self.webrtc["consentChecksSent"] = self._consent.checks_sent
+        self.webrtc["consentSendErrors"] = self._consent.send_errors
 
     async def send_ring(self) -> dict:
         assert self.worker is not None
@@ -89,6 +223,10 @@ class RelayTarget:
         return sample_process(self.pid) if self.pid else None
 
     async def close(self) -> Any:
+        if self._consent is not None:
+            await self._consent.stop()
+            self._on_consent(self._consent.rounds)
+            self._consent = None
         if self.worker is not None and not self.worker.closed:
             self.worker.close()
         if self.worker is not None:

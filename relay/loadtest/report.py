@@ -84,6 +84,21 @@ def print_report(console: Console, result: dict) -> None:
                       f"{pin['harnessPid']}) to CPU {pin['harness']}")
     else:
         console.print(f"not pinned: {pin.get('reason')}")
+    for mode, entry in result["modes"].items():
+        q = entry.get("quality") or {}
+        if q:
+            console.print(f"{mode}: quality {q['requested']}: {q['consumersWithNack']} of "
+                          f"{q['consumers']} consumers negotiated NACK, "
+                          f"{q['producerStreamsWithRetransmissionStore']} producer stream(s) "
+                          f"keep a retransmission store")
+        rtc = entry.get("webrtc")
+        if rtc:
+            setup = rtc["setupMs"]
+            console.print(f"{mode}: {rtc['peers']} WebRTC peers, ICE + DTLS set-up median "
+                          f"{_fmt(setup['median'], '.1f')} / max {_fmt(setup['max'], '.1f')} ms "
+                          f"({rtc['concurrency']} at a time, {rtc['wallSeconds']:.2f} s), "
+                          f"{rtc['cryptoSuite']}, {rtc['consentChecksSent']:,} consent checks "
+                          f"every {rtc['consentIntervalSeconds']:g} s")
     steps = [s for m in result["modes"].values() for s in m["steps"]]
     if steps:
         console.print(steps_table("Steps", steps))

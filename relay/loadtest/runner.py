@@ -90,7 +90,7 @@ class Run:
 
     async def _step(self, progress: Progress, target: Any, traffic: Traffic, rate: float,
                     duration: float, record: list[dict]) -> dict:
-        label = f"{target.send_mode:>9} {rate:>10,.0f} pkt/s"
+        label = f"{target.label:>9} {rate:>10,.0f} pkt/s"
         task = progress.add_task(label, total=duration, status="")
 
         def update(elapsed: float, sent: int, received: int) -> None:
@@ -124,8 +124,10 @@ class Run:
             if target.kind != "relay":
                 continue
             entry = {"target": "relay", "workerPid": target.pid, "pinned": target.pinned,
-                     "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None}
-            self.result["modes"][target.send_mode] = entry
+                     "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None,
+                     "webrtc": target.webrtc,  # the same dict: consent counts keep updating
+                     "sendMode": target.send_mode, "quality": target.quality_check}
+            self.result["modes"][target.label] = entry
             entries.append((target, traffic, entry))
         for target, traffic, _ in entries:
             if self.stopping:
@@ -172,7 +174,9 @@ class Run:
         duration = cfg.step_duration if cfg.search else cfg.duration
         while not self.stopping and not search.done:
             rate = search.next_rate()
+            before = await target.stats()
             step = await self._step(progress, target, traffic, rate, duration, entry["steps"])
+            step["reflector"] = reflector_delta(before, await target.stats())
             if step["interrupted"]:
                 break
             search.record(rate, step["passed"])
@@ -181,9 +185,10 @@ class Run:
         entry["harnessRate"] = best
         entry["headroom"] = round(best / relay_best, 2) if relay_best else None
         entry["sustains2x"] = best >= SELF_TEST_HEADROOM * relay_best
-        # On loopback the kernel's per-datagram work lands on the sending core, so a
-        # reflector on the worker's core can top out where the worker does. The harness's
-        # own share of its core at the relay's best rate is the second, direct, measure.
+        # The reflector sends with GSO so that it outruns the harness (on loopback the
+        # receive side's kernel work lands on the sending core, so a datagram-by-datagram
+        # reflector tops out near where the worker does). The harness's own share of its
+        # core at the relay's best rate is the second, direct, measure.
         relay_steps = [s for m in self.result["modes"].values() for s in m["steps"]
                        if s["rate"] == relay_best and s["passed"]]
         cpu = max((s["harness"]["cpuPercent"] or 0.0) for s in relay_steps) \
@@ -216,11 +221,14 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, mode in enumerate(self.cfg.modes):
+                for index, (label, mode, quality) in enumerate(self.cfg.variants):
                     if self.stopping:
                         break
-                    await self._add_target(RelayTarget(mode, port_range(self.cfg, index)),
-                                           worker_cpus)
+                    await self._add_target(
+                        RelayTarget(mode, port_range(self.cfg, index),
+                                    transport=self.cfg.transport,
+                                    consent_interval=self.cfg.consent_interval,
+                                    quality=quality, label=label), worker_cpus)
                 if not self.stopping:
                     await self._run_relay(progress)
                 if self.cfg.self_test and not self.stopping:
@@ -233,7 +241,7 @@ class Run:
                 loop.remove_signal_handler(signal.SIGINT)
             except (ValueError, RuntimeError):
                 pass
-        if self.cfg.send_mode == "all":
+        if len(self.cfg.variants) > 1:
             self.result["comparison"] = compare_modes(self.result["modes"], self.cfg.search)
         return self.result
 
@@ -242,12 +250,22 @@ class Run:
             try:
                 code = await asyncio.wait_for(target.close(), 15)
             except Exception as exc:  # noqa: BLE001 - report it, close the rest
-                self.result["errors"].append(f"closing {target.kind} {target.send_mode}: {exc}")
+                self.result["errors"].append(f"closing {target.kind} {target.label}: {exc}")
                 code = None
             traffic.close()
-            if target.kind == "relay" and target.send_mode in self.result["modes"]:
-                self.result["modes"][target.send_mode]["workerExitCode"] = code
+            if target.kind == "relay" and target.label in self.result["modes"]:
+                self.result["modes"][target.label]["workerExitCode"] = code
         self.targets.clear()
+
+
+def reflector_delta(before: dict, after: dict) -> dict[str, Any]:
+    """What the reflector did during a step: datagrams in and out, and how many went per send
+    (above 1 only with GSO)."""
+    delta = {key: after[key] - before[key] for key in ("received", "sent", "sends",
+                                                          "sendErrors")}
+    delta["gso"] = after["gso"]
+    delta["datagramsPerSend"] = round(delta["sent"] / delta["sends"], 2) if delta["sends"] else None
+    return delta
 
 
 def search_summary(search: RateSearch, steps: list[dict]) -> dict[str, Any]:
@@ -261,7 +279,8 @@ def search_summary(search: RateSearch, steps: list[dict]) -> dict[str, Any]:
 
 
 def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:
-    """Each mode's headline figure and its ratio to the first mode's."""
+    """Each variant's headline figure and its ratio to the first one's (zerocopy, or with
+    --quality both the first send mode with quality off)."""
     headline: dict[str, float | None] = {}
     cpu: dict[str, float | None] = {}
     for mode, entry in modes.items():

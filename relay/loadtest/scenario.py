@@ -87,20 +87,37 @@ def rooms(kind: str, room_count: int, participants: int) -> Scenario:
     return Scenario("rooms", kind, total, total, room_list, pairs)
 
 
-def producer_rtp_parameters(kind: str, stream: int) -> dict:
+# What a browser's producer negotiates with --quality on: NACK, and PLI/FIR for video.
+AUDIO_FEEDBACK = [{"type": "nack", "parameter": ""}]
+VIDEO_FEEDBACK = [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
+                  {"type": "ccm", "parameter": "fir"}]
+
+
+def producer_rtp_parameters(kind: str, stream: int, feedback: bool = True) -> dict:
     ssrc = SSRC_BASE + stream
     if kind == "audio":
         return {
             "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PAYLOAD_TYPE,
-                        "clockRate": 48000, "channels": 2}],
+                        "clockRate": 48000, "channels": 2,
+                        "rtcpFeedback": list(AUDIO_FEEDBACK) if feedback else []}],
             "headerExtensions": [{"uri": AUDIO_LEVEL_URI, "id": AUDIO_LEVEL_EXT_ID}],
             "encodings": [{"ssrc": ssrc}],
             "rtcp": {"cname": f"loadtest-{stream}"},
         }
     return {
         "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PAYLOAD_TYPE,
-                    "clockRate": 90000}],
+                    "clockRate": 90000,
+                    "rtcpFeedback": list(VIDEO_FEEDBACK) if feedback else []}],
         "headerExtensions": [],
         "encodings": [{"ssrc": ssrc}],
         "rtcp": {"cname": f"loadtest-{stream}"},
     }
+
+
+def consumer_rtp_capabilities(router_capabilities: dict, feedback: bool = True) -> dict:
+    """The receiving peers' capabilities: the router's, without any RTCP feedback when
+    feedback is off (no NACK, no PLI: the worker keeps no retransmission store)."""
+    if feedback:
+        return router_capabilities
+    return {**router_capabilities,
+            "codecs": [{**codec, "rtcpFeedback": []} for codec in router_capabilities["codecs"]]}

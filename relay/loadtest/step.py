@@ -114,7 +114,7 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
     worst = min(range(len(ratios)), key=ratios.__getitem__) if ratios else None
     min_ratio = ratios[worst] if worst is not None else 1.0
     return {
-        "mode": target.send_mode,
+        "mode": target.label,
         "target": target.kind,
         "rate": rate,
         "duration": round(elapsed, 3),
@@ -134,6 +134,10 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
         "stale": counts.stale,
         "malformed": counts.malformed,
         "rtcpPackets": counts.rtcp,
+        # WebRTC: the answers to the peers' consent checks, and DTLS after the handshake
+        "stunPackets": counts.stun,
+        "stunErrors": counts.stun_errors,
+        "dtlsPackets": counts.dtls,
         "unknown": counts.unknown,
         "srtpFailures": counts.srtp_failures,
         "sendErrors": counts.send_errors,

@@ -1,7 +1,13 @@
 """The synthetic producers and consumers: one generator socket that paces RTP for every
 stream (sendmmsg, in C), and one sink socket per receiving peer, read with recvmmsg (in C),
 which counts each consumer's packets exactly (a bitmap per consumer catches duplicates) and
-measures one-way added latency from the send time the generator writes into each payload."""
+measures one-way added latency from the send time the generator writes into each payload.
+
+WebRTC (`open_group_senders`): each send transport is its own peer, so each send group gets
+its own socket and SRTP session instead of the shared generator socket and key; the same C
+generator sends every stream from its group's socket. Those sockets are also drained by the
+sinks' loop, which counts what the worker sends them (consent-check answers, RTCP) apart
+from media."""
 
 from __future__ import annotations
 
@@ -50,6 +56,9 @@ class StepCounts:
     stale: int
     malformed: int
     rtcp: int
+    stun: int
+    stun_errors: int
+    dtls: int
     unknown: int
     srtp_failures: int
     send_errors: int
@@ -78,6 +87,7 @@ class Traffic:
             sock.setblocking(False)
             lib.lt_enable_rx_timestamps(sock.fileno())
             self.sinks.append(sock)
+        self.senders: list[socket.socket] = []  # one per send group (open_group_senders)
         self.sink_rcvbuf = self.sinks[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) \
             if self.sinks else 0
         self.generator_key = os.urandom(CRYPTO_SUITES[srtp_suite][1]) if srtp_suite else None
@@ -109,6 +119,7 @@ class Traffic:
         self._late_per_consumer = ffi.new("int64_t[]", max(1, len(self.consumers)))
         self._hist = ffi.new("uint32_t[]", lib.LT_HIST_BUCKETS)
         self._fds = ffi.new("int[]", [s.fileno() for s in self.sinks] or [0])
+        self._send_groups: list[list[int]] = []  # stream ids per sender socket
         self._sink_srtp = ffi.new("void *[]", max(1, scenario.sinks))
         self._sink = ffi.new("struct lt_sink *")
         self._bitmaps: Any = None
@@ -149,6 +160,40 @@ class Traffic:
         self._sessions.append(session)
         self._sink_srtp[sink] = srtp_context(session)
 
+    def open_group_senders(self) -> list[socket.socket]:
+        """One socket per send group (in scenario order: rooms, then their groups), each
+        sending its group's streams; returned so a peer can do its handshake on it first.
+        The sinks' loop drains them too (tags after the sinks')."""
+        if self.senders:
+            return self.senders
+        groups = [group for room in self.scenario.rooms for group in room.send_groups]
+        for group in groups:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, GENERATOR_SNDBUF)
+            lib.lt_enable_rx_timestamps(sock.fileno())
+            self.senders.append(sock)
+            for stream in group:
+                self._streams[stream].fd = sock.fileno()
+                self._streams[stream].srtp = ffi.NULL  # until set_sender_key
+        fds = [s.fileno() for s in self.sinks] + [s.fileno() for s in self.senders]
+        self._fds = ffi.new("int[]", fds)
+        self._sink.fds = self._fds
+        self._sink.ncontrol = len(self.senders)
+        for index, sock in enumerate(self.senders):
+            rc = lib.lt_epoll_add(self._epfd, sock.fileno(), len(self.sinks) + index)
+            if rc < 0:
+                raise OSError(-rc, "epoll_ctl")
+        self._send_groups = groups
+        return self.senders
+
+    def set_sender_key(self, group: int, crypto_suite: str, key: bytes) -> None:
+        """The key a send group's streams are protected with (its transport's inbound key)."""
+        session = srtp_session(crypto_suite, key, outbound=True)
+        self._sessions.append(session)
+        for stream in self._send_groups[group]:
+            self._streams[stream].srtp = srtp_context(session)
+
     # -- steps --------------------------------------------------------------------------
 
     def begin_step(self, expected_per_stream: int) -> None:
@@ -171,7 +216,8 @@ class Traffic:
             ffi.memmove(array, b"\x00" * (8 * max(1, len(self.consumers))),
                         8 * max(1, len(self.consumers)))
         ffi.memmove(self._hist, b"\x00" * (4 * lib.LT_HIST_BUCKETS), 4 * lib.LT_HIST_BUCKETS)
-        for name in ("received", "bytes", "duplicates", "stale", "malformed", "rtcp", "unknown",
+        for name in ("received", "bytes", "duplicates", "stale", "malformed", "rtcp", "stun",
+                     "stun_errors", "dtls", "unknown",
                      "srtp_failures", "latency_max_ns", "latency_sum_ns", "recv_calls", "late",
                      "kernel_timestamps"):
             setattr(st, name, 0)
@@ -208,7 +254,7 @@ class Traffic:
             per_consumer=[self._per_consumer[i] for i in range(len(self.consumers))],
             late_per_consumer=[self._late_per_consumer[i] for i in range(len(self.consumers))],
             duplicates=st.duplicates, stale=st.stale, malformed=st.malformed, rtcp=st.rtcp,
-            unknown=st.unknown, srtp_failures=st.srtp_failures,
+            stun=st.stun, stun_errors=st.stun_errors, dtls=st.dtls, unknown=st.unknown, srtp_failures=st.srtp_failures,
             send_errors=sum(self._streams[i].send_errors for i in range(self.scenario.streams)),
             latency_us=self._latency(),
             recv_calls=st.recv_calls, kernel_timestamps=st.kernel_timestamps,
@@ -243,5 +289,5 @@ class Traffic:
             os.close(self._epfd)
             self._epfd = -1
         self.generator.close()
-        for sock in self.sinks:
+        for sock in self.sinks + self.senders:
             sock.close()

@@ -15,7 +15,6 @@
 #define BATCH 64
 #define BUF_SIZE 1600
 #define MAX_PACKETS_PER_CALL 4096
-#define MAX_REFLECT_INPUTS 1024
 
 static unsigned char g_bufs[BATCH][BUF_SIZE];
 static struct mmsghdr g_msgs[BATCH];
@@ -204,12 +203,36 @@ int lt_epoll_add(int epfd, int fd, uint32_t tag)
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* What is not media (RFC 7983 demux by first byte, then RFC 5761 for RTCP); returns 1 if
+ * the datagram was counted here. STUN and DTLS reach a WebRTC peer's socket: the answers to
+ * its consent checks, and DTLS the worker may still send after the handshake. */
+static int count_control(struct lt_sink *st, const unsigned char *buf, int n)
+{
+    if (n >= 1 && buf[0] < 4) {
+        st->stun++;
+        if (n >= 2 && (buf[0] & 0x01) && (buf[1] & 0x10)) /* class bits 11: error */
+            st->stun_errors++;
+        return 1;
+    }
+    if (n >= 1 && buf[0] >= 20 && buf[0] < 64) {
+        st->dtls++;
+        return 1;
+    }
+    if (n >= 2 && buf[1] >= 192 && buf[1] <= 223) { /* (S)RTCP: the worker's reports; its
+                                                        header is in clear */
+        st->rtcp++;
+        return 1;
+    }
+    return 0;
+}
+
 static void count_packet(struct lt_sink *st, int sink, unsigned char *buf, int n, int64_t now,
                          lt_srtp_fn unprotect)
 {
-    if (n >= 2 && buf[1] >= 192 && buf[1] <= 223) { /* (S)RTCP (RFC 5761): the worker's
-                                                        reports; its header is in clear */
-        st->rtcp++;
+    if (count_control(st, buf, n))
+        return;
+    if (sink >= st->nsinks) { /* a send socket: the worker sends it no media */
+        st->unknown++;
         return;
     }
     void *srtp = st->srtp ? st->srtp[sink] : NULL;
@@ -295,7 +318,7 @@ int64_t lt_drain(struct lt_sink *st, int epfd, int timeout_ms, lt_srtp_fn unprot
     int64_t total = 0;
     for (int e = 0; e < ready; e++) {
         int sink = (int)events[e].data.u32;
-        if (sink < 0 || sink >= st->nsinks)
+        if (sink < 0 || sink >= st->nsinks + st->ncontrol)
             continue;
         int fd = st->fds[sink];
         for (int round = 0; round < 16; round++) {
@@ -333,74 +356,4 @@ int64_t lt_drain(struct lt_sink *st, int epfd, int timeout_ms, lt_srtp_fn unprot
         }
     }
     return total;
-}
-
-/* Forward every datagram read on in_fds[i] to each address dsts[dst_offsets[i] ..
- * dst_offsets[i+1]) from out_fd; returns the datagrams sent, or -errno. */
-int64_t lt_reflect(const int *in_fds, int nin, const int *dst_offsets,
-                   const unsigned char *dsts, int out_fd, int timeout_ms)
-{
-    static unsigned char in_bufs[BATCH][BUF_SIZE];
-    static struct mmsghdr in_msgs[BATCH];
-    static struct iovec in_iovs[BATCH];
-    static struct pollfd pfds[MAX_REFLECT_INPUTS];
-    if (nin > MAX_REFLECT_INPUTS)
-        return -EINVAL;
-    for (int i = 0; i < nin; i++) {
-        pfds[i].fd = in_fds[i];
-        pfds[i].events = POLLIN;
-        pfds[i].revents = 0;
-    }
-    int ready = poll(pfds, (nfds_t)nin, timeout_ms);
-    if (ready < 0)
-        return errno == EINTR ? 0 : -errno;
-    int64_t sent = 0;
-    for (int i = 0; i < nin && ready > 0; i++) {
-        if (!(pfds[i].revents & POLLIN))
-            continue;
-        for (int round = 0; round < 16; round++) {
-            for (int k = 0; k < BATCH; k++) {
-                in_iovs[k].iov_base = in_bufs[k];
-                in_iovs[k].iov_len = BUF_SIZE;
-                memset(&in_msgs[k].msg_hdr, 0, sizeof in_msgs[k].msg_hdr);
-                in_msgs[k].msg_hdr.msg_iov = &in_iovs[k];
-                in_msgs[k].msg_hdr.msg_iovlen = 1;
-            }
-            int got = recvmmsg(in_fds[i], in_msgs, BATCH, MSG_DONTWAIT, NULL);
-            if (got <= 0)
-                break;
-            int q = 0;
-            for (int k = 0; k < got; k++) {
-                for (int d = dst_offsets[i]; d < dst_offsets[i + 1]; d++) {
-                    g_iovs[q].iov_base = in_bufs[k];
-                    g_iovs[q].iov_len = in_msgs[k].msg_len;
-                    memset(&g_msgs[q].msg_hdr, 0, sizeof g_msgs[q].msg_hdr);
-                    g_msgs[q].msg_hdr.msg_iov = &g_iovs[q];
-                    g_msgs[q].msg_hdr.msg_iovlen = 1;
-                    g_msgs[q].msg_hdr.msg_name = (void *)(dsts + (size_t)d * LT_ADDR_SIZE);
-                    g_msgs[q].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
-                    if (++q == BATCH) {
-                        int off = 0;
-                        while (off < q) {
-                            int rc = sendmmsg(out_fd, g_msgs + off, (unsigned)(q - off), 0);
-                            if (rc <= 0) { off++; continue; }
-                            off += rc;
-                            sent += rc;
-                        }
-                        q = 0;
-                    }
-                }
-            }
-            int off = 0;
-            while (off < q) {
-                int rc = sendmmsg(out_fd, g_msgs + off, (unsigned)(q - off), 0);
-                if (rc <= 0) { off++; continue; }
-                off += rc;
-                sent += rc;
-            }
-            if (got < BATCH)
-                break;
-        }
-    }
-    return sent;
 }

@@ -1,6 +1,6 @@
 /* relay-loadtest's traffic core: paced RTP generation with sendmmsg, recvmmsg sinks that
- * count per consumer and measure one-way latency, and a loopback reflector for the
- * harness's self-test. Python drives it through cffi (see _build.py). */
+ * count per consumer and measure one-way latency. Python drives it through cffi (see
+ * _build.py); the self-test's reflector is in reflector_core.c. */
 #ifndef LT_TRAFFIC_CORE_H
 #define LT_TRAFFIC_CORE_H
 
@@ -15,6 +15,9 @@
 /* libsrtp's srtp_protect / srtp_unprotect (srtp_t, buffer, in/out length). */
 typedef int (*lt_srtp_fn)(void *ctx, void *buf, int *len);
 
+/* One synthetic producer stream. fd and srtp are per stream: plain transports share the
+ * generator's socket and key; with WebRTC each stream goes out on its transport's own
+ * socket (the tuple ICE validated) under that transport's DTLS-exported key. */
 struct lt_stream {
     int fd;
     uint32_t ssrc;
@@ -32,7 +35,7 @@ struct lt_stream {
     int64_t frames;
     int64_t bytes;
     int64_t send_errors;
-    void *srtp;
+    void *srtp;             /* srtp_t, or NULL for clear RTP */
     unsigned char addr[16];
 };
 
@@ -57,14 +60,18 @@ struct lt_sink {
     int64_t stale;
     int64_t malformed;
     int64_t rtcp;
+    int64_t stun;           /* STUN (RFC 7983 first byte 0..3): consent-check answers */
+    int64_t stun_errors;    /* of which error responses */
+    int64_t dtls;           /* DTLS records (first byte 20..63), e.g. a retransmitted flight */
     int64_t unknown;
     int64_t srtp_failures;
     int64_t latency_max_ns;
     int64_t latency_sum_ns;
     int64_t recv_calls;
     int64_t kernel_timestamps;
-    void **srtp;
-    int *fds;
+    void **srtp;            /* per sink (nsinks entries) */
+    int *fds;               /* nsinks sinks, then ncontrol send sockets */
+    int ncontrol;           /* send sockets drained only for STUN/DTLS/RTCP (WebRTC) */
 };
 
 int64_t lt_now_ns(void);
@@ -75,7 +82,5 @@ int lt_generate(struct lt_stream *streams, int n, int64_t t0_ns, int64_t now_ns,
 int64_t lt_drain(struct lt_sink *st, int epfd, int timeout_ms, lt_srtp_fn unprotect);
 int lt_epoll_create(void);
 int lt_epoll_add(int epfd, int fd, uint32_t tag);
-int64_t lt_reflect(const int *in_fds, int nin, const int *dst_offsets,
-                   const unsigned char *dsts, int out_fd, int timeout_ms);
 
 #endif

@@ -19,7 +19,7 @@ STEP_FIELDS = {
     "mode", "target", "rate", "duration", "interrupted", "packetsIn", "inputPps", "expected",
     "packetsOut", "forwardedPps", "deliveryRatio", "perConsumerMinRatio",
     "perConsumerMinPackets", "perConsumer", "duplicates", "stale", "malformed", "unknown",
-    "rtcpPackets", "srtpFailures", "sendErrors", "latencyUs", "workerCpuPercent", "workerRssBytes",
+    "rtcpPackets", "stunPackets", "stunErrors", "dtlsPackets", "srtpFailures", "sendErrors", "latencyUs", "workerCpuPercent", "workerRssBytes",
     "sendRing", "passed", "workerRunqueueWaitPercent", "latePackets", "onTimeRatio", "harness", "loadAverage1m",
 }
 HARNESS_FIELDS = {"cpuPercent", "recvCalls", "packetsPerRecvCall", "kernelTimestamps",
@@ -56,8 +56,9 @@ def assert_exact(step: dict, fanout: int, relay: bool = True) -> None:
     assert step["deliveryRatio"] == step["perConsumerMinRatio"] == 1.0
     assert STEP_FIELDS <= set(step)
     assert HARNESS_FIELDS <= set(step["harness"])
-    # every datagram (media and the worker's RTCP) carried the kernel's arrival time
-    assert step["harness"]["kernelTimestamps"] == step["packetsOut"] + step["rtcpPackets"]
+    # every datagram (media, the worker's RTCP, STUN answers) carried the kernel's arrival time
+    assert step["harness"]["kernelTimestamps"] == step["packetsOut"] + step["rtcpPackets"] \
+        + step["stunPackets"] + step["dtlsPackets"]
     lat = step["latencyUs"]
     assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
     assert step["workerRssBytes"] > 0 and step["workerCpuPercent"] is not None
@@ -87,7 +88,36 @@ def test_fixed_rate_counts_add_up_exactly(tmp_path, args, fanout, per_consumer_e
     if per_consumer_equal:
         assert set(step["perConsumer"]) == {step["packetsIn"] // streams}
     assert entry["workerExitCode"] == 0
+    assert entry["webrtc"] is None and data["scenario"]["transport"] == "plain"
+    assert step["stunPackets"] == step["dtlsPackets"] == 0
     assert "pass" in proc.stdout and "min on time" in proc.stdout
+    quality = entry["quality"]  # --quality on is the default: NACK negotiated everywhere
+    assert quality["requested"] == "on"
+    assert quality["consumersWithNack"] == quality["consumers"] == fanout
+    assert quality["producerStreamsWithRetransmissionStore"] == streams
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+def test_quality_both_compares_nack_and_rtcp_on_with_off(tmp_path, kind):
+    proc, data = run_cli(tmp_path, "--rate", "300", "--duration", "1", "--consumers", "2",
+                         "--kind", kind, "--send-mode", "copy", "--quality", "both")
+    assert proc.returncode == 0, proc.stderr
+    assert list(data["modes"]) == ["copy quality-off", "copy quality-on"]
+    pids = set()
+    for label, entry in data["modes"].items():
+        (step,) = entry["steps"]
+        assert_exact(step, 2)
+        assert step["mode"] == label and entry["sendMode"] == "copy"
+        on = label.endswith("-on")
+        quality = entry["quality"]
+        assert quality["requested"] == ("on" if on else "off")
+        assert quality["consumersWithNack"] == (2 if on else 0) and quality["consumers"] == 2
+        assert quality["producerStreamsWithRetransmissionStore"] == (1 if on else 0)
+        pids.add(entry["workerPid"])
+    assert len(pids) == 2  # one worker each
+    comparison = data["comparison"]
+    assert comparison["baseline"] == "copy quality-off"
+    assert set(comparison["forwardedRatio"]) == set(data["modes"])
 
 
 def test_search_in_every_send_mode_with_plot_and_self_test(tmp_path):
@@ -114,6 +144,10 @@ def test_search_in_every_send_mode_with_plot_and_self_test(tmp_path):
     st = data["selfTest"]
     assert st["steps"] and st["steps"][0]["rate"] == 800  # 2x the best relay rate
     assert_exact(st["steps"][0], 2, relay=False)
+    reflected = st["steps"][0]["reflector"]  # the reflector's own counters agree
+    assert reflected["received"] == st["steps"][0]["packetsIn"]
+    assert reflected["sent"] == 2 * reflected["received"] and reflected["sendErrors"] == 0
+    assert reflected["gso"] is True
     assert st["sustains2x"] is True and st["headroom"] >= 2
     assert st["verdict"].startswith("reflector sustained")
     assert st["harnessCpuPercentAtRelayRate"] is not None
@@ -126,7 +160,6 @@ def test_search_in_every_send_mode_with_plot_and_self_test(tmp_path):
     (["--scenario", "rooms", "--participants", "1"], "--participants must be at least 2"),
     (["--rate", "-5"], "--rate must be a positive number"),
     (["--search", "--start-rate", "5000", "--max-rate", "100"], "is below --start-rate"),
-    (["--transport", "webrtc"], "does not drive WebRTC transports yet"),
     (["--srtp-suite", "ROT13"], "--srtp-suite must be one of"),
     (["--plot", "out.jpg"], "ending in .png"),
     (["--json", "/nonexistent-dir/x.json"], "does not exist"),
