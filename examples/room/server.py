@@ -8,7 +8,8 @@ notifications {notification, data}: "newProducer" {producerId, peerId, kind},
 "producerClosed" {producerId}. Methods: join, createWebRtcTransport {direction},
 connectTransport {transportId, dtlsParameters}, produce {transportId, kind, rtpParameters},
 consume {transportId, producerId, rtpCapabilities} (the consumer starts paused),
-resumeConsumer {consumerId}.
+resumeConsumer {consumerId}, producerStats {producerId} (one of the peer's own producers:
+relay's per-encoding stats, which show the simulcast layers the browser sends by RID).
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ class Room:
         if method == "resumeConsumer":
             await peer.consumers[data["consumerId"]].resume()
             return {}
+        if method == "producerStats":
+            return [{"rid": s["rid"], "ssrc": s["ssrc"], "packetsReceived": s["packetsReceived"],
+                     "score": s["score"]}
+                    for s in await peer.producers[data["producerId"]].get_stats()]
         raise ValueError(f"unknown method {method!r}")
 
 

@@ -1,6 +1,7 @@
 // Drives the room demo in headless Chromium (Debian's) with playwright-core from
 // examples/room/node_modules: page A publishes fake camera+mic, page B only watches.
-// Prints one JSON line: {samples: [roomState of B...], error?}. Usage:
+// Prints one JSON line: {samples: [roomState of B...], published: [A's producers as relay
+// received them], error?}. Usage:
 //   node room_browser_driver.mjs <room URL> <screenshot path> <user data dir>
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -40,6 +41,16 @@ try {
   for (let i = 0; i < 3; i++) {
     result.samples.push(await watcher.evaluate(() => window.roomState()));
     await watcher.waitForTimeout(700);
+  }
+  // Give Chrome a few seconds to bring up its simulcast layers (its bandwidth estimate
+  // allocates them one by one), then read what relay bound.
+  const layersBy = Date.now() + 10000;
+  for (;;) {
+    result.published = await publisher.evaluate(() => window.roomPublished());
+    const video = result.published.find((p) => p.kind === "video");
+    const bound = video ? video.stats.filter((s) => s.ssrc !== null && s.packetsReceived > 0) : [];
+    if (bound.length >= 2 || Date.now() > layersBy) break;
+    await publisher.waitForTimeout(500);
   }
   await watcher.screenshot({ path: screenshot });
 } catch (e) {

@@ -1,7 +1,8 @@
 """The browser room demo end to end: examples/room/server.py (aiohttp + relay) and two
 headless Chromium pages (Debian's /usr/bin/chromium, fake camera and microphone) driven
-by playwright-core: one publishes, the other must decode the video through relay (its
-`framesDecoded` grows). A screenshot of the watcher goes to artifacts/room-demo.png.
+by playwright-core: one publishes (video as three simulcast encodings by RID, which relay
+must bind from the rtp-stream-id extension), the other must decode the video through relay
+(its `framesDecoded` grows). A screenshot of the watcher goes to artifacts/room-demo.png.
 
 Needs what `bash scripts/dev.sh setup` installs: chromium, node, and `npm ci` + the bundle
 in examples/room. Nothing reaches the network: Chromium runs with networking features off
@@ -72,6 +73,16 @@ def test_browser_publishes_and_another_page_decodes_through_relay():
         assert result["samples"][-1]["videos"][0]["width"] > 0
         assert not result["samples"][-1]["videos"][0]["paused"]
         assert screenshot.stat().st_size > 0
+        # The page publishes video as three simulcast encodings by RID (mediasoup-client's
+        # r0..r2); relay must have bound the layers Chrome sends to them by the RID header
+        # extension. Chrome sends the top layer only once its bandwidth estimate allows,
+        # so at least the two lower ones.
+        (video,) = [p for p in result["published"] if p["kind"] == "video"]
+        assert video["rids"] == ["r0", "r1", "r2"], video
+        bound = [s for s in video["stats"] if s["ssrc"] is not None and s["packetsReceived"] > 0]
+        assert [s["rid"] for s in video["stats"]] == ["r0", "r1", "r2"], video
+        assert len(bound) >= 2, video
+        assert len({s["ssrc"] for s in bound}) == len(bound)
     finally:
         server.terminate()
         try:

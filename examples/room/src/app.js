@@ -1,10 +1,19 @@
 // The room page: mediasoup-client against relay. Query options: ?publish=0 (only watch),
-// ?subscribe=0 (only publish). window.roomState() reports what a test needs.
+// ?subscribe=0 (only publish), ?simulcast=0 (one video encoding instead of three by RID).
+// window.roomState() reports what a test needs.
 import { Device } from "mediasoup-client";
 
 const params = new URLSearchParams(location.search);
 const wantPublish = params.get("publish") !== "0";
 const wantSubscribe = params.get("subscribe") !== "0";
+const wantSimulcast = params.get("simulcast") !== "0";
+// Three spatial layers, as mediasoup's demo sends them; mediasoup-client names them r0..r2.
+const SIMULCAST_ENCODINGS = [
+  { scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { scaleResolutionDownBy: 1, maxBitrate: 1200000 },
+];
+const localProducers = [];
 const statusEl = document.getElementById("status");
 const videosEl = document.getElementById("videos");
 
@@ -96,12 +105,22 @@ async function main() {
     for (const producer of joined.producers) await consume(producer);
   }
   if (wantPublish) {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    // 720p: Chrome sends three simulcast layers only from about 960x540 up.
+    const video = wantSimulcast ? { width: 1280, height: 720 } : { width: 640, height: 480 };
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
     const local = document.getElementById("local");
     local.hidden = false;
     document.getElementById("local-video").srcObject = stream;
     const sendTransport = await createTransport("send");
-    for (const track of stream.getTracks()) await sendTransport.produce({ track });
+    for (const track of stream.getTracks()) {
+      const simulcast = track.kind === "video" && wantSimulcast;
+      // A start bitrate as mediasoup's demo sets it: without it Chrome begins near 300 kbps
+      // and sends only the lowest layer until its estimate grows.
+      const producer = await sendTransport.produce(simulcast
+        ? { track, encodings: SIMULCAST_ENCODINGS, codecOptions: { videoGoogleStartBitrate: 1000 } }
+        : { track });
+      localProducers.push(producer);
+    }
   }
   setStatus(`joined as ${joined.peerId}`);
   window.roomJoined = joined.peerId; // for tests: set up done (the status text moves on)
@@ -121,6 +140,18 @@ window.roomState = async () => {
                   currentTime: video.currentTime, paused: video.paused });
   }
   return { status: statusEl.textContent, videos };
+};
+
+// For tests: what relay received from this page's producers (per encoding: rid, ssrc,
+// packets), from the server's producer stats.
+window.roomPublished = async () => {
+  const producers = [];
+  for (const producer of localProducers) {
+    producers.push({ kind: producer.kind,
+                     rids: producer.rtpParameters.encodings.map((e) => e.rid ?? null),
+                     stats: await request("producerStats", { producerId: producer.id }) });
+  }
+  return producers;
 };
 
 main().catch((e) => setStatus(`error: ${e}`));
