@@ -8,8 +8,9 @@ stream's shared store (`relay.worker.retransmission`), as RTX when negotiated; i
 RRs give its loss, jitter, RTT and 0-10 score ("score" event); it builds its SR
 (`sender_report`). A simulcast consumer switches spatial layer only on a key frame of the
 target layer (`set_preferred_layers`, "layerschange"); if its target layer is not arriving
-when it starts, it starts on the best lower layer that is (`_fallback_layer`) and goes up on
-the target's key frame. It drops VP8 packets above its temporal layer (TID), keeping its
+when it starts, it starts on the best lower layer that is (`_fallback_layer`), moves up to a
+layer between that and the target that starts later (`_better_fallback`, as a browser brings
+its layers up one by one), and goes up to the target on the target's key frame. It drops VP8 packets above its temporal layer (TID), keeping its
 sequence numbers gap-free (`on_temporal_drop`); a temporal switch up happens at a TL0 frame
 or earlier at a layer-sync (Y bit) frame. It answers its remote's XR RRTR with a DLRR
 (`dlrr_report`, RFC 3611).
@@ -393,7 +394,35 @@ class Consumer:
             self._take_pending_temporal()
             self._set_current_layer()
             return True
+        if self.switch_target is not None and self.active and self._better_fallback(index):
+            # Running on a fallback layer and a layer between it and the (still missing)
+            # target starts: go up to it now, and on to the target if it ever comes.
+            self.rewriter.stop(self.producer.streams[self.stream_index])
+            self.temporal_drop_seq = -1
+            self.temporal_epochs.clear()
+            self.stream_index = index
+            self._take_pending_temporal()
+            self._set_current_layer()
+            return True
         return False
+
+    def _better_fallback(self, index: int) -> bool:
+        """Whether a key frame on stream `index` should lift a consumer that runs on a lower
+        fallback layer while its target (`switch_target`) is missing: `index` lies between
+        the two, and nothing above it up to the target arrives."""
+        if self.type != "simulcast" or index not in self.layer_streams \
+                or self.switch_target not in self.layer_streams \
+                or self.stream_index not in self.layer_streams:
+            return False
+        spatial = self.layer_streams.index(index)
+        current = self.layer_streams.index(self.stream_index)
+        target = self.layer_streams.index(self.switch_target)
+        if not current < spatial < target:
+            return False
+        now = time.monotonic()
+        streams = self.producer.streams
+        return all(not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
+                   for i in self.layer_streams[spatial + 1:target + 1])
 
     def _fallback_layer(self, index: int) -> bool:
         """Whether a simulcast consumer still waiting to start on stream `self.stream_index`

@@ -282,6 +282,43 @@ def test_missing_encoding_does_not_break_the_others(run_media):
     run_media(body)
 
 
+def test_fallback_goes_up_to_a_layer_that_starts_later(run_media):
+    """Chrome brings its simulcast layers up one by one as its bandwidth estimate grows: a
+    consumer that started on r0 because r2 (its target) is missing moves to r1 at r1's first
+    key frame, with no gap in its sequence numbers, and keeps waiting for r2."""
+    async def body(media):
+        media.router()
+        tp = media.transport("tp")
+        media.transport("tc")
+        publisher, subscriber = media.peer(), media.peer()
+        media.connect("tp", publisher)
+        media.connect("tc", subscriber)
+        produce_rid(media)
+        consume_simulcast(media, "c1", spatial=2)
+        producer = media.ctx.handlers["p1"]
+        for k in range(0, 4):  # only r0: the consumer starts on it at its second key frame
+            publisher.send(layer_packet(0, k, with_rid=True, key=k in (0, 1)), tp["tuple"])
+        await media.wait_for(lambda: len(media_packets(subscriber)) == 3)
+        for k in range(4, 8):  # r1 starts: delta frames first, then a key frame at k = 6
+            for layer in (0, 1):
+                publisher.send(layer_packet(layer, k, with_rid=True, key=layer == 1 and k == 6),
+                               tp["tuple"])
+            await media.wait_for(lambda k=k: producer.packets_received == 4 + 2 * (k - 3))
+        await media.wait_for(lambda: len(media_packets(subscriber)) == 8)
+        got = media_packets(subscriber)
+        # per frame r0's packet arrives before r1's, so r0's k = 6 still goes out
+        assert [(p[-2], p[-1]) for p in got] == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5),
+                                                 (0, 6), (1, 6), (1, 7)]
+        seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
+        assert seqs == list(range(seqs[0], seqs[0] + 8))
+        assert [d["spatialLayer"] for h, e, d in media.notifications
+                if h == "c1" and e == "layerschange"] == [0, 1]
+        consumer = media.ctx.handlers["c1"]
+        assert consumer.switch_target == 2  # still heading for r2, should it come
+
+    run_media(body)
+
+
 def test_never_arriving_encoding_reports_nothing(run_media):
     async def body(media):
         media.router()
