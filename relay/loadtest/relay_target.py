@@ -111,6 +111,24 @@ class RelayTarget:
             "producerStreamsWithRetransmissionStore": stores,
             "producers": len(self._producers)}
 
+    async def _produce(self, transport: Any, kind: str, streams: list[int],
+                       producer_ids: dict[int, str]) -> None:
+        """One producer per stream on a send transport (plain or WebRTC alike)."""
+        for stream in streams:
+            producer = await transport.produce(
+                kind=kind, rtp_parameters=producer_rtp_parameters(kind, stream, self.quality))
+            self._producers.append(producer)
+            producer_ids[stream] = producer.id
+
+    async def _consume(self, transport: Any, router: Any, streams: list[int],
+                       producer_ids: dict[int, str]) -> None:
+        """A consumer of each stream on a sink's receive transport."""
+        capabilities = consumer_rtp_capabilities(router.rtp_capabilities, self.quality)
+        for stream in streams:
+            self._consumers.append(await transport.consume(
+                producer_id=producer_ids[stream], rtp_capabilities=capabilities,
+                enable_rtx=self.quality))  # mediasoup's knob: NACK for audio too
+
     async def _build_plain(self, scenario: Scenario, traffic: Traffic,
                            srtp_suite: str | None) -> None:
         assert self.worker is not None
@@ -127,13 +145,8 @@ class RelayTarget:
                     await transport.connect(srtp_parameters={
                         "cryptoSuite": suite,
                         "keyBase64": base64.b64encode(traffic.generator_key).decode()})
+                await self._produce(transport, scenario.kind, group, producer_ids)
                 for stream in group:
-                    producer = await transport.produce(
-                        kind=scenario.kind,
-                        rtp_parameters=producer_rtp_parameters(scenario.kind, stream,
-                                                               self.quality))
-                    self._producers.append(producer)
-                    producer_ids[stream] = producer.id
                     traffic.set_destination(stream, ("127.0.0.1", transport.tuple["localPort"]))
             for sink in room.sinks:
                 transport = await router.create_plain_transport(
@@ -145,11 +158,8 @@ class RelayTarget:
                     .decode()} if enable else None)
                 if enable:
                     traffic.set_sink_key(sink, *_key_of(transport.srtp_parameters))
-                capabilities = consumer_rtp_capabilities(router.rtp_capabilities, self.quality)
-                for stream in scenario.streams_of_sink(sink):
-                    self._consumers.append(await transport.consume(
-                        producer_id=producer_ids[stream], rtp_capabilities=capabilities,
-                        enable_rtx=self.quality))  # mediasoup's knob: NACK for audio too
+                await self._consume(transport, router, scenario.streams_of_sink(sink),
+                                    producer_ids)
 
     async def _build_webrtc(self, scenario: Scenario, traffic: Traffic, suite: str) -> None:
         assert self.worker is not None
@@ -177,24 +187,16 @@ class RelayTarget:
                     router, f"room {room_index} producer transport {group_index} ({streams})",
                     senders[group_index])
                 keyed.append((peer, "send", group_index))
+                await self._produce(transport, scenario.kind, group, producer_ids)
                 for stream in group:
-                    producer = await transport.produce(
-                        kind=scenario.kind,
-                        rtp_parameters=producer_rtp_parameters(scenario.kind, stream,
-                                                               self.quality))
-                    self._producers.append(producer)
-                    producer_ids[stream] = producer.id
                     traffic.set_destination(stream, peer.remote)
                 group_index += 1
             for sink in room.sinks:
                 transport, peer = await peer_for(
                     router, f"room {room_index} consumer transport {sink}", traffic.sinks[sink])
                 keyed.append((peer, "sink", sink))
-                capabilities = consumer_rtp_capabilities(router.rtp_capabilities, self.quality)
-                for stream in scenario.streams_of_sink(sink):
-                    self._consumers.append(await transport.consume(
-                        producer_id=producer_ids[stream], rtp_capabilities=capabilities,
-                        enable_rtx=self.quality))  # mediasoup's knob: NACK for audio too
+                await self._consume(transport, router, scenario.streams_of_sink(sink),
+                                    producer_ids)
         summary = await connect_peers(jobs, timeout=self.handshake_timeout)
         for peer, role, index in keyed:
             if not (peer.crypto_suite and peer.local_srtp_key and peer.remote_srtp_key):
