@@ -31,12 +31,7 @@ def out_seq_and_input(packet: bytes) -> tuple[int, int]:
 
 def test_join_and_resume_wait_for_a_key_frame(run_media):
     async def body(media):
-        media.router()
-        tp = media.transport("tp")
-        tc = media.transport("tc")
-        publisher, subscriber = media.peer(), media.peer()
-        media.connect("tp", publisher)
-        media.connect("tc", subscriber)
+        tp, tc, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp")
         consume_video(media, "tc")
         # Joining asks for a key frame; the subscriber's own PLIs and FIR meanwhile are
@@ -84,7 +79,7 @@ def test_join_and_resume_wait_for_a_key_frame(run_media):
 
 def test_request_is_retried_when_no_key_frame_comes(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp")
         consume_video(media, "tc")
         publisher.send(video_packet(1), tp["tuple"])  # the stream exists, but no key frame

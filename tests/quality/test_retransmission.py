@@ -184,12 +184,7 @@ def test_loss_on_both_legs_is_repaired(run_media, consumer_rtx):
 
 def test_nack_without_negotiated_nack_is_counted_not_answered(run_media):
     async def body(media):
-        media.router()
-        tp = media.transport("tp")
-        tc = media.transport("tc")
-        publisher, subscriber = media.peer(), media.peer()
-        media.connect("tp", publisher)
-        media.connect("tc", subscriber)
+        tp, tc, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp", nack=False, rtx=False)
         consume_video(media, "tc", nack=False, rtx=False)
         for seq in range(1, 11):

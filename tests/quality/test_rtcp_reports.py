@@ -26,12 +26,7 @@ def rtcp_packets(peer, kind):
 
 def test_sender_and_receiver_reports(run_media):
     async def body(media):
-        media.router()
-        tp = media.transport("tp")
-        tc = media.transport("tc")
-        publisher, subscriber = media.peer(), media.peer()
-        media.connect("tp", publisher)
-        media.connect("tc", subscriber)
+        tp, tc, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp", nack=False, rtx=False)
         consume_video(media, "tc")
         sent = [video_packet(seq, key=seq == 1) for seq in range(1, 21) if seq != 7]

@@ -22,7 +22,7 @@ def rtcp_of(peer) -> list:
 def test_rr_nack_pli_fir_carry_the_receiver_ssrc(run_media):
     async def body(media):
         assert RECEIVER_RTCP_SSRC != 0
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp")
         consume_video(media, "tc")  # a new video consumer asks for a key frame: PLI
         for seq in (1, 2, 4):  # 3 missing: NACK

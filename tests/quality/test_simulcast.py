@@ -28,7 +28,7 @@ def layer_packet(layer: int, k: int) -> bytes:
 
 def test_spatial_layer_switching_on_key_frames(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         media.request("tp", "transport.produce", {
             "producerId": "p1", "kind": "video",
             "rtpParameters": {
@@ -113,12 +113,7 @@ TIDS = [0, 2, 1, 2]  # L1T3: TL0, TL2, TL1, TL2, ...
 
 def test_vp8_temporal_layers_from_tid(run_media):
     async def body(media):
-        media.router()
-        tp = media.transport("tp")
-        tc = media.transport("tc")
-        publisher, subscriber = media.peer(), media.peer()
-        media.connect("tp", publisher)
-        media.connect("tc", subscriber)
+        tp, tc, publisher, subscriber = media.publish_subscribe()
         media.request("tp", "transport.produce", {
             "producerId": "p1", "kind": "video",
             "rtpParameters": {
@@ -194,7 +189,7 @@ SYNC_FRAMES = {0: (0, False), 1: (2, False), 2: (1, False), 3: (2, False),
 
 def test_vp8_temporal_switch_up_at_layer_sync_frames(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         media.request("tp", "transport.produce", {
             "producerId": "p1", "kind": "video",
             "rtpParameters": {

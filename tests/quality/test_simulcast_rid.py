@@ -97,7 +97,7 @@ def rtcp_of(peer, kind) -> list:
 
 def test_rid_simulcast_binds_ssrcs_and_switches_on_key_frames(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         assert produce_rid(media) == {"type": "simulcast"}
         consume_simulcast(media)
         producer = media.ctx.handlers["p1"]
@@ -176,7 +176,7 @@ def test_rid_simulcast_binds_ssrcs_and_switches_on_key_frames(run_media):
 
 def test_rid_rtx_is_bound_by_repaired_rid_and_unwrapped(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_rid(media)
         consume_simulcast(media, spatial=1)
         producer = media.ctx.handlers["p1"]
@@ -277,7 +277,7 @@ def test_fallback_goes_up_to_a_layer_that_starts_later(run_media):
     consumer that started on r0 because r2 (its target) is missing moves to r1 at r1's first
     key frame, with no gap in its sequence numbers, and keeps waiting for r2."""
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_rid(media)
         consume_simulcast(media, "c1", spatial=2)
         producer = media.ctx.handlers["p1"]
@@ -306,7 +306,7 @@ def test_fallback_goes_up_to_a_layer_that_starts_later(run_media):
 
 def test_never_arriving_encoding_reports_nothing(run_media):
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_rid(media)
         consume_simulcast(media, "c1", spatial=2)
         producer = media.ctx.handlers["p1"]
@@ -329,7 +329,7 @@ def test_new_ssrc_for_a_rid_rebinds(run_media, monkeypatch):
     monkeypatch.setattr(producer_module, "SSRC_SWITCH_SILENCE", 0.05)
 
     async def body(media):
-        tp, publisher, subscriber = media.publish_subscribe()
+        tp, _, publisher, subscriber = media.publish_subscribe()
         produce_rid(media)
         consume_simulcast(media, spatial=0)
         producer = media.ctx.handlers["p1"]

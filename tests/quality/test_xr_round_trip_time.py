@@ -73,12 +73,7 @@ def test_producer_rtt_from_the_senders_dlrr(run_media):
 
 def test_consumer_answers_the_receivers_rrtr_with_dlrr(run_media):
     async def body(media):
-        media.router()
-        tp = media.transport("tp")
-        tc = media.transport("tc")
-        publisher, subscriber = media.peer(), media.peer()
-        media.connect("tp", publisher)
-        media.connect("tc", subscriber)
+        tp, tc, publisher, subscriber = media.publish_subscribe()
         produce_video(media, "tp", nack=False, rtx=False)
         consume_video(media, "tc")
         for seq in range(1, 6):

@@ -98,16 +98,16 @@ class Media:
             transport_id, "transport.connect", {"ip": "127.0.0.1", "port": peer.port, **extra}
         )
 
-    def publish_subscribe(self) -> tuple[dict, Peer, Peer]:
+    def publish_subscribe(self) -> tuple[dict, dict, Peer, Peer]:
         """Router r1, a publishing peer on transport "tp" and a subscribing one on "tc":
-        (tp's data, publisher, subscriber)."""
+        (tp's data, tc's data, publisher, subscriber)."""
         self.router()
         tp = self.transport("tp")
-        self.transport("tc")
+        tc = self.transport("tc")
         publisher, subscriber = self.peer(), self.peer()
         self.connect("tp", publisher)
         self.connect("tc", subscriber)
-        return tp, publisher, subscriber
+        return tp, tc, publisher, subscriber
 
     def produce(self, transport_id: str, producer_id: str = "p1", kind: str = "audio",
                 ssrc: int | None = PRODUCER_SSRC, paused: bool = False, extensions=None) -> dict:
