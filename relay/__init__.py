@@ -18,14 +18,14 @@ from worker_proto.errors import (
     WorkerStartError,
 )
 
-from .consumer import Consumer
-from .plain_transport import PlainTransport
-from .producer import Producer
-from .router import Router
-from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
-from .webrtc_server import WebRtcServer
-from .webrtc_transport import WebRtcTransport
-from .worker_process import Worker, create_worker
+from .controller.consumer import Consumer
+from .controller.plain_transport import PlainTransport
+from .controller.producer import Producer
+from .controller.router import Router
+from .controller.rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
+from .controller.webrtc_server import WebRtcServer
+from .controller.webrtc_transport import WebRtcTransport
+from .controller.worker import Worker, create_worker
 
 __version__ = "0.1.0"
 

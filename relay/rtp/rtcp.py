@@ -66,7 +66,7 @@ SDES_CNAME = 1
 
 # The sender SSRC of the RTCP the relay sends as a receiver (RR, NACK, PLI, FIR, XR): a
 # fixed non-zero value as mediasoup does (some stacks ignore feedback from SSRC 0). It lies
-# outside the range the controller draws media SSRCs from (`relay.ortc`), and the worker
+# outside the range the controller draws media SSRCs from (`relay.controller.ortc`), and the worker
 # refuses a consumer SSRC equal to it, so it never collides with media we send.
 RECEIVER_RTCP_SSRC = 0x52454C59  # "RELY"; above the controller's range (< 10**9)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from worker_proto.messages import (
     request_id_of,
 )
 from worker_proto.methods import ALL_METHODS
+from worker_proto.pipe import open_pipe_pair
 
 from .context import RequestHandler
 
@@ -37,20 +37,6 @@ logger = logging.getLogger(__name__)
 # reading cannot make the worker's memory grow without bound; responses are never dropped.
 MAX_BUFFERED_LOG_BYTES = 8 * 1024 * 1024
 
-
-class _RequestPipeProtocol(asyncio.Protocol):
-    def __init__(self, channel: WorkerChannel) -> None:
-        self._channel = channel
-
-    def data_received(self, data: bytes) -> None:
-        self._channel._on_data(data)
-
-    def eof_received(self) -> bool:
-        self._channel._on_eof()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._channel._on_eof()
 
 
 class WorkerChannel:
@@ -81,12 +67,8 @@ class WorkerChannel:
         self.stats = {"requests": 0, "errors": 0, "badFrames": 0, "droppedLogs": 0}
 
     async def open(self) -> None:
-        self._reader, _ = await self._loop.connect_read_pipe(
-            lambda: _RequestPipeProtocol(self), os.fdopen(self._request_fd, "rb", buffering=0)
-        )
-        self._writer, _ = await self._loop.connect_write_pipe(
-            asyncio.Protocol, os.fdopen(self._response_fd, "wb", buffering=0)
-        )
+        self._reader, self._writer = await open_pipe_pair(
+            self._loop, self._request_fd, self._response_fd, self._on_data, self._on_eof)
 
     # -- outgoing ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import select
 
 import pytest
 
-from relay.channel import Channel
+from relay.controller.channel import Channel
 from worker_proto.errors import ArgumentError, WorkerDiedError
 from worker_proto.framing import FrameDecoder, encode_frame
 from worker_proto.messages import (

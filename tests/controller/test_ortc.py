@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from relay import ortc
+from relay.controller import ortc
 from worker_proto.errors import ArgumentError, UnsupportedError
 
 OPUS = {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2}

@@ -11,7 +11,7 @@ import pytest
 from relay_controller_support import process_gone, running_worker, wait_until
 
 import relay
-from relay import worker_process
+from relay.controller import worker as worker_process
 
 
 async def test_worker_runs_and_reports_itself():

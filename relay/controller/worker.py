@@ -43,7 +43,7 @@ EOF_GRACE_SECONDS = 2.0
 
 _STDIO_LOG_LINE = re.compile(r"^(?P<level>debug|info|warn|error):(?P<name>[\w.]+):(?P<message>.*)$")
 
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _signal_name(number: int) -> str:

@@ -11,7 +11,7 @@ from worker_proto.errors import ArgumentError
 from worker_proto.methods import TransportEvent, TransportMethod
 
 from .channel import Channel
-from .transport_base import Transport
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .router import Router

@@ -3,7 +3,7 @@
 Its `ice_parameters`, `ice_candidates` and `dtls_parameters` are what mediasoup-client's
 `device.createSendTransport()` / `createRecvTransport()` take; the client's "connect" event
 gives the `dtls_parameters` for `connect()`. produce()/consume() work as on a plain
-transport (the code is shared with it: relay/transport_base.py).
+transport (the code is shared with it: relay/controller/transport.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from worker_proto.methods import TransportEvent, TransportMethod
 
 from .channel import Channel
 from .plain_transport import validate_ip, validate_port
-from .transport_base import Transport
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .router import Router

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from worker_proto.messages import (
     make_request,
     parse_worker_message,
 )
+from worker_proto.pipe import open_pipe_pair
 
 logger = logging.getLogger(__name__)
 worker_logger = logging.getLogger("relay.worker")
@@ -42,20 +42,6 @@ def worker_log(level: str, name: str, message: str) -> None:
     """Log a worker's record (wire level name) on the controller side."""
     worker_logger_for(name).log(_LOG_LEVELS.get(level, logging.ERROR), "%s", message)
 
-
-class _ResponsePipeProtocol(asyncio.Protocol):
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
-
-    def data_received(self, data: bytes) -> None:
-        self._channel._on_data(data)
-
-    def eof_received(self) -> bool:
-        self._channel._on_eof()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._channel._on_eof()
 
 
 class Channel:
@@ -81,12 +67,8 @@ class Channel:
         self._eof = False
 
     async def open(self) -> None:
-        self._reader, _ = await self._loop.connect_read_pipe(
-            lambda: _ResponsePipeProtocol(self), os.fdopen(self._response_fd, "rb", buffering=0)
-        )
-        self._writer, _ = await self._loop.connect_write_pipe(
-            asyncio.Protocol, os.fdopen(self._request_fd, "wb", buffering=0)
-        )
+        self._reader, self._writer = await open_pipe_pair(
+            self._loop, self._response_fd, self._request_fd, self._on_data, self._on_eof)
 
     # -- requests ---------------------------------------------------------------------------
 
