@@ -21,9 +21,19 @@ reuse a sequence number already sent before the stop.
 
 The offsets of a running consumer don't need per-packet bookkeeping: its last output is the
 input stream's highest sequence number plus its offset, computed when it stops.
+
+Packets the consumer skips while running (VP8 temporal layers above its own, `skip`) give
+their output number to the next packet sent, so receivers see no gap: each run of skips moves
+the sequence offset down by its length. A packet older than the last skip is then not sent
+(its number may be taken), and `input_seq` maps a NACKed output number back across the runs.
+
+This is the one implementation of the rewrite: the worker's fan-out (`relay.worker.fanout`)
+calls `rewrite` for every consumer of every packet, and the tests call the same.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC
 
@@ -33,6 +43,7 @@ TS_MASK = 0xFFFFFFFF
 # (RFC 3550 A.1 uses 100 for MAX_MISORDER; a little more slack costs nothing here).
 MAX_MISORDER = 1000
 NO_PAYLOAD_TYPE = 0xFF  # payload-type table entry: this consumer doesn't take that codec
+SKIP_RUNS = 256  # runs of skipped packets remembered to map NACKed numbers back (seconds of video)
 
 _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 
@@ -86,6 +97,8 @@ class RtpRewriter:
         "last_time",
         "input_ssrc",
         "sync_seq",
+        "skip_seq",
+        "skip_runs",
     )
 
     def __init__(self, ssrc: int, payload_types: bytes, clock_rate: int) -> None:
@@ -103,6 +116,10 @@ class RtpRewriter:
         self.last_time = 0.0
         self.input_ssrc = -1
         self.sync_seq = 0
+        self.skip_seq = -1  # input seq of the last packet skipped while running
+        # [input seq of a skipped run's last packet, the seq offset used before that run],
+        # oldest first.
+        self.skip_runs: deque[list[int]] = deque(maxlen=SKIP_RUNS)
 
     def stop(self, stream: InputStream) -> None:
         """The consumer stops receiving `stream` (pause, producer pause, SSRC change): remember
@@ -112,6 +129,8 @@ class RtpRewriter:
             self.last_ts = (stream.max_ts + self.ts_offset) & TS_MASK
             self.last_time = stream.last_time
         self.sync_required = True
+        self.skip_seq = -1
+        self.skip_runs.clear()
 
     def sync(self, in_ssrc: int, seq: int, ts: int, now: float) -> None:
         """Choose the offsets for a (re)start at the packet (in_ssrc, seq, ts)."""
@@ -147,7 +166,11 @@ class RtpRewriter:
         b1, seq, ts, in_ssrc) for this consumer. False: this consumer must not send it."""
         if self.sync_required:
             self.sync(in_ssrc, seq, ts, now)
-        elif older and (seq - self.sync_seq) & SEQ_MASK >= 0x8000:
+        elif older and (
+            (seq - self.sync_seq) & SEQ_MASK >= 0x8000
+            # older than a skip that moved the offset: its number is taken
+            or (self.skip_seq >= 0 and (seq - self.skip_seq) & SEQ_MASK >= 0x8000)
+        ):
             return False
         pt = self.payload_types[b1 & 0x7F]
         if pt == NO_PAYLOAD_TYPE:
@@ -161,3 +184,39 @@ class RtpRewriter:
             self.ssrc,
         )
         return True
+
+    def skip(self, seq: int) -> None:
+        """The in-order input packet `seq` is not sent to this consumer (a temporal layer above
+        its own): the next packet sent takes its output number."""
+        if self.sync_required:
+            return
+        runs = self.skip_runs
+        if runs and self.skip_seq >= 0 and (seq - self.skip_seq) & SEQ_MASK == 1:
+            runs[-1][0] = seq  # the same run of skips: nothing was sent in between
+        else:
+            runs.append([seq, self.seq_offset])
+        self.seq_offset = (self.seq_offset - 1) & SEQ_MASK
+        self.skip_seq = seq
+
+    def input_seq(self, out_seq: int) -> int | None:
+        """The input sequence number of the packet sent as `out_seq`, across runs of skipped
+        packets (each changed the offset); None if it can't be known."""
+        runs = self.skip_runs
+        offset = self.seq_offset
+        if not runs:
+            return (out_seq - offset) & SEQ_MASK
+        after: int | None = runs[-1][0]  # packets after this skip
+        before: int | None = None  # ... and before this one
+        for i in range(len(runs), -1, -1):
+            in_seq = (out_seq - offset) & SEQ_MASK
+            if (after is None or 0 < (in_seq - after) & SEQ_MASK < 0x8000) and (
+                before is None or 0 < (before - in_seq) & SEQ_MASK < 0x8000
+            ):
+                if after is None and i == 0 and len(runs) == runs.maxlen:
+                    return None  # older than the runs we remember
+                return in_seq
+            if i == 0:
+                break
+            before, offset = runs[i - 1]
+            after = runs[i - 2][0] if i >= 2 else None
+        return None

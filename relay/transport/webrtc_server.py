@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from aioice import stun
 
-from relay.rtp.rtp_parameters import require_dict, require_str
 from relay.transport.ice_lite import host_candidate
+from relay.transport.webrtc import local_preference, parse_listen_infos
 from relay.transport.webrtc_sockets import TcpConnection, TcpListener, UdpSocket, open_udp
-from relay.transport.webrtc_transport import local_preference, parse_listen_infos
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import WorkerMethod
+from worker_proto.validation import require_dict, require_str
 
 if TYPE_CHECKING:
-    from relay.transport.webrtc_transport import WebRtcTransport
+    from relay.transport.webrtc import WebRtcTransport
     from relay.worker.context import WorkerContext
 
 logger = logging.getLogger(__name__)

@@ -1,24 +1,18 @@
-"""Worker-side Consumer (type "simple", or "simulcast": one of several producer streams at a
-time) re-sent to a transport's remote with the consumer's own SSRC, payload types,
-header-extension ids and continuous seq/ts.
+"""Worker-side Consumer: one producer stream re-sent to a transport's remote with the
+consumer's own SSRC, payload types, header-extension ids and continuous seq/ts. This class is
+the "simple" consumer; `relay.worker.simulcast_consumer` adds layers (one of several producer
+streams at a time, VP8 temporal layers).
 
 Media quality: a video consumer that (re)starts waits for a key frame (`key_frame_pending`,
 left out of the fan-out until then); NACKs from its remote are answered from the producer
 stream's shared store (`relay.worker.retransmission`), as RTX when negotiated; its remote's
 RRs give its loss, jitter, RTT and 0-10 score ("score" event); it builds its SR
-(`sender_report`). A simulcast consumer switches spatial layer only on a key frame of the
-target layer (`set_preferred_layers`, "layerschange"); if its target layer is not arriving
-when it starts, it starts on the best lower layer that is (`_fallback_layer`), moves up to a
-layer between that and the target that starts later (`_better_fallback`, as a browser brings
-its layers up one by one), and goes up to the target on the target's key frame. It drops VP8 packets above its temporal layer (TID), keeping its
-sequence numbers gap-free (`on_temporal_drop`); a temporal switch up happens at a TL0 frame
-or earlier at a layer-sync (Y bit) frame. It answers its remote's XR RRTR with a DLRR
-(`dlrr_report`, RFC 3611).
+(`sender_report`) and answers its remote's XR RRTR with a DLRR (`dlrr_report`, RFC 3611).
 
-The packet path itself is in `Producer.receive` (the fan-out loop); this object holds what
-that loop reads (`rewriter`, `extension_table`, `fd`, `addr`, `srtp`, counters) and keeps
-the producer's fan-out groups in step with its state: a consumer is *active* (receives
-packets) when neither it nor its producer is paused and its transport knows its remote.
+The packet path itself is `relay.worker.fanout`; this object holds what that loop reads
+(`rewriter`, `extension_table`, `fd`, `addr`, `srtp`, counters) and keeps the producer's
+fan-out groups in step with its state: a consumer is *active* (receives packets) when
+neither it nor its producer is paused and its transport knows its remote.
 
 Header extensions the consumer did not negotiate are neutralised in place (overwritten with
 padding zeros, which receivers skip), not removed: the packet keeps its length and nothing
@@ -29,7 +23,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.nack_buffer import RtxStream
@@ -42,20 +35,17 @@ from relay.rtp.rtcp import (
     ReportBlock,
     SenderReport,
 )
-from relay.rtp.rtp_parameters import (
+from relay.rtp.score import StreamScore
+from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
     check_header_extensions,
     extension_id_table,
+    has_feedback,
     is_media_codec,
-    optional_bool,
-    optional_int,
     payload_type_table,
-    require_dict,
-    require_int,
     require_kind,
 )
-from relay.rtp.score import StreamScore
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -63,11 +53,12 @@ from worker_proto.errors import (
     UnsupportedError,
 )
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
+from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
 from .retransmission import retransmit
 
 if TYPE_CHECKING:
-    from relay.transport.plain_transport import PlainTransport
+    from relay.transport.base import Transport
     from relay.worker.context import WorkerContext
     from relay.worker.producer import Producer
 
@@ -79,7 +70,7 @@ class Consumer:
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
         "packets_sent", "bytes_sent", "dropped", "ring_drops", "keyframe_requests",
         "fd", "addr", "srtp", "send", "active",
-        # media quality (see relay.worker.retransmission, relay.worker.rtcp_reporter)
+        # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
         "nack_enabled", "rtx", "key_frame_pending", "payload_bytes", "retransmitted_packets",
         "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
         "plis_received", "firs_received", "score", "rtt", "remote_fraction_lost",
@@ -88,13 +79,13 @@ class Consumer:
         # simulcast (see set_preferred_layers)
         "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
-        "max_tid", "pending_max_tid", "temporal_drop_seq", "temporal_drops", "temporal_epochs",
+        "max_tid", "pending_max_tid", "temporal_drops",
     )
 
     def __init__(
         self,
         consumer_id: str,
-        transport: PlainTransport,
+        transport: Transport,
         producer: Producer,
         data: dict,
         ctx: WorkerContext,
@@ -121,28 +112,17 @@ class Consumer:
         paused = optional_bool(data, "paused", False)
         if producer.closed:
             raise InvalidStateError(f"producer {producer.id} is closed")
+        if consumer_type != self.consumer_type:
+            raise ArgumentError(f"type {consumer_type!r} needs a {consumer_type} consumer")
         stream_index = producer.stream_index(mapped_ssrc)
-        layer_streams = [stream_index]
-        target_spatial = 0
-        if consumer_type == "simulcast":
-            # Spatial layer i is consumableRtpEncodings[i] (lowest first, as mediasoup).
-            if kind != "video" or len(consumable or []) < 2:
-                raise ArgumentError("a simulcast consumer needs a video producer with several encodings")
-            layer_streams = []
-            for i, entry in enumerate(consumable):
-                require_dict(entry, f"consumableRtpEncodings[{i}]")
-                layer_streams.append(producer.stream_index(
-                    require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"consumableRtpEncodings[{i}].ssrc")))
-            target_spatial = _preferred_spatial(data.get("preferredLayers"), len(layer_streams))
-            stream_index = layer_streams[target_spatial]
-        pending_max_tid = None
-        if consumer_type == "simulcast":
-            pending_max_tid = _preferred_temporal(data.get("preferredLayers"))
+        layer_streams, target_spatial, pending_max_tid = self._choose_layers(
+            data, kind, producer, consumable or [], stream_index)
+        stream_index = layer_streams[target_spatial]
         pt_table = payload_type_table(producer.codecs, producer.mapped_pt, codecs)
         if all(pt == NO_PAYLOAD_TYPE for pt in pt_table):
             raise ArgumentError("rtpParameters.codecs has no codec of the producer")
         media = [c for c in codecs if is_media_codec(c)]
-        nack_enabled = any(_has_feedback(c, "nack") for c in media)
+        nack_enabled = any(has_feedback(c, "nack") for c in media)
         rtx = None
         rtx_encoding = encodings[0].get("rtx")
         if isinstance(rtx_encoding, dict) and nack_enabled:
@@ -209,13 +189,9 @@ class Consumer:
         self.current_spatial: int | None = None
         self.switch_target: int | None = None  # stream index to switch to on its next key frame
         self.max_tid = ALL_TEMPORAL_LAYERS
-        # applied at the next start of a TL0 frame (Producer._temporal_step)
+        # applied at the next start of a TL0 frame (relay.worker.temporal_layers)
         self.pending_max_tid = pending_max_tid if pending_max_tid != ALL_TEMPORAL_LAYERS else None
-        self.temporal_drop_seq = -1  # input seq of the last packet dropped for its TID
         self.temporal_drops = 0
-        # [input seq of a dropped run's last packet, the seq offset used before that run],
-        # oldest first: maps a NACKed output seq back across temporal drops (bounded).
-        self.temporal_epochs: deque[list[int]] = deque(maxlen=TEMPORAL_EPOCHS)
 
         if RECEIVER_RTCP_SSRC in (ssrc, rtx.ssrc if rtx is not None else None):
             raise ArgumentError(f"ssrc {RECEIVER_RTCP_SSRC} is the relay's own RTCP sender SSRC")
@@ -306,194 +282,44 @@ class Consumer:
         self.active = self._is_active()
         if was_active and not self.active:
             self.rewriter.stop(self.producer.streams[self.stream_index])
-            self.temporal_drop_seq = -1
-            self.temporal_epochs.clear()
         if self.active and not was_active:
             self.key_frame_pending = self._needs_key_frame()
         if rebuild and was_active != self.active:
             self.producer.rebuild_fanout()
         return self.active and not was_active
 
-    # -- simulcast ----------------------------------------------------------------------------
+    # -- layers (a simulcast consumer has them: relay.worker.simulcast_consumer) ---------------
+
+    consumer_type = "simple"
+
+    def _choose_layers(self, data: dict, kind: str, producer: Producer, consumable: list,
+                       stream_index: int) -> tuple[list[int], int, int | None]:
+        """(producer stream per spatial layer, target spatial layer, VP8 TID to reach or
+        None): one stream, no layers."""
+        return [stream_index], 0, None
 
     def set_preferred_layers(self, data: dict) -> dict:
-        """Aim at spatial layer `spatialLayer` (clamped to those there are) and temporal layer
-        `temporalLayer` (VP8 TID; absent: all). The spatial switch happens on that layer's
-        next key frame (asked for now), the temporal one at the next start of a TL0 frame;
-        until then the current layers go on."""
-        if self.type != "simulcast":
-            raise UnsupportedError("only a simulcast consumer has layers")
-        self.target_spatial = _preferred_spatial(data, len(self.layer_streams))
-        temporal = _preferred_temporal(data)
-        self.pending_max_tid = None if temporal == self.max_tid else temporal
-        self.producer.rebuild_fanout()
-        target_stream = self.layer_streams[self.target_spatial]
-        if self.key_frame_pending:  # not started yet: just wait for the new target's key frame
-            self.stream_index = target_stream
-            self.switch_target = None
-            self.producer.rebuild_fanout()
-            self.request_key_frame()
-        elif target_stream != self.stream_index:
-            self.switch_target = target_stream
-            self.request_key_frame()
-        else:
-            self.switch_target = None
-        return self.preferred_layers()
+        raise UnsupportedError("only a simulcast consumer has layers")
 
     def preferred_layers(self) -> dict | None:
-        if self.type != "simulcast":
-            return None
-        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
-        return {"spatialLayer": self.target_spatial, "temporalLayer": _temporal_layer(temporal)}
+        return None
 
     def current_layers(self) -> dict | None:
-        if self.current_spatial is None:
-            return None
-        return {"spatialLayer": self.current_spatial, "temporalLayer": _temporal_layer(self.max_tid)}
-
-    def apply_temporal_layer(self, up_to: int | None = None) -> None:
-        """The pending temporal target takes effect (the producer calls this at the start of
-        a TL0 frame, which every temporal layer can decode from), or, with `up_to`, a switch
-        up to TID `up_to` only (at a layer-sync frame of that TID); the target stays pending
-        until reached."""
-        if self.pending_max_tid is None:
-            return
-        if up_to is not None and up_to < self.pending_max_tid:
-            self.max_tid = up_to
-        else:
-            self.max_tid = self.pending_max_tid
-            self.pending_max_tid = None
-        if self.current_spatial is not None:
-            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+        return None
 
     def on_key_frame(self, index: int) -> bool:
-        """A key frame starts on producer stream `index`: start (or switch layer) now if we
-        were waiting for it. True if the fan-out must be rebuilt."""
+        """A key frame starts on producer stream `index`: start now if we were waiting for
+        it. True if the fan-out must be rebuilt."""
         if self.key_frame_pending and self.stream_index == index:
             self.key_frame_pending = False
-            self._take_pending_temporal()  # a key frame starts a TL0 frame
-            self._set_current_layer()
-            return True
-        if self.key_frame_pending and self._fallback_layer(index):
-            # The target layer isn't arriving (the sender dropped that encoding): start on
-            # this lower one, and go up on the target's key frame if it ever comes.
-            self.switch_target = self.stream_index
-            self.stream_index = index
-            self.key_frame_pending = False
-            self._take_pending_temporal()
-            self._set_current_layer()
-            return True
-        if self.switch_target == index and self.active:
-            # The rewriter re-syncs on this packet as on an input SSRC change: sequence
-            # numbers continue at last + 1, the timestamp by the wall-clock time since.
-            self.rewriter.stop(self.producer.streams[self.stream_index])
-            self.temporal_drop_seq = -1
-            self.temporal_epochs.clear()
-            self.stream_index = index
-            self.switch_target = None
-            self._take_pending_temporal()
-            self._set_current_layer()
-            return True
-        if self.switch_target is not None and self.active and self._better_fallback(index):
-            # Running on a fallback layer and a layer between it and the (still missing)
-            # target starts: go up to it now, and on to the target if it ever comes.
-            self.rewriter.stop(self.producer.streams[self.stream_index])
-            self.temporal_drop_seq = -1
-            self.temporal_epochs.clear()
-            self.stream_index = index
-            self._take_pending_temporal()
-            self._set_current_layer()
             return True
         return False
 
-    def _better_fallback(self, index: int) -> bool:
-        """Whether a key frame on stream `index` should lift a consumer that runs on a lower
-        fallback layer while its target (`switch_target`) is missing: `index` lies between
-        the two, and nothing above it up to the target arrives."""
-        if self.type != "simulcast" or index not in self.layer_streams \
-                or self.switch_target not in self.layer_streams \
-                or self.stream_index not in self.layer_streams:
-            return False
-        spatial = self.layer_streams.index(index)
-        current = self.layer_streams.index(self.stream_index)
-        target = self.layer_streams.index(self.switch_target)
-        if not current < spatial < target:
-            return False
-        now = time.monotonic()
-        streams = self.producer.streams
-        return all(not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
-                   for i in self.layer_streams[spatial + 1:target + 1])
-
-    def _fallback_layer(self, index: int) -> bool:
-        """Whether a simulcast consumer still waiting to start on stream `self.stream_index`
-        should start on stream `index` (a key frame starts there) instead: `index` is a lower
-        layer, the best of those arriving, and the target is missing (never started, or
-        silent for `MISSING_LAYER_SILENCE`). A lower layer's first key frame never counts:
-        at start-up the layers' first packets race each other."""
-        if self.type != "simulcast" or index not in self.layer_streams:
-            return False
-        spatial = self.layer_streams.index(index)
-        target = self.layer_streams.index(self.stream_index)
-        if spatial >= target or self.producer.receivers[index].keyframes < 2:
-            return False
-        now = time.monotonic()
-        streams = self.producer.streams
-
-        def missing(i: int) -> bool:
-            return not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
-
-        if not missing(self.stream_index) or missing(index):
-            return False
-        return all(missing(i) for i in self.layer_streams[spatial + 1:target])
-
     def on_temporal_drop(self, seq: int) -> None:
         """A packet (input `seq`, in order) is not sent for its TID: the next one takes its
-        output number (called by the producer's fan-out for each consumer of the group)."""
-        rw = self.rewriter
+        output number (called by the fan-out for each consumer of the group)."""
         self.temporal_drops += 1
-        if rw.sync_required:
-            return
-        epochs = self.temporal_epochs
-        if epochs and self.temporal_drop_seq >= 0 and (seq - self.temporal_drop_seq) & 0xFFFF == 1:
-            epochs[-1][0] = seq  # the same run of drops: nothing was sent in between
-        else:
-            epochs.append([seq, rw.seq_offset])
-        rw.seq_offset = (rw.seq_offset - 1) & 0xFFFF
-        self.temporal_drop_seq = seq
-
-    def input_seq(self, out_seq: int) -> int | None:
-        """The input sequence number of the packet sent as `out_seq`, across temporal-layer
-        drops (each run of drops changed the offset); None if it can't be known."""
-        epochs = self.temporal_epochs
-        offset = self.rewriter.seq_offset
-        after: int | None = epochs[-1][0] if epochs else None  # packets after this drop
-        before: int | None = None  # ... and before this one
-        for i in range(len(epochs), -1, -1):
-            in_seq = (out_seq - offset) & 0xFFFF
-            if (after is None or 0 < (in_seq - after) & 0xFFFF < 0x8000) and (
-                before is None or 0 < (before - in_seq) & 0xFFFF < 0x8000
-            ):
-                if after is None and i == 0 and len(epochs) == epochs.maxlen:
-                    return None  # older than the runs we remember
-                return in_seq
-            if i == 0:
-                break
-            before, offset = epochs[i - 1]
-            after = epochs[i - 2][0] if i >= 2 else None
-        return None
-
-    def _take_pending_temporal(self) -> None:
-        if self.pending_max_tid is not None:
-            self.max_tid = self.pending_max_tid
-            self.pending_max_tid = None
-
-    def _set_current_layer(self) -> None:
-        if self.type != "simulcast":
-            return
-        spatial = self.layer_streams.index(self.stream_index)
-        if spatial != self.current_spatial:
-            self.current_spatial = spatial
-            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+        self.rewriter.skip(seq)
 
     # -- RTCP from the consumer's remote (control path) ---------------------------------------
 
@@ -648,41 +474,6 @@ class Consumer:
             self._ctx.notify(self.id, notify, None)
 
 
-def _has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
-    for fb in codec.get("rtcpFeedback") or []:
-        if isinstance(fb, dict) and fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter:
-            return True
-    return False
-
-
 # A simulcast layer silent this long (seconds) is taken as gone when a consumer starts.
 MISSING_LAYER_SILENCE = 1.0
 ALL_TEMPORAL_LAYERS = 255  # max_tid of a consumer that filters no temporal layer
-TEMPORAL_EPOCHS = 256  # runs of temporal drops remembered for NACK mapping (seconds of video)
-
-
-def _preferred_temporal(layers: Any) -> int:
-    """The highest VP8 TID to forward ({temporalLayer}); all of them if none is given."""
-    if not isinstance(layers, dict) or layers.get("temporalLayer") is None:
-        return ALL_TEMPORAL_LAYERS
-    temporal = layers["temporalLayer"]
-    if not isinstance(temporal, int) or isinstance(temporal, bool) or temporal < 0:
-        raise ArgumentError("temporalLayer must be a non-negative integer")
-    return ALL_TEMPORAL_LAYERS if temporal >= 3 else temporal  # VP8's TID has 2 bits
-
-
-def _temporal_layer(max_tid: int) -> int | None:
-    return None if max_tid >= 3 else max_tid
-
-
-def _preferred_spatial(layers: Any, count: int) -> int:
-    """The spatial layer asked for ({spatialLayer}), clamped to 0..count-1; the highest if
-    none is given."""
-    if layers is None:
-        return count - 1
-    if not isinstance(layers, dict):
-        raise ArgumentError("preferredLayers must be an object")
-    spatial = layers.get("spatialLayer")
-    if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
-        raise ArgumentError("preferredLayers.spatialLayer must be a non-negative integer")
-    return min(spatial, count - 1)

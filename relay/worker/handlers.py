@@ -9,11 +9,13 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
+from relay.transport.webrtc_server import WebRtcServer
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod, WorkerMethod
 from worker_proto.version import PROTOCOL_VERSION
 
 from .context import WorkerContext
+from .router import Router
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +111,6 @@ class WorkerHandler:
             raise ArgumentError("mediaCodecs must be an array")
         for index, codec in enumerate(media_codecs):
             _check_router_codec(index, codec)
-        # Imported here so the worker shell runs (and reports) even before the media path
-        # modules exist; a missing module surfaces as an error response, not a dead worker.
-        from .router import Router
-
         Router(router_id, data, self._ctx)
         if router_id not in self._ctx.handlers:  # the Router registers itself; verify it did
             raise InvalidStateError(f"router {router_id!r} did not register its handler")
@@ -120,8 +118,6 @@ class WorkerHandler:
         return None
 
     def close_webrtc_server(self, data: dict) -> None:
-        from relay.transport.webrtc_server import WebRtcServer
-
         server = self._ctx.handlers.get(data.get("webRtcServerId") if isinstance(data, dict)
                                         else None)  # type: ignore[arg-type]
         if not isinstance(server, WebRtcServer):

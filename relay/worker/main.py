@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Any
 
+from relay.transport.port_allocator import PortAllocator
 from worker_proto.methods import WORKER_HANDLER_ID, WorkerEvent
 from worker_proto.version import PROTOCOL_VERSION
 
@@ -119,11 +120,6 @@ def _create_send_ring(send_mode: str) -> Any:
 
 
 def _create_port_allocator(min_port: int, max_port: int) -> Any:
-    try:
-        from relay.transport.port_allocator import PortAllocator
-    except ImportError as exc:
-        logger.warning("no port allocator (%s): transports cannot be created", exc)
-        return None
     return PortAllocator(min_port, max_port)
 
 

@@ -11,7 +11,7 @@ those. The transport flushes the ring after its drain loop.
 Streams: each encoding with an `ssrc` is matched by it. An encoding with a `rid` and no `ssrc`
 (simulcast as mediasoup-client sends it) is bound to the first SSRC whose packets carry that
 RID in the `rtp-stream-id` header extension, and its RTX SSRC to the first RTX packet carrying
-it in `repaired-rtp-stream-id` (`relay.worker.stream_binding`, reached only for unknown SSRCs;
+it in `repaired-rtp-stream-id` (`relay.transport.rtp_listener`, reached only for unknown SSRCs;
 after that the SSRC tables match as for signalled ones). A single encoding without either (a
 plain RTP sender whose SSRC isn't signalled) takes the first SSRC seen with one of its payload
 types. A later different SSRC for an unsignalled stream replaces the old one once that has
@@ -34,29 +34,16 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.audio_level import audio_level_from_packet
-from relay.rtp.keyframe import parse_vp8_descriptor
 from relay.rtp.nack_buffer import RtpHeaderError, parse_rtx_packet
 from relay.rtp.nack_generator import TIMER_INTERVAL as NACK_TIMER_INTERVAL
 from relay.rtp.packet import (
     RTP_B1_SEQ_TS_SSRC,
     RTP_SEQ_TS_SSRC,
-    extension_bounds,
-    rewrite_extension_ids,
     rtp_payload_offset,
 )
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
+from relay.rtp.rewriter import InputStream
 from relay.rtp.rtcp import RECEIVER_RTCP_SSRC, Nack, ReportBlock, SenderReport
-from relay.rtp.rtp_parameters import (
-    check_codecs,
-    check_encodings,
-    check_header_extensions,
-    is_media_codec,
-    optional_bool,
-    require_dict,
-    require_int,
-    require_kind,
-    require_list,
-)
+from relay.worker.rtp_parameters import has_feedback, parse_producer_parameters
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -65,11 +52,13 @@ from worker_proto.errors import (
 )
 from worker_proto.methods import ConsumerEvent, ProducerEvent, ProducerMethod
 
+from .fanout import Group, build_groups, fan_out
 from .key_frame_requester import KeyFrameRequester
 from .stream_receiver import StreamReceiver
+from .temporal_layers import temporal_step
 
 if TYPE_CHECKING:
-    from relay.transport.plain_transport import PlainTransport
+    from relay.transport.base import Transport
     from relay.worker.consumer import Consumer
     from relay.worker.context import WorkerContext
 
@@ -89,97 +78,26 @@ def _extension_id(extensions: dict[int, str], uri: str) -> int:
     return next((i for i, u in extensions.items() if u == uri), 0)
 
 
-def has_feedback(codec: dict, fb_type: str, parameter: str = "") -> bool:
-    """Whether `codec` negotiated RTCP feedback `fb_type` `parameter` (e.g. "nack", "")."""
-    for fb in codec.get("rtcpFeedback") or []:
-        if isinstance(fb, dict) and fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter:
-            return True
-    return False
-
-
 class Producer:
-    def __init__(self, producer_id: str, transport: PlainTransport, data: dict, ctx: WorkerContext) -> None:
-        self.kind = require_kind(data)
-        rtp_parameters = require_dict(data.get("rtpParameters"), "rtpParameters")
-        codecs = check_codecs(rtp_parameters, "rtpParameters")
-        extensions = check_header_extensions(rtp_parameters, "rtpParameters")
-        encodings = check_encodings(rtp_parameters, "rtpParameters")
-        mapping = require_dict(data.get("rtpMapping"), "rtpMapping")
-        mapped_codecs = require_list(mapping, "codecs", name="rtpMapping.codecs")
-        mapped_encodings = require_list(mapping, "encodings", name="rtpMapping.encodings")
-        paused = optional_bool(data, "paused", False)
-
-        mapped_pt: dict[int, int] = {}
-        for i, entry in enumerate(mapped_codecs):
-            where = f"rtpMapping.codecs[{i}]"
-            require_dict(entry, where)
-            pt = require_int(entry, "payloadType", 0, 127, name=f"{where}.payloadType")
-            mapped_pt[pt] = require_int(
-                entry, "mappedPayloadType", 0, 127, name=f"{where}.mappedPayloadType"
-            )
-        for codec in codecs:
-            if codec["payloadType"] not in mapped_pt:
-                raise ArgumentError(f"rtpMapping.codecs has no entry for payloadType {codec['payloadType']}")
-        media = [c for c in codecs if is_media_codec(c)]
-        if not media:
-            raise ArgumentError("rtpParameters.codecs has no media codec")
-        for codec in media:
-            if not codec["mimeType"].lower().startswith(self.kind + "/"):
-                raise ArgumentError(f"codec {codec['mimeType']} does not match kind {self.kind!r}")
-        if len(mapped_encodings) != len(encodings):
-            raise ArgumentError("rtpMapping.encodings and rtpParameters.encodings differ in length")
-
-        ssrcs: list[int | None] = []
-        rids: list[str | None] = []
-        mapped_ssrcs: list[int] = []
-        for i, (encoding, entry) in enumerate(zip(encodings, mapped_encodings, strict=True)):
-            where = f"rtpMapping.encodings[{i}]"
-            require_dict(entry, where)
-            mapped_ssrcs.append(require_int(entry, "mappedSsrc", 0, 0xFFFFFFFF, name=f"{where}.mappedSsrc"))
-            ssrc = encoding.get("ssrc")
-            if ssrc is None and entry.get("ssrc") is not None:
-                ssrc = require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"{where}.ssrc")
-            rid = encoding.get("rid")
-            if rid is None and entry.get("rid") is not None:
-                rid = entry["rid"]
-                if not isinstance(rid, str):
-                    raise ArgumentError(f"{where}.rid must be a string")
-            if ssrc is None and not rid and len(encodings) > 1:
-                raise ArgumentError(f"rtpParameters.encodings[{i}] has neither ssrc nor rid")
-            ssrcs.append(ssrc)
-            rids.append(rid or None)
-        if len(set(mapped_ssrcs)) != len(mapped_ssrcs):
-            raise ArgumentError("rtpMapping.encodings mappedSsrc values are duplicated")
-        known = [s for s in ssrcs if s is not None]
-        if len(set(known)) != len(known):
-            raise ArgumentError("rtpParameters.encodings ssrc values are duplicated")
-        named = [r for r in rids if r is not None]
-        if len(set(named)) != len(named):
-            raise ArgumentError("rtpParameters.encodings rid values are duplicated")
-        for ssrc in known:
-            if ssrc in transport.ssrc_table:
+    def __init__(self, producer_id: str, transport: Transport, data: dict, ctx: WorkerContext) -> None:
+        params = parse_producer_parameters(data)
+        self.kind = params.kind
+        codecs, encodings, mapped_pt = params.codecs, params.encodings, params.mapped_pt
+        ssrcs, media = params.ssrcs, params.media
+        for ssrc in ssrcs:
+            if ssrc is not None and ssrc in transport.ssrc_table:
                 raise ArgumentError(f"ssrc {ssrc} is already used by a producer of this transport")
         learned = len(encodings) == 1 and ssrcs[0] is None
         if learned and transport.any_ssrc_producer is not None:
             raise UnsupportedError("this transport already has a producer without a signalled ssrc")
-
-        # RTX (RFC 4588): the sender's RTX SSRC per encoding and RTX PT -> original PT.
-        self.rtx_apt: dict[int, int] = {}
-        for codec in codecs:
-            if codec["mimeType"].lower().endswith("/rtx"):
-                apt = (codec.get("parameters") or {}).get("apt")
-                if isinstance(apt, int) and apt in mapped_pt:
-                    self.rtx_apt[codec["payloadType"]] = apt
-        rtx_ssrcs: list[int | None] = []
-        for i, encoding in enumerate(encodings):
-            rtx = encoding.get("rtx")
-            rtx_ssrc = None
-            if isinstance(rtx, dict):
-                rtx_ssrc = require_int(rtx, "ssrc", 0, 0xFFFFFFFF, name=f"rtpParameters.encodings[{i}].rtx.ssrc")
-                if rtx_ssrc in transport.ssrc_table or rtx_ssrc in transport.rtx_ssrc_table:
-                    raise ArgumentError(f"rtx ssrc {rtx_ssrc} is already used on this transport")
-            rtx_ssrcs.append(rtx_ssrc)
-        self.rtx_ssrcs = rtx_ssrcs
+        for rtx_ssrc in params.rtx_ssrcs:
+            if rtx_ssrc is not None and (rtx_ssrc in transport.ssrc_table
+                                         or rtx_ssrc in transport.rtx_ssrc_table):
+                raise ArgumentError(f"rtx ssrc {rtx_ssrc} is already used on this transport")
+        self.rtx_apt = params.rtx_apt
+        self.rtx_ssrcs = params.rtx_ssrcs
+        rtp_parameters, extensions, rids = params.rtp_parameters, params.extensions, params.rids
+        mapped_ssrcs, paused = params.mapped_ssrcs, params.paused
 
         self.id = producer_id
         self.transport = transport
@@ -195,7 +113,7 @@ class Producer:
         self._known_pt = bytes(1 if pt in mapped_pt else 0 for pt in range(128))
         self.streams = [InputStream(ssrc or 0) for ssrc in ssrcs]
         # Per stream: its SSRC was signalled (else it is bound from packets, by RID or as the
-        # single unsignalled encoding; see relay.worker.stream_binding).
+        # single unsignalled encoding; see relay.transport.rtp_listener).
         self.signalled = [ssrc is not None for ssrc in ssrcs]
         self.rids = rids
         self.mid: str | None = rtp_parameters.get("mid") if isinstance(rtp_parameters.get("mid"), str) else None
@@ -204,10 +122,7 @@ class Producer:
         self.rrid_ext_id = _extension_id(extensions, RRID_URI)
         self._learned = learned  # single encoding, SSRC taken from packets
         self.consumers: list[Consumer] = []
-        # Per stream: tuple of (extension table, tuple of active consumers).
-        # Per stream: tuple of (extension table, tuple of active consumers, highest VP8 TID
-        # they take: 255 = all).
-        self._fanout: list[tuple[tuple[bytes, tuple[Any, ...], int], ...]] = [() for _ in ssrcs]
+        self._fanout: list[tuple[Group, ...]] = [() for _ in ssrcs]  # per stream
         # Per stream: parse the VP8 TID of each packet (some consumer filters temporal layers)
         self._tid_parse = [False for _ in ssrcs]
         self._is_vp8 = self.kind == "video" and media[0]["mimeType"].lower() == "video/vp8"
@@ -244,7 +159,7 @@ class Producer:
                 transport.ssrc_table[ssrc] = (self, index)
         if self._learned:
             transport.any_ssrc_producer = self
-        for index, rtx_ssrc in enumerate(rtx_ssrcs):
+        for index, rtx_ssrc in enumerate(self.rtx_ssrcs):
             if rtx_ssrc is not None:
                 transport.rtx_ssrc_table[rtx_ssrc] = (self, index)
         ctx.handlers[producer_id] = self
@@ -309,19 +224,12 @@ class Producer:
         self.rebuild_fanout()
 
     def rebuild_fanout(self) -> None:
-        """Regroup the active consumers of each stream by extension table and temporal layer
-        (control path). A consumer waiting for a key frame (`key_frame_pending`) is left out
-        until one comes."""
-        fanout = []
+        """Regroup the active consumers of each stream (`relay.worker.fanout.build_groups`)
+        and decide per stream whether VP8 TIDs must be parsed and packets stored for NACK
+        (control path). A consumer waiting for a key frame is left out until one comes."""
+        self._fanout = [() if self.paused else build_groups(self.consumers, index)
+                        for index in range(len(self.streams))]
         for index in range(len(self.streams)):
-            groups: dict[tuple[bytes, int], list[Consumer]] = {}
-            if not self.paused:
-                for consumer in self.consumers:
-                    if consumer.stream_index == index and consumer.active and not consumer.key_frame_pending:
-                        key = (consumer.extension_table, consumer.max_tid)
-                        groups.setdefault(key, []).append(consumer)
-            fanout.append(tuple((table, tuple(members), max_tid)
-                                for (table, max_tid), members in groups.items()))
             self._tid_parse[index] = self._is_vp8 and any(
                 c.max_tid < 3 or c.pending_max_tid is not None
                 for c in self.consumers if c.stream_index == index
@@ -329,7 +237,6 @@ class Producer:
             self.receivers[index].enable_store(
                 any(c.nack_enabled for c in self.consumers if c.stream_index == index)
             )
-        self._fanout = fanout
 
     def request_key_frame(self) -> None:
         """A key frame from the sender (coalesced: one request in flight, see
@@ -519,8 +426,7 @@ class Producer:
         `rtx`: it was recovered from an RTX packet (kept out of the jitter estimate)."""
         self.packets_received += 1
         self.bytes_received += n
-        b1 = buf[1]
-        if not self._known_pt[b1 & 0x7F]:
+        if not self._known_pt[buf[1] & 0x7F]:
             self.dropped["unknownPayloadType"] += 1
             return 0
         older = self.streams[index].update(seq, ts, now)
@@ -537,105 +443,15 @@ class Producer:
             if self.paused:
                 self.dropped["paused"] += 1
             return 0
-        scratch = self._scratch
-        out = self._scratch_view[:n]
-        pack_header = _pack_header
-        sends = 0
-        marker = b1 & 0x80
-        pt_in = b1 & 0x7F
-        has_extension = buf[0] & 0x10
-        packet = buf[:n]
-        payload_size = n - rtp_payload_offset(buf, n)  # for the consumers' SR octet counts
-        for table, consumers, max_tid in groups:
-            if tid > max_tid:
-                self._drop_temporal(consumers, seq, older)
-                continue
-            out[:] = packet
-            if has_extension:
-                profile, start, end = extension_bounds(scratch, n)
-                if not rewrite_extension_ids(scratch, start, end, profile, table):
-                    self.dropped["malformedExtensions"] += 1
-                    return sends
-            for consumer in consumers:
-                # RtpRewriter.rewrite(), inlined: a method call per consumer costs ~0.1 µs.
-                rw = consumer.rewriter
-                if rw.sync_required:
-                    rw.sync(ssrc, seq, ts, now)
-                elif older and (
-                    (seq - rw.sync_seq) & 0xFFFF >= 0x8000
-                    # a temporal-layer drop after it moved the offset: its number is taken
-                    or (consumer.temporal_drop_seq >= 0
-                        and (seq - consumer.temporal_drop_seq) & 0xFFFF >= 0x8000)
-                ):
-                    consumer.dropped += 1
-                    continue
-                pt = rw.payload_types[pt_in]
-                if pt == NO_PAYLOAD_TYPE:
-                    consumer.dropped += 1
-                    continue
-                pack_header(
-                    scratch,
-                    1,
-                    marker | pt,
-                    (seq + rw.seq_offset) & 0xFFFF,
-                    (ts + rw.ts_offset) & 0xFFFFFFFF,
-                    rw.ssrc,
-                )
-                srtp = consumer.srtp
-                if srtp is None:
-                    data = out
-                else:
-                    data = srtp.protect_rtp(out, n)
-                    if data is None:
-                        consumer.dropped += 1
-                        continue
-                # consumer.send: the ring's send, or a copy send for an ICE-TCP remote.
-                if consumer.send(consumer.fd, data, consumer.addr):
-                    consumer.packets_sent += 1
-                    consumer.bytes_sent += n
-                    consumer.payload_bytes += payload_size
-                    sends += 1
-                else:
-                    consumer.ring_drops += 1
-        return sends
-
-    # -- VP8 temporal layers --------------------------------------------------------------------
+        return fan_out(groups, buf[:n], n, ssrc, seq, ts, older, tid,
+                       n - rtp_payload_offset(buf, n), now, self._scratch, self._scratch_view,
+                       self.dropped)
 
     def _temporal_step(self, buf: memoryview, n: int, index: int) -> int:
-        """The packet's VP8 TID (0 without one). At the start of a TL0 frame, pending temporal
-        targets of this stream's consumers take effect (every layer decodes from a TL0). A
-        switch up also happens earlier, at the start of a frame whose TID is above the
-        consumer's and not above its target and whose Y (layer sync) bit is set: such a frame
-        depends only on TL0 (RFC 7741 4.2); the consumer then goes up to that TID."""
-        offset = rtp_payload_offset(buf, n)
-        descriptor = parse_vp8_descriptor(buf[offset:n]) if offset > 0 else None
-        if descriptor is None:
-            return 0
-        tid = descriptor.tid or 0
-        if descriptor.start_of_partition and descriptor.partition_index == 0 \
-                and (tid == 0 or descriptor.layer_sync):
-            changed = False
-            for consumer in self.consumers:
-                pending = consumer.pending_max_tid
-                if consumer.stream_index != index or pending is None:
-                    continue
-                if tid == 0:
-                    consumer.apply_temporal_layer()
-                    changed = True
-                elif consumer.max_tid < tid <= pending:
-                    consumer.apply_temporal_layer(tid)
-                    changed = True
-            if changed:
-                self.rebuild_fanout()
+        tid, changed = temporal_step(self.consumers, buf, n, index)
+        if changed:
+            self.rebuild_fanout()
         return tid
-
-    def _drop_temporal(self, consumers: tuple[Any, ...], seq: int, older: bool) -> None:
-        """Consumers don't take this packet (its TID is above theirs): the next packet they
-        send takes its sequence number, so receivers see no gap."""
-        if older:
-            return  # its number was already given to a later packet (or never was)
-        for consumer in consumers:
-            consumer.on_temporal_drop(seq)
 
     def receive_rtx(self, buf: memoryview, n: int, index: int, now: float) -> int:
         """An RTX packet (RFC 4588) from the sender: unwrap it into the original stream and

@@ -39,13 +39,10 @@ def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | 
     store = receiver.store
     if store is None:
         return None
-    if consumer.temporal_epochs:  # temporal-layer drops moved the offset: map through them
-        mapped = consumer.input_seq(out_seq)
-        if mapped is None:
-            return None
-        in_seq = mapped
-    else:
-        in_seq = (out_seq - rw.seq_offset) & 0xFFFF
+    mapped = rw.input_seq(out_seq)  # across temporal-layer skips, which moved the offset
+    if mapped is None:
+        return None
+    in_seq = mapped
     if (in_seq - rw.sync_seq) & 0xFFFF >= 0x8000:
         return None  # before the last restart
     stored = store.get(in_seq, now)

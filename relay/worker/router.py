@@ -1,18 +1,27 @@
 """Worker-side Router: owns transports, knows every producer of its transports (consumers
-may take any of them), and answers router.* requests. Closing it closes its transports."""
+may take any of them), and answers router.* requests. It makes producers and consumers for
+its transports (`produce` / `consume`), so the transport package never imports them.
+Closing it closes its transports."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from relay.rtp.rtp_parameters import require_dict, require_str
-from relay.transport.plain_transport import PlainTransport
+from relay.transport.base import Transport
+from relay.transport.plain import PlainTransport
+from relay.transport.webrtc import WebRtcTransport
+from relay.transport.webrtc_server import WebRtcServer
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod
+from worker_proto.validation import require_dict, require_str
+
+from .consumer import Consumer
+from .producer import Producer
+from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver
+from .simulcast_consumer import SimulcastConsumer
 
 if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
-    from relay.worker.producer import Producer
 
 
 class Router:
@@ -27,7 +36,7 @@ class Router:
         self.media_codecs = media_codecs
         self._ctx = ctx
         self.closed = False
-        self.transports: dict[str, PlainTransport] = {}
+        self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.observers: dict[str, Any] = {}  # rtpObserverId -> audio observer
         ctx.handlers[router_id] = self
@@ -57,9 +66,6 @@ class Router:
         return transport.description()
 
     def create_webrtc_transport(self, data: dict) -> dict:
-        from relay.transport.webrtc_server import WebRtcServer
-        from relay.transport.webrtc_transport import WebRtcTransport
-
         transport_id = require_str(data, "transportId")
         if transport_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {transport_id!r} already exists")
@@ -70,12 +76,10 @@ class Router:
             if not isinstance(server, WebRtcServer):
                 raise ArgumentError(f"no WebRtcServer with id {server_id!r}")
         transport = WebRtcTransport(transport_id, self, data, self._ctx, server)
-        self.transports[transport_id] = transport  # type: ignore[assignment]
+        self.transports[transport_id] = transport
         return transport.description()
 
     def create_rtp_observer(self, method: str, data: dict) -> None:
-        from relay.worker.audio_observers import ActiveSpeakerObserver, AudioLevelObserver
-
         observer_id = require_str(data, "rtpObserverId")
         if observer_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {observer_id!r} already exists")
@@ -91,13 +95,31 @@ class Router:
 
     # -- children -----------------------------------------------------------------------------
 
-    def add_producer(self, producer: Producer) -> None:
-        self.producers[producer.id] = producer
+    def produce(self, transport: Transport, data: dict) -> Producer:
+        """transport.produce: a producer on `transport`, known to every transport's consumers."""
+        producer_id = require_str(data, "producerId")
+        if producer_id in self._ctx.handlers:
+            raise ArgumentError(f"an object with id {producer_id!r} already exists")
+        producer = Producer(producer_id, transport, data, self._ctx)
+        self.producers[producer_id] = producer
+        return producer
+
+    def consume(self, transport: Transport, data: dict) -> Consumer:
+        """transport.consume: a consumer on `transport` of any producer of this router."""
+        consumer_id = require_str(data, "consumerId")
+        if consumer_id in self._ctx.handlers:
+            raise ArgumentError(f"an object with id {consumer_id!r} already exists")
+        producer_id = require_str(data, "producerId")
+        producer = self.producers.get(producer_id)
+        if producer is None:
+            raise ArgumentError(f"no producer with id {producer_id!r} in this router")
+        consumer_class = SimulcastConsumer if data.get("type") == "simulcast" else Consumer
+        return consumer_class(consumer_id, transport, producer, data, self._ctx)
 
     def remove_producer(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
 
-    def remove_transport(self, transport: PlainTransport) -> None:
+    def remove_transport(self, transport: Transport) -> None:
         self.transports.pop(transport.id, None)
 
     def dump(self) -> dict:

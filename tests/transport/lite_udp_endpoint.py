@@ -15,7 +15,6 @@ import asyncio
 import time
 from typing import Any
 
-from relay.transport.demux import PacketKind, classify
 from relay.transport.dtls import DtlsCertificate, DtlsTransport
 from relay.transport.ice_lite import IceLiteAgent, IceTuple
 
@@ -85,18 +84,18 @@ class LiteUdpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         tuple_: IceTuple = (addr[0], addr[1], "udp")
-        kind = classify(data)
-        if kind is PacketKind.STUN:
+        first = data[0] if data else 255  # RFC 7983 demux by first byte
+        if first < 4:  # STUN
             response = self.ice.handle_stun(data, tuple_)
             if response is not None and self.transport is not None:
                 self.transport.sendto(response, addr)
             self._arm_consent_timer()
         elif not self.ice.is_validated(tuple_):
             self.dropped_unvalidated += 1
-        elif kind is PacketKind.DTLS:
+        elif 20 <= first < 64:  # DTLS
             self.dtls.feed(data)
             self._arm_dtls_timer()
-        elif kind is PacketKind.RTP:
+        elif 128 <= first < 192:  # RTP / RTCP
             self.media.append(data)
             self.media_event.set()
         else:

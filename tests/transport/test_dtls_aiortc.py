@@ -46,7 +46,7 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
 from lite_udp_endpoint import LiteUdpEndpoint
 
-from relay.transport.demux import is_rtcp
+from relay.rtp.packet import is_rtcp
 from relay.transport.dtls import DtlsCertificate
 from relay.transport.ice_lite import host_candidate
 
@@ -136,7 +136,7 @@ def test_aiortc_handshake_and_srtp_both_ways(certificate, aiortc_role: str, suit
             inbound = pylibsrtp.Session(pylibsrtp.Policy(
                 key=endpoint.dtls.remote_srtp_key,
                 ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
-            first = next(p for p in endpoint.media if not is_rtcp(p))
+            first = next(p for p in endpoint.media if not is_rtcp(p[1]))
             packet = RtpPacket.parse(inbound.unprotect(first))
             assert packet.ssrc == sender._ssrc and packet.payload_type == 0
             assert len(packet.payload) == 160

@@ -7,7 +7,7 @@ flood can't starve the loop or overfill the send ring), hands every valid RTP pa
 producer (which fans it out into the send ring) and ends with ONE `ring.flush()`.
 Per packet: RTP/RTCP demux (RFC 5761) → source check → SRTP unprotect in place → header
 validation → producer by SSRC (an unknown SSRC is bound by MID/RID header extensions or to
-the producer without a signalled SSRC: `relay.worker.stream_binding`). Anything else is
+the producer without a signalled SSRC: `relay.transport.rtp_listener`). Anything else is
 dropped and counted by reason.
 
 Like mediasoup, packets are only taken from the remote tuple once it is known (connect() or,
@@ -19,27 +19,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import (
-    RTP_SEQ_TS_SSRC,
-    build_pli,
     is_rtcp,
     iter_rtcp,
-    rtp_payload_offset,
 )
-from relay.rtp.rtcp import RECEIVER_RTCP_SSRC
-from relay.rtp.rtp_parameters import (
-    optional_bool,
-    optional_int,
-    require_dict,
-    require_str,
+from relay.transport.base import (
+    MAX_PACKETS_PER_DRAIN,
+    MAX_SENDS_PER_DRAIN,
+    RECV_BUFFER_SIZE,
+    Transport,
 )
 from relay.transport.srtp_session import (
     CRYPTO_SUITES,
     DEFAULT_CRYPTO_SUITE,
-    MAX_TRAILER,
     SrtpError,
     SrtpSession,
     buffer_pointer,
@@ -47,35 +41,25 @@ from relay.transport.srtp_session import (
     encode_key,
     generate_key,
 )
-from relay.worker.rtcp_reporter import RtcpReporter, handle_rtcp
-from relay.worker.stream_binding import route_unknown_ssrc
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
-    UnknownMethodError,
     UnsupportedError,
 )
-from worker_proto.methods import TransportEvent, TransportMethod
+from worker_proto.methods import TransportEvent
+from worker_proto.validation import optional_bool, optional_int, require_dict, require_str
 
 if TYPE_CHECKING:
-    from relay.worker.consumer import Consumer
     from relay.worker.context import WorkerContext
-    from relay.worker.producer import Producer
     from relay.worker.router import Router
 
 logger = logging.getLogger(__name__)
 
-RECV_BUFFER_SIZE = 2048  # > any UDP payload we accept on a 1500-byte MTU path, + SRTP room
-MAX_PACKETS_PER_DRAIN = 256
-# Sends queued in the ring by one drain before it flushes and yields (the ring has 4096 slots
-# by default; half leaves room for other transports' batches and completions in flight).
-MAX_SENDS_PER_DRAIN = 2048
 
-_unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
-
-
-class PlainTransport:
+class PlainTransport(Transport):
     """One plain RTP transport of a router (handler id = its transportId)."""
+
+    kind_name = "plain transport"
 
     def __init__(self, transport_id: str, router: Router, data: dict, ctx: WorkerContext) -> None:
         listen = data.get("listenIp")
@@ -99,10 +83,7 @@ class PlainTransport:
                 f"unsupported srtpCryptoSuite {suite!r} (supported: {', '.join(CRYPTO_SUITES)})"
             )
 
-        self.id = transport_id
-        self.router = router
-        self._ctx = ctx
-        self.closed = False
+        super().__init__(transport_id, router, ctx)
         self.local_ip = listen_ip
         self.announced_ip = announced_ip
         self.remote: tuple[str, int] | None = None
@@ -113,34 +94,16 @@ class PlainTransport:
         self._rtcp_remote_match: tuple | None = None
         self._ipv6 = ":" in listen_ip
         self.connected = False  # connect() called (comedia: the remote comes from packets)
-        self.producers: dict[str, Producer] = {}
-        self.consumers: dict[str, Consumer] = {}
-        # SSRC → (producer, encoding index) for inbound RTP; consumer SSRC → consumer for RTCP.
-        self.ssrc_table: dict[int, tuple[Producer, int]] = {}
-        self.any_ssrc_producer: Producer | None = None  # a producer whose SSRC is learned
-        self.consumers_by_ssrc: dict[int, Consumer] = {}
-        # A producer's RTX SSRC → (producer, encoding index): RTX is unwrapped (cold path).
-        self.rtx_ssrc_table: dict[int, tuple[Producer, int]] = {}
-        self.rtt: float | None = None  # seconds, from RR blocks about our consumers' SRs
-        self.nacks_received = 0
-        self.dropped: Counter[str] = Counter()
-        self.rtp_packets_received = 0
-        self.rtp_bytes_received = 0
-        self.rtcp_packets_received = 0
-        self.rtcp_packets_sent = 0
-        self.keyframe_requests_received = 0
 
         self.srtp_suite: str | None = suite if enable_srtp else None
         self.srtp_local_key: bytes | None = generate_key(suite) if enable_srtp else None
         self.srtp_send: SrtpSession | None = (
             SrtpSession(suite, self.srtp_local_key, outbound=True) if enable_srtp else None
         )
-        self.srtp_recv: SrtpSession | None = None
 
         self._rbuf = bytearray(RECV_BUFFER_SIZE)
         self._rview = memoryview(self._rbuf)
         self._rptr = buffer_pointer(self._rbuf)
-        self._max_rtp_size = getattr(ctx.ring, "slot_size", 1500) - MAX_TRAILER
 
         if ctx.ports is None:
             raise UnsupportedError("this worker has no UDP port allocator")
@@ -159,29 +122,9 @@ class PlainTransport:
         except BaseException:
             self._close_sockets()
             raise
-        self.rtcp_reporter = RtcpReporter(self, ctx.loop)
-        self.rtcp_reporter.start()
-        ctx.handlers[transport_id] = self
+        self._start()
 
     # -- requests ---------------------------------------------------------------------------
-
-    def handle_request(self, method: str, data: dict) -> dict | None:
-        if self.closed:
-            raise InvalidStateError(f"transport {self.id} is closed")
-        if method == TransportMethod.CLOSE:
-            self.close()
-            return None
-        if method == TransportMethod.DUMP:
-            return self.dump()
-        if method == TransportMethod.GET_STATS:
-            return self.get_stats()
-        if method == TransportMethod.CONNECT:
-            return self.connect(require_dict(data, "data"))
-        if method == TransportMethod.PRODUCE:
-            return self.produce(require_dict(data, "data"))
-        if method == TransportMethod.CONSUME:
-            return self.consume(require_dict(data, "data"))
-        raise UnknownMethodError(f"a plain transport does not handle {method!r}")
 
     def connect(self, data: dict) -> dict:
         if self.connected:
@@ -234,52 +177,6 @@ class PlainTransport:
         response["rtcpTuple"] = self.rtcp_tuple()
         return response
 
-    def produce(self, data: dict) -> dict:
-        from relay.worker.producer import Producer
-
-        producer_id = require_str(data, "producerId")
-        if producer_id in self._ctx.handlers:
-            raise ArgumentError(f"an object with id {producer_id!r} already exists")
-        producer = Producer(producer_id, self, data, self._ctx)
-        self.producers[producer_id] = producer
-        self.router.add_producer(producer)
-        return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
-
-    def consume(self, data: dict) -> dict:
-        from relay.worker.consumer import Consumer
-
-        consumer_id = require_str(data, "consumerId")
-        if consumer_id in self._ctx.handlers:
-            raise ArgumentError(f"an object with id {consumer_id!r} already exists")
-        producer_id = require_str(data, "producerId")
-        producer = self.router.producers.get(producer_id)
-        if producer is None:
-            raise ArgumentError(f"no producer with id {producer_id!r} in this router")
-        consumer = Consumer(consumer_id, self, producer, data, self._ctx)
-        return {"paused": consumer.paused, "producerPaused": consumer.producer_paused}
-
-    # -- registration of children (called by Producer / Consumer) ---------------------------
-
-    def register_consumer(self, consumer: Consumer) -> None:
-        if consumer.ssrc in self.consumers_by_ssrc:
-            raise ArgumentError(f"ssrc {consumer.ssrc} is already used by a consumer of this transport")
-        self.consumers[consumer.id] = consumer
-        self.consumers_by_ssrc[consumer.ssrc] = consumer
-
-    def unregister_consumer(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.id, None)
-        if self.consumers_by_ssrc.get(consumer.ssrc) is consumer:
-            del self.consumers_by_ssrc[consumer.ssrc]
-
-    def unregister_producer(self, producer: Producer) -> None:
-        self.producers.pop(producer.id, None)
-        for ssrc in [s for s, (p, _) in self.ssrc_table.items() if p is producer]:
-            del self.ssrc_table[ssrc]
-        for ssrc in [s for s, (p, _) in self.rtx_ssrc_table.items() if p is producer]:
-            del self.rtx_ssrc_table[ssrc]
-        if self.any_ssrc_producer is producer:
-            self.any_ssrc_producer = None
-
     def route(self) -> tuple[int, tuple[str, int] | None, SrtpSession | None]:
         """Where a consumer of this transport sends: (fd, remote or None, SRTP session)."""
         return self.fd, self.remote, self.srtp_send
@@ -306,10 +203,6 @@ class PlainTransport:
             (addr[0], addr[1], 0, 0) if self._ipv6 and len(addr) == 2 else tuple(addr)
         )
 
-    def _update_routes(self) -> None:
-        for consumer in list(self.consumers.values()):
-            consumer.update_route()
-
     # -- inbound (hot) ------------------------------------------------------------------------
 
     def _on_rtp_readable(self) -> None:
@@ -317,7 +210,7 @@ class PlainTransport:
         buf = self._rbuf
         ring = self._ctx.ring
         now = time.monotonic()
-        max_size = self._max_rtp_size
+        view = self._rview
         sends = 0
         try:
             for _ in range(MAX_PACKETS_PER_DRAIN):
@@ -347,36 +240,11 @@ class PlainTransport:
                 elif self.srtp_send is not None:  # SRTP on, but no remote key yet
                     self.dropped["srtpNotReady"] += 1
                     continue
-                if n > max_size:  # would not fit a send-ring slot once re-protected
-                    self.dropped["tooLarge"] += 1
-                    continue
-                if rtp_payload_offset(buf, n) < 0:
-                    self.dropped["malformed"] += 1
+                if not self._rtp_fits(buf, n):
                     continue
                 if learn:
                     self._learn_remote(addr)
-                self.rtp_packets_received += 1
-                self.rtp_bytes_received += n
-                seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
-                entry = self.ssrc_table.get(ssrc)
-                if entry is None:
-                    rtx = self.rtx_ssrc_table.get(ssrc)
-                    if rtx is not None:  # a retransmission from the sender (RFC 4588)
-                        sends += rtx[0].receive_rtx(self._rview, n, rtx[1], now)
-                        continue
-                    bound = route_unknown_ssrc(self, buf, n, ssrc)
-                    if bound is None:
-                        continue
-                    producer, index, is_rtx = bound
-                    if is_rtx:
-                        sends += producer.receive_rtx(self._rview, n, index, now)
-                        continue
-                else:
-                    producer, index = entry
-                try:
-                    sends += producer.receive(self._rview, n, index, ssrc, seq, ts, now)
-                except (ValueError, RuntimeError) as exc:  # the ring refused a send: count it
-                    self.dropped[f"send {type(exc).__name__}"] += 1
+                sends += self._route_rtp(buf, view, n, now)
                 if sends >= MAX_SENDS_PER_DRAIN:
                     break
         except BlockingIOError:
@@ -447,17 +315,13 @@ class PlainTransport:
                     self.dropped["rtcpMalformed"] += 1
                     return
                 self._learn_remote(addr)
-            self.rtcp_packets_received += 1
-            handle_rtcp(self, self._rview[:n], time.monotonic())
         except Exception:  # a bug here must not take the packet path down
             logger.exception("RTCP handling failed on transport %s", self.id)
             self.dropped["rtcpError"] += 1
+            return
+        self._handle_rtcp(self._rview[:n])
 
     # -- outbound RTCP (control path) ---------------------------------------------------------
-
-    def send_pli(self, media_ssrc: int) -> bool:
-        """Ask the remote sender of `media_ssrc` for a key frame (RTCP PSFB PLI)."""
-        return self.send_rtcp(build_pli(RECEIVER_RTCP_SSRC, media_ssrc))
 
     def send_rtcp(self, packet: bytes) -> bool:
         if self.closed or self.rtcp_remote is None:
@@ -522,61 +386,27 @@ class PlainTransport:
 
     def dump(self) -> dict:
         return {
-            **self.description(),
+            **super().dump(),
             "rtcpMux": self.rtcp_mux,
             "comedia": self.comedia,
             "connected": self.connected,
-            "producerIds": list(self.producers),
-            "consumerIds": list(self.consumers),
-            "mapSsrcProducerId": {str(s): p.id for s, (p, _) in self.ssrc_table.items()},
-            "mapConsumerSsrcConsumerId": {str(s): c.id for s, c in self.consumers_by_ssrc.items()},
         }
 
     def get_stats(self) -> list[dict]:
-        rtp_sent = sum(c.packets_sent for c in self.consumers.values())
-        bytes_sent = sum(c.bytes_sent for c in self.consumers.values())
-        stats: dict[str, Any] = {
+        stats = {
             "type": "plain-rtp-transport",
-            "transportId": self.id,
-            "timestamp": int(time.time() * 1000),
+            **self._common_stats(),
             "tuple": self.tuple(),
             "rtcpTuple": self.rtcp_tuple(),
             "rtcpMux": self.rtcp_mux,
             "comedia": self.comedia,
-            "rtpPacketsReceived": self.rtp_packets_received,
-            "bytesReceived": self.rtp_bytes_received,
-            "rtpPacketsSent": rtp_sent,
-            "bytesSent": bytes_sent,
-            "rtcpPacketsReceived": self.rtcp_packets_received,
-            "rtcpPacketsSent": self.rtcp_packets_sent,
-            "keyFrameRequestsReceived": self.keyframe_requests_received,
-            "nackPacketsReceived": self.nacks_received,
-            "rtcpReportsSent": self.rtcp_reporter.reports_sent,
-            "roundTripTime": self.rtt,
-            "dropped": dict(self.dropped),
         }
-        if self.srtp_send is not None:
-            stats["srtpSend"] = self.srtp_send.stats()
-        if self.srtp_recv is not None:
-            stats["srtpRecv"] = self.srtp_recv.stats()
-        return [stats]
+        return self._srtp_stats(stats)
 
     # -- closing ------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close consumers first (silently: the controller closes its proxies with the
-        transport), then producers (their consumers elsewhere get "producerclose")."""
-        if self.closed:
-            return
-        self.closed = True
-        self.rtcp_reporter.close()
-        for consumer in list(self.consumers.values()):
-            consumer.close(notify=None)
-        for producer in list(self.producers.values()):
-            producer.close()
+    def _close_io(self) -> None:
         self._close_sockets()
-        self._ctx.handlers.pop(self.id, None)
-        self.router.remove_transport(self)
 
     def _close_sockets(self) -> None:
         loop = self._ctx.loop

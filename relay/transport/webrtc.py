@@ -13,7 +13,7 @@ demux by first byte):
               exported then); SRTP unprotected in place; RTP routed to its producer by SSRC,
               and an unknown SSRC is bound by the `mid` header extension, then `rid` (or
               `repaired-rtp-stream-id` for RTX), then the single producer without a
-              signalled SSRC (as mediasoup-client sends them; `relay.worker.stream_binding`).
+              signalled SSRC (as mediasoup-client sends them; `relay.transport.rtp_listener`).
 Everything else is dropped and counted in `dropped` (getStats).
 
 Outbound media: consumers read `route()` = (fd, remote address, SRTP session) and
@@ -28,45 +28,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import (
-    RTP_SEQ_TS_SSRC,
-    build_pli,
     iter_rtcp,
-    rtp_payload_offset,
 )
-from relay.rtp.rtcp import RECEIVER_RTCP_SSRC
-from relay.rtp.rtp_parameters import optional_bool, optional_int, require_dict, require_str
+from relay.transport.base import Transport
 from relay.transport.dtls import DtlsTransport, worker_certificate
 from relay.transport.ice_lite import IceLiteAgent, IceTuple, host_candidate
-from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
+from relay.transport.srtp_session import SrtpSession, buffer_pointer
 from relay.transport.webrtc_sockets import (
     TcpConnection,
     TcpListener,
     UdpSocket,
     open_udp,
 )
-from relay.worker.rtcp_reporter import RtcpReporter, handle_rtcp
-from relay.worker.stream_binding import route_unknown_ssrc
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
-    UnknownMethodError,
 )
 from worker_proto.methods import TransportEvent, TransportMethod
+from worker_proto.validation import optional_bool, optional_int, require_dict, require_str
 
 if TYPE_CHECKING:
     from relay.transport.webrtc_server import WebRtcServer
-    from relay.worker.consumer import Consumer
     from relay.worker.context import WorkerContext
-    from relay.worker.producer import Producer
     from relay.worker.router import Router
 
 logger = logging.getLogger(__name__)
 
-_unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
 
 
 def parse_listen_infos(data: dict, enable_udp: bool, enable_tcp: bool) -> list[dict]:
@@ -100,8 +90,10 @@ def local_preference(index: int, protocol: str, prefer_udp: bool, prefer_tcp: bo
     return max(0, (60000 if preferred else 50000) - index * 100)
 
 
-class WebRtcTransport:
+class WebRtcTransport(Transport):
     """One WebRTC transport of a router (handler id = its transportId)."""
+
+    kind_name = "WebRTC transport"
 
     def __init__(self, transport_id: str, router: Router, data: dict, ctx: WorkerContext,
                  server: WebRtcServer | None = None) -> None:
@@ -111,34 +103,14 @@ class WebRtcTransport:
         prefer_tcp = optional_bool(data, "preferTcp", False)
         if not enable_udp and not enable_tcp:
             raise ArgumentError("enableUdp and enableTcp are both false")
-        self.id = transport_id
-        self.router = router
-        self._ctx = ctx
-        self.closed = False
+        super().__init__(transport_id, router, ctx)
         self.server = server
-        self.producers: dict[str, Producer] = {}
-        self.consumers: dict[str, Consumer] = {}
-        self.ssrc_table: dict[int, tuple[Producer, int]] = {}
-        self.rtx_ssrc_table: dict[int, tuple[Producer, int]] = {}  # filled by producers (RTX)
-        self.any_ssrc_producer: Producer | None = None
-        self.consumers_by_ssrc: dict[int, Consumer] = {}
-        self.dropped: Counter[str] = Counter()
-        self.rtp_packets_received = 0
-        self.rtp_bytes_received = 0
-        self.rtcp_packets_received = 0
-        self.rtcp_packets_sent = 0
-        self.keyframe_requests_received = 0
-        self.rtt: float | None = None  # seconds, from RR blocks (relay.worker.rtcp_reporter)
-        self.nacks_received = 0
-        self._max_rtp_size = getattr(ctx.ring, "slot_size", 1500) - MAX_TRAILER
 
         self.ice = IceLiteAgent(on_state_change=self._on_ice_state,
                                 on_selected_tuple_change=self._on_selected_tuple)
         self.dtls = DtlsTransport(worker_certificate(), self._send_dtls,
                                   on_state_change=self._on_dtls_state)
         self._dtls_remote_set = False
-        self.srtp_send: SrtpSession | None = None
-        self.srtp_recv: SrtpSession | None = None
         # IceTuple -> (UdpSocket, addr) or (TcpConnection, None): where that tuple is reached.
         self._paths: dict[IceTuple, tuple[Any, Any]] = {}
         # Validated tuples as the packet path sees them: UDP addr (recvfrom form) or the
@@ -181,9 +153,7 @@ class WebRtcTransport:
         except BaseException:
             self._close_sockets()
             raise
-        self.rtcp_reporter = RtcpReporter(self, ctx.loop)
-        self.rtcp_reporter.start()
-        ctx.handlers[transport_id] = self
+        self._start()
 
     @property
     def rtcp_remote(self) -> tuple | None:
@@ -194,25 +164,10 @@ class WebRtcTransport:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def handle_request(self, method: str, data: dict) -> dict | list | None:
-        if self.closed:
-            raise InvalidStateError(f"transport {self.id} is closed")
-        if method == TransportMethod.CLOSE:
-            self.close()
-            return None
-        if method == TransportMethod.DUMP:
-            return self.dump()
-        if method == TransportMethod.GET_STATS:
-            return self.get_stats()
-        if method == TransportMethod.CONNECT:
-            return self.connect(require_dict(data, "data"))
+    def handle_other_request(self, method: str, data: dict) -> dict | list | None:
         if method == TransportMethod.RESTART_ICE:
             return self.restart_ice()
-        if method == TransportMethod.PRODUCE:
-            return self.produce(require_dict(data, "data"))
-        if method == TransportMethod.CONSUME:
-            return self.consume(require_dict(data, "data"))
-        raise UnknownMethodError(f"a WebRTC transport does not handle {method!r}")
+        return super().handle_other_request(method, data)
 
     def connect(self, data: dict) -> dict:
         if self._dtls_remote_set:
@@ -232,52 +187,6 @@ class WebRtcTransport:
         if self.server is not None:
             self.server.add_username_fragment(self, params["usernameFragment"], old)
         return {"iceParameters": params}
-
-    def produce(self, data: dict) -> dict:
-        from relay.worker.producer import Producer
-
-        producer_id = require_str(data, "producerId")
-        if producer_id in self._ctx.handlers:
-            raise ArgumentError(f"an object with id {producer_id!r} already exists")
-        producer = Producer(producer_id, self, data, self._ctx)  # type: ignore[arg-type]
-        self.producers[producer_id] = producer
-        self.router.add_producer(producer)
-        return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
-
-    def consume(self, data: dict) -> dict:
-        from relay.worker.consumer import Consumer
-
-        consumer_id = require_str(data, "consumerId")
-        if consumer_id in self._ctx.handlers:
-            raise ArgumentError(f"an object with id {consumer_id!r} already exists")
-        producer_id = require_str(data, "producerId")
-        producer = self.router.producers.get(producer_id)
-        if producer is None:
-            raise ArgumentError(f"no producer with id {producer_id!r} in this router")
-        consumer = Consumer(consumer_id, self, producer, data, self._ctx)  # type: ignore[arg-type]
-        return {"paused": consumer.paused, "producerPaused": consumer.producer_paused}
-
-    # -- registration of children (called by Producer / Consumer) ---------------------------
-
-    def register_consumer(self, consumer: Consumer) -> None:
-        if consumer.ssrc in self.consumers_by_ssrc:
-            raise ArgumentError(f"ssrc {consumer.ssrc} is already used by a consumer of this transport")
-        self.consumers[consumer.id] = consumer
-        self.consumers_by_ssrc[consumer.ssrc] = consumer
-
-    def unregister_consumer(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.id, None)
-        if self.consumers_by_ssrc.get(consumer.ssrc) is consumer:
-            del self.consumers_by_ssrc[consumer.ssrc]
-
-    def unregister_producer(self, producer: Producer) -> None:
-        self.producers.pop(producer.id, None)
-        for ssrc in [s for s, (p, _) in self.ssrc_table.items() if p is producer]:
-            del self.ssrc_table[ssrc]
-        for ssrc in [s for s, (p, _) in self.rtx_ssrc_table.items() if p is producer]:
-            del self.rtx_ssrc_table[ssrc]
-        if self.any_ssrc_producer is producer:
-            self.any_ssrc_producer = None
 
     def route(self) -> tuple[int, Any, SrtpSession | None]:
         """Where a consumer of this transport sends: (fd, remote or None, SRTP session)."""
@@ -333,7 +242,6 @@ class WebRtcTransport:
             if len(frame) > 2048:
                 self.dropped["tooLarge"] += 1
                 return
-            from relay.transport.srtp_session import buffer_pointer
 
             self._on_srtp(frame, memoryview(frame), buffer_pointer(frame), len(frame))
         elif first < 4:
@@ -382,41 +290,9 @@ class WebRtcTransport:
         if n < 0:
             self.dropped["srtp"] += 1
             return 0
-        if n > self._max_rtp_size:
-            self.dropped["tooLarge"] += 1
+        if not self._rtp_fits(buf, n):
             return 0
-        if rtp_payload_offset(buf, n) < 0:
-            self.dropped["malformed"] += 1
-            return 0
-        self.rtp_packets_received += 1
-        self.rtp_bytes_received += n
-        seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
-        entry = self.ssrc_table.get(ssrc)
-        if entry is None:
-            rtx = self.rtx_ssrc_table.get(ssrc)
-            if rtx is not None:
-                try:
-                    return rtx[0].receive_rtx(view, n, rtx[1], time.monotonic())
-                except (ValueError, RuntimeError) as exc:
-                    self.dropped[f"send {type(exc).__name__}"] += 1
-                    return 0
-            bound = route_unknown_ssrc(self, buf, n, ssrc)
-            if bound is None:
-                return 0
-            producer, index, is_rtx = bound
-            if is_rtx:
-                try:
-                    return producer.receive_rtx(view, n, index, time.monotonic())
-                except (ValueError, RuntimeError) as exc:
-                    self.dropped[f"send {type(exc).__name__}"] += 1
-                    return 0
-        else:
-            producer, index = entry
-        try:
-            return producer.receive(view, n, index, ssrc, seq, ts, time.monotonic())
-        except (ValueError, RuntimeError) as exc:  # the ring refused a send: count it
-            self.dropped[f"send {type(exc).__name__}"] += 1
-            return 0
+        return self._route_rtp(buf, view, n, time.monotonic())
 
     def _on_rtcp(self, buf: bytearray, ptr: Any, n: int) -> None:
         assert self.srtp_recv is not None
@@ -428,11 +304,11 @@ class WebRtcTransport:
             if n < 8 or next(iter_rtcp(buf, n), None) is None:
                 self.dropped["rtcpMalformed"] += 1
                 return
-            self.rtcp_packets_received += 1
-            handle_rtcp(self, memoryview(buf)[:n], time.monotonic())
         except Exception:  # a bug here must not take the packet path down
             logger.exception("RTCP handling failed on transport %s", self.id)
             self.dropped["rtcpError"] += 1
+            return
+        self._handle_rtcp(memoryview(buf)[:n])
 
     # -- outbound (control path) ----------------------------------------------------------------
 
@@ -447,10 +323,6 @@ class WebRtcTransport:
             self.dropped["dtlsNoTuple"] += 1
             return
         self._send_on(self._selected_path, datagram)
-
-    def send_pli(self, media_ssrc: int) -> bool:
-        """Ask the remote sender of `media_ssrc` for a key frame (RTCP PSFB PLI)."""
-        return self.send_rtcp(build_pli(RECEIVER_RTCP_SSRC, media_ssrc))
 
     def send_rtcp(self, packet: bytes) -> bool:
         if self.closed or self._selected_path is None or self.srtp_send is None:
@@ -584,57 +456,22 @@ class WebRtcTransport:
             "webRtcServerId": self.server.id if self.server is not None else None,
         }
 
-    def dump(self) -> dict:
-        return {
-            **self.description(),
-            "producerIds": list(self.producers),
-            "consumerIds": list(self.consumers),
-            "mapSsrcProducerId": {str(s): p.id for s, (p, _) in self.ssrc_table.items()},
-            "mapConsumerSsrcConsumerId": {str(s): c.id for s, c in self.consumers_by_ssrc.items()},
-        }
-
     def get_stats(self) -> list[dict]:
-        ice = self.ice.stats
-        dtls = self.dtls.stats
-        stats: dict[str, Any] = {
+        stats = {
             "type": "webrtc-transport",
-            "transportId": self.id,
-            "timestamp": int(time.time() * 1000),
+            **self._common_stats(),
             "iceRole": "controlled",
             "iceState": self.ice.state,
             "iceSelectedTuple": self.selected_tuple(),
             "dtlsState": self.dtls.state,
-            "rtpPacketsReceived": self.rtp_packets_received,
-            "bytesReceived": self.rtp_bytes_received,
-            "rtpPacketsSent": sum(c.packets_sent for c in self.consumers.values()),
-            "bytesSent": sum(c.bytes_sent for c in self.consumers.values()),
-            "rtcpPacketsReceived": self.rtcp_packets_received,
-            "rtcpPacketsSent": self.rtcp_packets_sent,
-            "keyFrameRequestsReceived": self.keyframe_requests_received,
-            "nackPacketsReceived": self.nacks_received,
-            "rtcpReportsSent": self.rtcp_reporter.reports_sent,
-            "roundTripTime": self.rtt,
-            "dropped": dict(self.dropped),
-            "ice": dict(vars(ice)),
-            "dtls": dict(vars(dtls)),
+            "ice": dict(vars(self.ice.stats)),
+            "dtls": dict(vars(self.dtls.stats)),
         }
-        if self.srtp_send is not None:
-            stats["srtpSend"] = self.srtp_send.stats()
-        if self.srtp_recv is not None:
-            stats["srtpRecv"] = self.srtp_recv.stats()
-        return [stats]
+        return self._srtp_stats(stats)
 
     # -- closing ------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.rtcp_reporter.close()
-        for consumer in list(self.consumers.values()):
-            consumer.close(notify=None)
-        for producer in list(self.producers.values()):
-            producer.close()
+    def _close_io(self) -> None:
         for timer in (self._dtls_timer, self._consent_timer):
             if timer is not None:
                 timer.cancel()
@@ -646,8 +483,6 @@ class WebRtcTransport:
         self._close_sockets()
         if self.server is not None:
             self.server.remove_transport(self)
-        self._ctx.handlers.pop(self.id, None)
-        self.router.remove_transport(self)  # type: ignore[arg-type]
 
     def _close_sockets(self) -> None:
         for udp in self.udp_sockets:

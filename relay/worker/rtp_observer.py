@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.audio_level import ActiveSpeakerCore, AudioLevelObserverCore
-from relay.rtp.rtp_parameters import optional_int, require_str
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RtpObserverEvent, RtpObserverMethod
+from worker_proto.validation import optional_int, require_str
 
 if TYPE_CHECKING:
     from relay.worker.context import WorkerContext

@@ -1,0 +1,259 @@
+"""What every worker transport shares: its producers and consumers, the SSRC tables that route
+inbound RTP to a producer stream, the step from a decrypted RTP packet to that stream, RTCP
+handed to `relay.transport.rtcp_reporter`, the requests all transports answer, and closing.
+
+A subclass (plain.py, webrtc.py) owns its sockets: it reads packets, checks where they come
+from, unprotects SRTP, and calls `_route_rtp` / `_handle_rtcp`; it says where consumers send
+(`route()`, `media_send`) and how RTCP goes out (`send_rtcp`).
+
+Producers and consumers are made by the router (`router.produce` / `router.consume`), so this
+package sees them only through what it calls: `producer.receive(...)`,
+`producer.receive_rtx(...)`, the binding methods `relay.transport.rtp_listener` uses, and
+the consumer's RTCP handlers and `update_route()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
+from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
+from relay.transport.rtp_listener import route_unknown_ssrc
+from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
+from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
+from worker_proto.methods import TransportMethod
+from worker_proto.validation import require_dict
+
+if TYPE_CHECKING:
+    from relay.worker.consumer import Consumer
+    from relay.worker.context import WorkerContext
+    from relay.worker.producer import Producer
+    from relay.worker.router import Router
+
+logger = logging.getLogger(__name__)
+
+RECV_BUFFER_SIZE = 2048  # > any UDP payload we accept on a 1500-byte MTU path, + SRTP room
+MAX_PACKETS_PER_DRAIN = 256
+# Sends queued in the ring by one drain before it flushes and yields (the ring has 4096 slots
+# by default; half leaves room for other transports' batches and completions in flight).
+MAX_SENDS_PER_DRAIN = 2048
+
+_unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
+
+
+class Transport:
+    """One transport of a router (handler id = its transportId)."""
+
+    kind_name = "transport"  # in error messages: "a plain transport does not handle ..."
+
+    def __init__(self, transport_id: str, router: Router, ctx: WorkerContext) -> None:
+        self.id = transport_id
+        self.router = router
+        self._ctx = ctx
+        self.closed = False
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        # SSRC → (producer, encoding index) for inbound RTP; consumer SSRC → consumer for RTCP.
+        self.ssrc_table: dict[int, tuple[Producer, int]] = {}
+        self.any_ssrc_producer: Producer | None = None  # a producer whose SSRC is learned
+        self.consumers_by_ssrc: dict[int, Consumer] = {}
+        # A producer's RTX SSRC → (producer, encoding index): RTX is unwrapped (cold path).
+        self.rtx_ssrc_table: dict[int, tuple[Producer, int]] = {}
+        self.rtt: float | None = None  # seconds, from RR blocks about our consumers' SRs
+        self.nacks_received = 0
+        self.dropped: Counter[str] = Counter()
+        self.rtp_packets_received = 0
+        self.rtp_bytes_received = 0
+        self.rtcp_packets_received = 0
+        self.rtcp_packets_sent = 0
+        self.keyframe_requests_received = 0
+        self.srtp_send: SrtpSession | None = None
+        self.srtp_recv: SrtpSession | None = None
+        self._max_rtp_size = getattr(ctx.ring, "slot_size", 1500) - MAX_TRAILER
+        self.rtcp_reporter: RtcpReporter | None = None
+
+    def _start(self) -> None:
+        """The subclass has its sockets: start reporting and take requests."""
+        self.rtcp_reporter = RtcpReporter(self, self._ctx.loop)
+        self.rtcp_reporter.start()
+        self._ctx.handlers[self.id] = self
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle_request(self, method: str, data: dict) -> dict | list | None:
+        if self.closed:
+            raise InvalidStateError(f"transport {self.id} is closed")
+        if method == TransportMethod.CLOSE:
+            self.close()
+            return None
+        if method == TransportMethod.DUMP:
+            return self.dump()
+        if method == TransportMethod.GET_STATS:
+            return self.get_stats()
+        if method == TransportMethod.CONNECT:
+            return self.connect(require_dict(data, "data"))
+        if method == TransportMethod.PRODUCE:
+            producer = self.router.produce(self, require_dict(data, "data"))
+            self.producers[producer.id] = producer
+            return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
+        if method == TransportMethod.CONSUME:
+            consumer = self.router.consume(self, require_dict(data, "data"))
+            return {"paused": consumer.paused, "producerPaused": consumer.producer_paused}
+        return self.handle_other_request(method, data)
+
+    def handle_other_request(self, method: str, data: dict) -> dict | list | None:
+        raise UnknownMethodError(f"a {self.kind_name} does not handle {method!r}")
+
+    def connect(self, data: dict) -> dict:
+        raise NotImplementedError
+
+    # -- registration of children (called by Producer / Consumer) ---------------------------
+
+    def register_consumer(self, consumer: Consumer) -> None:
+        if consumer.ssrc in self.consumers_by_ssrc:
+            raise ArgumentError(f"ssrc {consumer.ssrc} is already used by a consumer of this transport")
+        self.consumers[consumer.id] = consumer
+        self.consumers_by_ssrc[consumer.ssrc] = consumer
+
+    def unregister_consumer(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.id, None)
+        if self.consumers_by_ssrc.get(consumer.ssrc) is consumer:
+            del self.consumers_by_ssrc[consumer.ssrc]
+
+    def unregister_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        for ssrc in [s for s, (p, _) in self.ssrc_table.items() if p is producer]:
+            del self.ssrc_table[ssrc]
+        for ssrc in [s for s, (p, _) in self.rtx_ssrc_table.items() if p is producer]:
+            del self.rtx_ssrc_table[ssrc]
+        if self.any_ssrc_producer is producer:
+            self.any_ssrc_producer = None
+
+    def route(self) -> tuple[int, Any, SrtpSession | None]:
+        """Where a consumer of this transport sends: (fd, remote or None, SRTP session)."""
+        raise NotImplementedError
+
+    def _update_routes(self) -> None:
+        for consumer in list(self.consumers.values()):
+            consumer.update_route()
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    def _rtp_fits(self, buf: bytearray, n: int) -> bool:
+        """A decrypted RTP packet fits a send slot once re-protected and its header parses;
+        else it is counted and dropped."""
+        if n > self._max_rtp_size:
+            self.dropped["tooLarge"] += 1
+            return False
+        if rtp_payload_offset(buf, n) < 0:
+            self.dropped["malformed"] += 1
+            return False
+        return True
+
+    def _route_rtp(self, buf: bytearray, view: memoryview, n: int, now: float) -> int:
+        """A decrypted, checked RTP packet in `buf[:n]` goes to its producer stream (by SSRC;
+        an RTX SSRC is unwrapped; an unknown one is bound by MID/RID or to the producer with
+        no signalled SSRC). Returns the sends queued."""
+        self.rtp_packets_received += 1
+        self.rtp_bytes_received += n
+        seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
+        try:
+            entry = self.ssrc_table.get(ssrc)
+            if entry is None:
+                rtx = self.rtx_ssrc_table.get(ssrc)
+                if rtx is not None:  # a retransmission from the sender (RFC 4588)
+                    return rtx[0].receive_rtx(view, n, rtx[1], now)
+                bound = route_unknown_ssrc(self, buf, n, ssrc)
+                if bound is None:
+                    return 0
+                producer, index, is_rtx = bound
+                if is_rtx:
+                    return producer.receive_rtx(view, n, index, now)
+            else:
+                producer, index = entry
+            return producer.receive(view, n, index, ssrc, seq, ts, now)
+        except (ValueError, RuntimeError) as exc:  # the ring refused a send: count it
+            self.dropped[f"send {type(exc).__name__}"] += 1
+            return 0
+
+    def _handle_rtcp(self, packet: memoryview) -> None:
+        """A decrypted RTCP compound; a bug in its handling costs the packet, not the path."""
+        try:
+            self.rtcp_packets_received += 1
+            handle_rtcp(self, packet, time.monotonic())
+        except Exception:
+            logger.exception("RTCP handling failed on transport %s", self.id)
+            self.dropped["rtcpError"] += 1
+
+    # -- outbound RTCP ------------------------------------------------------------------------
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        raise NotImplementedError
+
+    # -- description --------------------------------------------------------------------------
+
+    def dump(self) -> dict:
+        return {
+            **self.description(),
+            "producerIds": list(self.producers),
+            "consumerIds": list(self.consumers),
+            "mapSsrcProducerId": {str(s): p.id for s, (p, _) in self.ssrc_table.items()},
+            "mapConsumerSsrcConsumerId": {str(s): c.id for s, c in self.consumers_by_ssrc.items()},
+        }
+
+    def description(self) -> dict:
+        raise NotImplementedError
+
+    def _common_stats(self) -> dict[str, Any]:
+        """The getStats fields every transport has; the subclass adds its type and tuples."""
+        stats: dict[str, Any] = {
+            "transportId": self.id,
+            "timestamp": int(time.time() * 1000),
+            "rtpPacketsReceived": self.rtp_packets_received,
+            "bytesReceived": self.rtp_bytes_received,
+            "rtpPacketsSent": sum(c.packets_sent for c in self.consumers.values()),
+            "bytesSent": sum(c.bytes_sent for c in self.consumers.values()),
+            "rtcpPacketsReceived": self.rtcp_packets_received,
+            "rtcpPacketsSent": self.rtcp_packets_sent,
+            "keyFrameRequestsReceived": self.keyframe_requests_received,
+            "nackPacketsReceived": self.nacks_received,
+            "rtcpReportsSent": self.rtcp_reporter.reports_sent if self.rtcp_reporter else 0,
+            "roundTripTime": self.rtt,
+            "dropped": dict(self.dropped),
+        }
+        return stats
+
+    def _srtp_stats(self, stats: dict[str, Any]) -> list[dict]:
+        if self.srtp_send is not None:
+            stats["srtpSend"] = self.srtp_send.stats()
+        if self.srtp_recv is not None:
+            stats["srtpRecv"] = self.srtp_recv.stats()
+        return [stats]
+
+    def get_stats(self) -> list[dict]:
+        raise NotImplementedError
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close consumers first (silently: the controller closes its proxies with the
+        transport), then producers (their consumers elsewhere get "producerclose"), then the
+        subclass's sockets and timers."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.rtcp_reporter is not None:
+            self.rtcp_reporter.close()
+        for consumer in list(self.consumers.values()):
+            consumer.close(notify=None)
+        for producer in list(self.producers.values()):
+            producer.close()
+        self._close_io()
+        self._ctx.handlers.pop(self.id, None)
+        self.router.remove_transport(self)
+
+    def _close_io(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,94 @@
+"""The per-packet fan-out: one inbound RTP packet to every active consumer of its stream.
+
+This is the seam the C forwarding core replaces: everything per consumer and per packet
+happens here, and nothing else on the packet path is per consumer.
+
+Consumers of a stream are grouped by header-extension id table (usually one group: consumers
+get the router's ids) and by the highest VP8 temporal layer they take. Per inbound packet and
+group, the packet is copied once into a scratch buffer and its extension ids rewritten once;
+then per consumer only bytes 1–11 are rewritten (`RtpRewriter.rewrite`), SRTP-protected if
+its transport has SRTP, and queued in the send ring (or copied to an ICE-TCP connection).
+The groups hold only active consumers (not paused, producer not paused, remote known, not
+waiting for a key frame) and are rebuilt on every state change (`build_groups`, control
+path), so the loop has no checks for those. The transport flushes the ring after its drain.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from relay.rtp.packet import extension_bounds, rewrite_extension_ids
+
+if TYPE_CHECKING:
+    from relay.worker.consumer import Consumer
+
+# (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all)
+Group = tuple[bytes, tuple[Any, ...], int]
+
+
+def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:
+    """The fan-out groups of producer stream `index` (control path)."""
+    groups: dict[tuple[bytes, int], list[Consumer]] = {}
+    for consumer in consumers:
+        if consumer.stream_index == index and consumer.active and not consumer.key_frame_pending:
+            key = (consumer.extension_table, consumer.max_tid)
+            groups.setdefault(key, []).append(consumer)
+    return tuple((table, tuple(members), max_tid) for (table, max_tid), members in groups.items())
+
+
+def fan_out(
+    groups: tuple[Group, ...],
+    packet: memoryview,
+    n: int,
+    ssrc: int,
+    seq: int,
+    ts: int,
+    older: bool,
+    tid: int,
+    payload_size: int,
+    now: float,
+    scratch: bytearray,
+    scratch_view: memoryview,
+    dropped: Counter[str],
+) -> int:
+    """Send `packet` (n bytes; input ssrc/seq/ts; `older`: not the newest of its stream; `tid`:
+    its VP8 temporal layer, 0 if none) to every consumer of `groups`; return the sends
+    queued. `payload_size` feeds the consumers' SR octet counts."""
+    sends = 0
+    b1 = packet[1]
+    has_extension = packet[0] & 0x10
+    out = scratch_view[:n]
+    for table, consumers, max_tid in groups:
+        if tid > max_tid:
+            if not older:  # else its number was already given to a later packet (or never was)
+                for consumer in consumers:
+                    consumer.on_temporal_drop(seq)
+            continue
+        out[:] = packet
+        if has_extension:
+            profile, start, end = extension_bounds(scratch, n)
+            if not rewrite_extension_ids(scratch, start, end, profile, table):
+                dropped["malformedExtensions"] += 1
+                return sends
+        for consumer in consumers:
+            if not consumer.rewriter.rewrite(scratch, b1, ssrc, seq, ts, older, now):
+                consumer.dropped += 1
+                continue
+            srtp = consumer.srtp
+            if srtp is None:
+                data = out
+            else:
+                data = srtp.protect_rtp(out, n)
+                if data is None:
+                    consumer.dropped += 1
+                    continue
+            # consumer.send: the ring's send, or a copy send for an ICE-TCP remote.
+            if consumer.send(consumer.fd, data, consumer.addr):
+                consumer.packets_sent += 1
+                consumer.bytes_sent += n
+                consumer.payload_bytes += payload_size
+                sends += 1
+            else:
+                consumer.ring_drops += 1
+    return sends

@@ -1,0 +1,204 @@
+"""Worker-side simulcast consumer: one of a producer's encodings at a time (a spatial layer),
+and VP8 temporal layers within it.
+
+It switches spatial layer only on a key frame of the target layer (`set_preferred_layers`,
+"layerschange"); if its target layer is not arriving when it starts, it starts on the best
+lower layer that is (`_fallback_layer`), moves up to a layer between that and the target that
+starts later (`_better_fallback`, as a browser brings its layers up one by one), and goes up
+to the target on the target's key frame. It drops VP8 packets above its temporal layer (TID),
+keeping its sequence numbers gap-free (`RtpRewriter.skip`); a temporal switch up happens at
+a TL0 frame or earlier at a layer-sync (Y bit) frame (`relay.worker.temporal_layers`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from worker_proto.errors import ArgumentError
+from worker_proto.methods import ConsumerEvent
+from worker_proto.validation import require_dict, require_int
+
+from .consumer import ALL_TEMPORAL_LAYERS, MISSING_LAYER_SILENCE, Consumer
+
+if TYPE_CHECKING:
+    from relay.worker.producer import Producer
+
+
+class SimulcastConsumer(Consumer):
+    __slots__ = ()
+    consumer_type = "simulcast"
+
+    def _choose_layers(self, data: dict, kind: str, producer: Producer, consumable: list,
+                       stream_index: int) -> tuple[list[int], int, int | None]:
+        # Spatial layer i is consumableRtpEncodings[i] (lowest first, as mediasoup).
+        if kind != "video" or len(consumable) < 2:
+            raise ArgumentError("a simulcast consumer needs a video producer with several encodings")
+        layer_streams = []
+        for i, entry in enumerate(consumable):
+            require_dict(entry, f"consumableRtpEncodings[{i}]")
+            layer_streams.append(producer.stream_index(
+                require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"consumableRtpEncodings[{i}].ssrc")))
+        target_spatial = _preferred_spatial(data.get("preferredLayers"), len(layer_streams))
+        return layer_streams, target_spatial, _preferred_temporal(data.get("preferredLayers"))
+
+    def set_preferred_layers(self, data: dict) -> dict:
+        """Aim at spatial layer `spatialLayer` (clamped to those there are) and temporal layer
+        `temporalLayer` (VP8 TID; absent: all). The spatial switch happens on that layer's
+        next key frame (asked for now), the temporal one at the next start of a TL0 frame;
+        until then the current layers go on."""
+        self.target_spatial = _preferred_spatial(data, len(self.layer_streams))
+        temporal = _preferred_temporal(data)
+        self.pending_max_tid = None if temporal == self.max_tid else temporal
+        self.producer.rebuild_fanout()
+        target_stream = self.layer_streams[self.target_spatial]
+        if self.key_frame_pending:  # not started yet: just wait for the new target's key frame
+            self.stream_index = target_stream
+            self.switch_target = None
+            self.producer.rebuild_fanout()
+            self.request_key_frame()
+        elif target_stream != self.stream_index:
+            self.switch_target = target_stream
+            self.request_key_frame()
+        else:
+            self.switch_target = None
+        return self.preferred_layers()
+
+    def preferred_layers(self) -> dict | None:
+        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
+        return {"spatialLayer": self.target_spatial, "temporalLayer": _temporal_layer(temporal)}
+
+    def current_layers(self) -> dict | None:
+        if self.current_spatial is None:
+            return None
+        return {"spatialLayer": self.current_spatial, "temporalLayer": _temporal_layer(self.max_tid)}
+
+    def apply_temporal_layer(self, up_to: int | None = None) -> None:
+        """The pending temporal target takes effect (the producer calls this at the start of
+        a TL0 frame, which every temporal layer can decode from), or, with `up_to`, a switch
+        up to TID `up_to` only (at a layer-sync frame of that TID); the target stays pending
+        until reached."""
+        if self.pending_max_tid is None:
+            return
+        if up_to is not None and up_to < self.pending_max_tid:
+            self.max_tid = up_to
+        else:
+            self.max_tid = self.pending_max_tid
+            self.pending_max_tid = None
+        if self.current_spatial is not None:
+            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+
+    def on_key_frame(self, index: int) -> bool:
+        """A key frame starts on producer stream `index`: start (or switch layer) now if we
+        were waiting for it. True if the fan-out must be rebuilt."""
+        if self.key_frame_pending and self.stream_index == index:
+            self.key_frame_pending = False
+            self._take_pending_temporal()  # a key frame starts a TL0 frame
+            self._set_current_layer()
+            return True
+        if self.key_frame_pending and self._fallback_layer(index):
+            # The target layer isn't arriving (the sender dropped that encoding): start on
+            # this lower one, and go up on the target's key frame if it ever comes.
+            self.switch_target = self.stream_index
+            self.stream_index = index
+            self.key_frame_pending = False
+            self._take_pending_temporal()
+            self._set_current_layer()
+            return True
+        if self.switch_target == index and self.active:
+            # The rewriter re-syncs on this packet as on an input SSRC change: sequence
+            # numbers continue at last + 1, the timestamp by the wall-clock time since.
+            self.rewriter.stop(self.producer.streams[self.stream_index])
+            self.stream_index = index
+            self.switch_target = None
+            self._take_pending_temporal()
+            self._set_current_layer()
+            return True
+        if self.switch_target is not None and self.active and self._better_fallback(index):
+            # Running on a fallback layer and a layer between it and the (still missing)
+            # target starts: go up to it now, and on to the target if it ever comes.
+            self.rewriter.stop(self.producer.streams[self.stream_index])
+            self.stream_index = index
+            self._take_pending_temporal()
+            self._set_current_layer()
+            return True
+        return False
+
+    def _better_fallback(self, index: int) -> bool:
+        """Whether a key frame on stream `index` should lift a consumer that runs on a lower
+        fallback layer while its target (`switch_target`) is missing: `index` lies between
+        the two, and nothing above it up to the target arrives."""
+        if index not in self.layer_streams \
+                or self.switch_target not in self.layer_streams \
+                or self.stream_index not in self.layer_streams:
+            return False
+        spatial = self.layer_streams.index(index)
+        current = self.layer_streams.index(self.stream_index)
+        target = self.layer_streams.index(self.switch_target)
+        if not current < spatial < target:
+            return False
+        now = time.monotonic()
+        streams = self.producer.streams
+        return all(not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
+                   for i in self.layer_streams[spatial + 1:target + 1])
+
+    def _fallback_layer(self, index: int) -> bool:
+        """Whether a simulcast consumer still waiting to start on stream `self.stream_index`
+        should start on stream `index` (a key frame starts there) instead: `index` is a lower
+        layer, the best of those arriving, and the target is missing (never started, or
+        silent for `MISSING_LAYER_SILENCE`). A lower layer's first key frame never counts:
+        at start-up the layers' first packets race each other."""
+        if index not in self.layer_streams:
+            return False
+        spatial = self.layer_streams.index(index)
+        target = self.layer_streams.index(self.stream_index)
+        if spatial >= target or self.producer.receivers[index].keyframes < 2:
+            return False
+        now = time.monotonic()
+        streams = self.producer.streams
+
+        def missing(i: int) -> bool:
+            return not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
+
+        if not missing(self.stream_index) or missing(index):
+            return False
+        return all(missing(i) for i in self.layer_streams[spatial + 1:target])
+
+    def _take_pending_temporal(self) -> None:
+        if self.pending_max_tid is not None:
+            self.max_tid = self.pending_max_tid
+            self.pending_max_tid = None
+
+    def _set_current_layer(self) -> None:
+        spatial = self.layer_streams.index(self.stream_index)
+        if spatial != self.current_spatial:
+            self.current_spatial = spatial
+            self._ctx.notify(self.id, ConsumerEvent.LAYERS_CHANGE, self.current_layers())
+
+
+
+def _preferred_temporal(layers: Any) -> int:
+    """The highest VP8 TID to forward ({temporalLayer}); all of them if none is given."""
+    if not isinstance(layers, dict) or layers.get("temporalLayer") is None:
+        return ALL_TEMPORAL_LAYERS
+    temporal = layers["temporalLayer"]
+    if not isinstance(temporal, int) or isinstance(temporal, bool) or temporal < 0:
+        raise ArgumentError("temporalLayer must be a non-negative integer")
+    return ALL_TEMPORAL_LAYERS if temporal >= 3 else temporal  # VP8's TID has 2 bits
+
+
+def _temporal_layer(max_tid: int) -> int | None:
+    return None if max_tid >= 3 else max_tid
+
+
+def _preferred_spatial(layers: Any, count: int) -> int:
+    """The spatial layer asked for ({spatialLayer}), clamped to 0..count-1; the highest if
+    none is given."""
+    if layers is None:
+        return count - 1
+    if not isinstance(layers, dict):
+        raise ArgumentError("preferredLayers must be an object")
+    spatial = layers.get("spatialLayer")
+    if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
+        raise ArgumentError("preferredLayers.spatialLayer must be a non-negative integer")
+    return min(spatial, count - 1)
