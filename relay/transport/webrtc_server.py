@@ -157,7 +157,8 @@ class WebRtcServer:
         return {
             "id": self.id,
             "udpSockets": [{"ip": u.ip, "port": u.port} for u in self.udp_sockets],
-            "tcpServers": [{"ip": t.ip, "port": t.port} for t in self.tcp_listeners],
+            # ip, port, slots in use and the counts of strangers' connections closed
+            "tcpServers": [t.stats() for t in self.tcp_listeners],
             "webRtcTransportIds": sorted(t.id for t in self._transports),
             "localIceUsernameFragments": [
                 {"localIceUsernameFragment": u, "webRtcTransportId": t.id}

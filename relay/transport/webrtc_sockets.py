@@ -11,6 +11,18 @@ never the zero-copy ring: a TCP buffer is held until the peer ACKs it). What the
 not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past it,
 packets are dropped and counted, so our memory never depends on a client's delay. A framing
 error closes the connection.
+
+A connection is "claimed" once it passes an ICE check for a transport (the transport sets
+`claimed`); until then it is a stranger's, and strangers must not be able to keep legit
+clients out of the listener's `MAX_TCP_CONNECTIONS` slots. So an unclaimed connection:
+  - is closed if it is not claimed within `FIRST_CHECK_TIMEOUT` of its accept (one timer per
+    listener sweeps them oldest first: the unclaimed are kept in accept order);
+  - may deliver at most `MAX_UNCLAIMED_FRAMES` frames (each costs a STUN parse and an HMAC);
+  - is evicted, oldest first, when the listener is full and a new connection arrives (claimed
+    connections are never evicted: when every slot is claimed the newcomer is refused);
+  - counts against its source's `MAX_UNCLAIMED_PER_ADDRESS` (an IPv4 address or an IPv6 /64):
+    past it, that source's own oldest unclaimed connection makes room for its newest.
+Each of these is counted in `TcpListener.stats()`.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import logging
 import random
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from relay.transport.srtp_session import buffer_pointer
@@ -40,10 +52,20 @@ MAX_TCP_FRAME = 4096
 MAX_PENDING_BYTES = 256 * 1024
 TCP_READ_SIZE = 65536
 MAX_TCP_CONNECTIONS = 256  # per listener
-# A connection that has not passed an ICE check by then is closed: a client can't hold
-# our connection slots without our credentials.
-UNCLAIMED_TIMEOUT = 10.0
+# An ICE-TCP client (the active side, RFC 6544) sends its Binding request as soon as its
+# connect completes, so a legit check reaches us one RTT after the accept; 2 s is far above
+# any RTT media survives, and it is how long a silent stranger holds a slot at most.
+FIRST_CHECK_TIMEOUT = 2.0
+# Before its check passes a legit client sends one request, or two after a 487 Role
+# Conflict; whatever else an unclaimed connection sends buys it nothing.
+MAX_UNCLAIMED_FRAMES = 4
+# Unclaimed connections are short-lived (connect, one check): even a large NAT seldom has
+# more than a few at once, and one source can't take more than 1/16 of the slots.
+MAX_UNCLAIMED_PER_ADDRESS = 16
 TCP_BACKLOG = 64
+# What TcpListener.stats() counts (always present, 0 until it happens).
+TCP_LISTENER_COUNTS = ("accepted", "claimed", "closedNoValidCheck", "closedTooManyFrames",
+                       "evictedOldest", "evictedPerAddress", "refusedAllClaimed")
 
 
 class UdpSocket:
@@ -119,17 +141,26 @@ class TcpConnection:
         self.on_frame: Callable[[TcpConnection, bytearray], None] = listener.on_frame
         self.on_close: list[Callable[[TcpConnection], None]] = []
         self.closed = False
-        self.claimed = False  # set by the transport whose ICE check it passed
-        self._unclaimed_timer = ctx.loop.call_later(UNCLAIMED_TIMEOUT, self._on_unclaimed_timer)
+        self._claimed = False
+        self.accepted_at = ctx.loop.time()
+        self.source = address_key(addr[0])
+        self.unclaimed_frames = 0
         self._decoder = FrameDecoder(MAX_TCP_FRAME)
         self._pending = bytearray()
         self._writing = False
         self.dropped: Counter[str] = Counter()
         ctx.loop.add_reader(self.fd, self._on_readable)
 
-    def _on_unclaimed_timer(self) -> None:
-        if not self.claimed:
-            self.close("no valid ICE check in time")
+    @property
+    def claimed(self) -> bool:
+        """True once the connection passed an ICE check (set by that transport)."""
+        return self._claimed
+
+    @claimed.setter
+    def claimed(self, value: bool) -> None:
+        if value and not self._claimed and not self.closed:
+            self._claimed = True
+            self.listener.on_claimed(self)
 
     def _on_readable(self) -> None:
         try:
@@ -150,6 +181,12 @@ class TcpConnection:
         for frame in frames:
             if self.closed:
                 break
+            if not self._claimed:
+                self.unclaimed_frames += 1
+                if self.unclaimed_frames > MAX_UNCLAIMED_FRAMES:
+                    self.listener.counts["closedTooManyFrames"] += 1
+                    self.close("too many frames without a valid ICE check")
+                    break
             try:
                 self.on_frame(self, bytearray(frame))
             except Exception:  # a bug must cost one packet, not the connection
@@ -203,7 +240,6 @@ class TcpConnection:
         if self.closed:
             return
         self.closed = True
-        self._unclaimed_timer.cancel()
         logger.debug("ICE-TCP connection %s closed: %s", self.addr, reason)
         loop = self._ctx.loop
         loop.remove_reader(self.fd)
@@ -211,7 +247,7 @@ class TcpConnection:
             loop.remove_writer(self.fd)
         self._pending.clear()
         self.sock.close()
-        self.listener.connections.discard(self)
+        self.listener.forget(self)
         for callback in self.on_close:
             callback(self)
 
@@ -229,7 +265,12 @@ class TcpListener:
         self.announced = announced
         self.on_frame = on_frame
         self.connections: set[TcpConnection] = set()
-        self.rejected = 0
+        # Unclaimed connections in accept order (oldest first), overall and per source; the
+        # dicts are ordered sets with O(1) removal.
+        self._unclaimed: dict[TcpConnection, None] = {}
+        self._unclaimed_by_source: dict[Hashable, dict[TcpConnection, None]] = {}
+        self._deadline_timer: Any = None
+        self.counts: Counter[str] = Counter(dict.fromkeys(TCP_LISTENER_COUNTS, 0))
         ctx.loop.add_reader(self.fd, self._on_acceptable)
 
     def _on_acceptable(self) -> None:
@@ -238,16 +279,77 @@ class TcpListener:
                 conn_sock, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                self.rejected += 1
+            except OSError as exc:  # e.g. EMFILE: the connection waits in the backlog
+                self.counts[f"acceptError {exc.errno}"] += 1
                 return
-            if len(self.connections) >= MAX_TCP_CONNECTIONS:
-                self.rejected += 1
+            if not self._make_room(address_key(addr[0])):
+                self.counts["refusedAllClaimed"] += 1
                 conn_sock.close()
                 continue
             conn_sock.setblocking(False)
             conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.connections.add(TcpConnection(self._ctx, conn_sock, addr, self))
+            conn = TcpConnection(self._ctx, conn_sock, addr, self)
+            self.counts["accepted"] += 1
+            self.connections.add(conn)
+            self._unclaimed[conn] = None
+            self._unclaimed_by_source.setdefault(conn.source, {})[conn] = None
+            if self._deadline_timer is None:
+                self._arm_deadline_timer()
+
+    def _make_room(self, source: Hashable) -> bool:
+        """Evict what a new connection from `source` displaces; False if every slot is
+        claimed (the newcomer must go)."""
+        same_source = self._unclaimed_by_source.get(source)
+        if same_source is not None and len(same_source) >= MAX_UNCLAIMED_PER_ADDRESS:
+            self.counts["evictedPerAddress"] += 1
+            next(iter(same_source)).close("its source's newer connection took its place")
+        if len(self.connections) < MAX_TCP_CONNECTIONS:
+            return True
+        if not self._unclaimed:
+            return False
+        self.counts["evictedOldest"] += 1
+        next(iter(self._unclaimed)).close("oldest unclaimed, evicted: listener full")
+        return True
+
+    def on_claimed(self, conn: TcpConnection) -> None:
+        self.counts["claimed"] += 1
+        self._forget_unclaimed(conn)
+
+    def forget(self, conn: TcpConnection) -> None:
+        """`conn` closed."""
+        self.connections.discard(conn)
+        self._forget_unclaimed(conn)
+
+    def _forget_unclaimed(self, conn: TcpConnection) -> None:
+        if conn in self._unclaimed:
+            del self._unclaimed[conn]
+            same_source = self._unclaimed_by_source[conn.source]
+            del same_source[conn]
+            if not same_source:
+                del self._unclaimed_by_source[conn.source]
+
+    def _arm_deadline_timer(self) -> None:
+        oldest = next(iter(self._unclaimed), None)
+        if oldest is None:
+            self._deadline_timer = None
+            return
+        self._deadline_timer = self._ctx.loop.call_at(oldest.accepted_at + FIRST_CHECK_TIMEOUT,
+                                                      self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        cutoff = self._ctx.loop.time() - FIRST_CHECK_TIMEOUT
+        while self._unclaimed:
+            oldest = next(iter(self._unclaimed))
+            if oldest.accepted_at > cutoff:
+                break
+            self.counts["closedNoValidCheck"] += 1
+            oldest.close("no valid ICE check in time")
+        self._arm_deadline_timer()
+
+    def stats(self) -> dict[str, Any]:
+        """Slots in use and what was done to strangers (for dumps)."""
+        return {"ip": self.ip, "port": self.port, "connections": len(self.connections),
+                "unclaimed": len(self._unclaimed), **self.counts}
 
     def close(self) -> None:
         if self.fd < 0:
@@ -255,8 +357,25 @@ class TcpListener:
         self._ctx.loop.remove_reader(self.fd)
         self.sock.close()
         self.fd = -1
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         for conn in list(self.connections):
             conn.close("listener closed")
+
+
+def address_key(ip: str) -> Hashable:
+    """What the per-address limit counts by: an IPv4 address (also when IPv4-mapped) or an
+    IPv6 /64, since one IPv6 client usually holds a whole /64."""
+    if ":" not in ip:
+        return ip
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
+    except OSError:
+        return ip
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8]
 
 
 def _listen_tcp(ctx: WorkerContext, ip: str, port: int | None) -> socket.socket:
