@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from relay.transport.base import MAX_PACKETS_PER_DRAIN, MAX_SENDS_PER_DRAIN, RECV_BUFFER_SIZE
 from relay.transport.srtp_session import buffer_pointer
 from relay.transport.tcp_framing import FrameDecoder, FramingError, encode_frame
 
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RECV_BUFFER_SIZE = 2048
-MAX_PACKETS_PER_DRAIN = 256
-MAX_SENDS_PER_DRAIN = 2048
 # Largest frame we take on ICE-TCP: a full-MTU SRTP packet or DTLS flight fragment fits.
 MAX_TCP_FRAME = 4096
 MAX_PENDING_BYTES = 256 * 1024
