@@ -27,15 +27,14 @@ their output number to the next packet sent, so receivers see no gap: each run o
 the sequence offset down by its length. A packet older than the last skip is then not sent
 (its number may be taken), and `input_seq` maps a NACKed output number back across the runs.
 
-This is the one implementation of the rewrite: the worker's fan-out (`relay.worker.fanout`)
-calls `rewrite` for every consumer of every packet, and the tests call the same.
+The per-packet rewrite that applies these offsets (bytes 1–11: marker|PT, seq, ts, SSRC) is
+written out in the worker's fan-out loop (`relay.worker.fanout.fan_out`), which the tests of
+these rules drive.
 """
 
 from __future__ import annotations
 
 from collections import deque
-
-from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC
 
 SEQ_MASK = 0xFFFF
 TS_MASK = 0xFFFFFFFF
@@ -45,7 +44,6 @@ MAX_MISORDER = 1000
 NO_PAYLOAD_TYPE = 0xFF  # payload-type table entry: this consumer doesn't take that codec
 SKIP_RUNS = 256  # runs of skipped packets remembered to map NACKed numbers back (seconds of video)
 
-_pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 
 
 class InputStream:
@@ -151,39 +149,6 @@ class RtpRewriter:
         self.input_ssrc = in_ssrc
         self.sync_seq = seq
         self.sync_required = False
-
-    def rewrite(
-        self,
-        buf: bytearray | memoryview,
-        b1: int,
-        in_ssrc: int,
-        seq: int,
-        ts: int,
-        older: bool,
-        now: float,
-    ) -> bool:
-        """Rewrite bytes 1–11 of `buf` (a copy of the input packet whose header fields were
-        b1, seq, ts, in_ssrc) for this consumer. False: this consumer must not send it."""
-        if self.sync_required:
-            self.sync(in_ssrc, seq, ts, now)
-        elif older and (
-            (seq - self.sync_seq) & SEQ_MASK >= 0x8000
-            # older than a skip that moved the offset: its number is taken
-            or (self.skip_seq >= 0 and (seq - self.skip_seq) & SEQ_MASK >= 0x8000)
-        ):
-            return False
-        pt = self.payload_types[b1 & 0x7F]
-        if pt == NO_PAYLOAD_TYPE:
-            return False
-        _pack_header(
-            buf,
-            1,
-            (b1 & 0x80) | pt,
-            (seq + self.seq_offset) & SEQ_MASK,
-            (ts + self.ts_offset) & TS_MASK,
-            self.ssrc,
-        )
-        return True
 
     def skip(self, seq: int) -> None:
         """The in-order input packet `seq` is not sent to this consumer (a temporal layer above

@@ -6,8 +6,11 @@ happens here, and nothing else on the packet path is per consumer.
 Consumers of a stream are grouped by header-extension id table (usually one group: consumers
 get the router's ids) and by the highest VP8 temporal layer they take. Per inbound packet and
 group, the packet is copied once into a scratch buffer and its extension ids rewritten once;
-then per consumer only bytes 1–11 are rewritten (`RtpRewriter.rewrite`), SRTP-protected if
-its transport has SRTP, and queued in the send ring (or copied to an ICE-TCP connection).
+then per consumer only bytes 1–11 are rewritten (the consumer's `RtpRewriter` holds the
+offsets and the rules; the rewrite itself is written out in the loop, because a method call
+per consumer and packet cost +6 % instructions per packet at 10 consumers), SRTP-protected
+if its transport has SRTP, and queued in the send ring (or copied to an ICE-TCP connection).
+tests/rtp/test_rewriter.py drives this loop, so the rules are tested in the shipped code.
 The groups hold only active consumers (not paused, producer not paused, remote known, not
 waiting for a key frame) and are rebuilt on every state change (`build_groups`, control
 path), so the loop has no checks for those. The transport flushes the ring after its drain.
@@ -18,10 +21,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from relay.rtp.packet import extension_bounds, rewrite_extension_ids
+from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC, extension_bounds, rewrite_extension_ids
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
+
+_pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 
 # (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all)
 Group = tuple[bytes, tuple[Any, ...], int]
@@ -57,6 +63,9 @@ def fan_out(
     queued. `payload_size` feeds the consumers' SR octet counts."""
     sends = 0
     b1 = packet[1]
+    marker = b1 & 0x80
+    pt_in = b1 & 0x7F
+    pack_header = _pack_header
     has_extension = packet[0] & 0x10
     out = scratch_view[:n]
     for table, consumers, max_tid in groups:
@@ -72,9 +81,22 @@ def fan_out(
                 dropped["malformedExtensions"] += 1
                 return sends
         for consumer in consumers:
-            if not consumer.rewriter.rewrite(scratch, b1, ssrc, seq, ts, older, now):
+            rw = consumer.rewriter
+            if rw.sync_required:
+                rw.sync(ssrc, seq, ts, now)
+            elif older and (
+                (seq - rw.sync_seq) & 0xFFFF >= 0x8000
+                # older than a skip that moved the offset: its number is taken
+                or (rw.skip_seq >= 0 and (seq - rw.skip_seq) & 0xFFFF >= 0x8000)
+            ):
                 consumer.dropped += 1
                 continue
+            pt = rw.payload_types[pt_in]
+            if pt == NO_PAYLOAD_TYPE:
+                consumer.dropped += 1
+                continue
+            pack_header(scratch, 1, marker | pt, (seq + rw.seq_offset) & 0xFFFF,
+                        (ts + rw.ts_offset) & 0xFFFFFFFF, rw.ssrc)
             srtp = consumer.srtp
             if srtp is None:
                 data = out

@@ -1,21 +1,43 @@
-"""relay.rtp.rewriter: the seq/ts continuity rules, without sockets."""
+"""relay.rtp.rewriter: the seq/ts continuity rules, without sockets, applied by the worker's
+fan-out loop (relay.worker.fanout.fan_out) as the worker applies them."""
 
 from __future__ import annotations
 
 import struct
+from collections import Counter
 
 from relay.rtp.packet import build_rtp
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.worker.fanout import fan_out
 
 PT_TABLE = bytes(100 if pt == 111 else NO_PAYLOAD_TYPE for pt in range(128))
 
 
+class _Consumer:
+    """What the fan-out loop reads of a consumer; `send` records what it would send."""
+
+    def __init__(self, rewriter):
+        self.rewriter = rewriter
+        self.srtp = None
+        self.fd, self.addr = -1, None
+        self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
+        self.payload_bytes = 0
+        self.sent: list[bytes] = []
+
+    def send(self, fd, data, addr):
+        self.sent.append(bytes(data))
+        return True
+
+
 class Feed:
-    """An input stream feeding one rewriter, the way Producer.receive does."""
+    """An input stream feeding one consumer through the worker's fan-out loop."""
 
     def __init__(self, ssrc=0xAAAA):
         self.stream = InputStream(ssrc)
         self.rw = RtpRewriter(0x7777, PT_TABLE, 48000)
+        self.consumer = _Consumer(self.rw)
+        self.groups = ((bytes(256), (self.consumer,), 255),)
+        self.scratch = bytearray(2048)
         self.out: list[tuple[int, int, int, int]] = []
 
     def packet(self, seq, ts, now=0.0, ssrc=None, pt=111, marker=False):
@@ -23,8 +45,11 @@ class Feed:
         buf = bytearray(build_rtp(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc,
                                   marker=marker))
         older = self.stream.update(seq, ts, now)
-        if self.rw.rewrite(buf, buf[1], ssrc, seq, ts, older, now):
-            b1, oseq, ots, ossrc = struct.unpack_from("!BHII", buf, 1)
+        before = len(self.consumer.sent)
+        fan_out(self.groups, memoryview(buf), len(buf), ssrc, seq, ts, older, 0, 0, now,
+                self.scratch, memoryview(self.scratch), Counter())
+        if len(self.consumer.sent) > before:
+            b1, oseq, ots, ossrc = struct.unpack_from("!BHII", self.consumer.sent[-1], 1)
             self.out.append((b1, oseq, ots, ossrc))
             return True
         return False
