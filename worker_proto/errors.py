@@ -6,6 +6,8 @@ again on the controller side as the class of that name (``RelayError`` for unkno
 
 from __future__ import annotations
 
+import json
+
 
 class RelayError(Exception):
     """Base of every error relay raises on purpose."""
@@ -60,6 +62,20 @@ class WorkerStartError(RelayError):
     """The worker process did not reach the "running" state (exited early, or timed out)."""
 
 
+class SendModeUnavailableError(WorkerStartError):
+    """An explicitly requested send mode ("zerocopy" or "copy") cannot be had here.
+
+    ``mode`` is the mode asked for, ``errno`` the error number that refused it (ENOMEM when
+    RLIMIT_MEMLOCK is too low for the io_uring or its registered buffers). Only "auto"
+    degrades to a lower tier; an explicit mode is honoured or the worker does not start.
+    """
+
+    def __init__(self, message: str, mode: str | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.mode = mode
+        self.errno = errno
+
+
 # Name → class for every error that may travel over the pipe.
 ERROR_TYPES: dict[str, type[RelayError]] = {
     cls.__name__: cls
@@ -110,3 +126,41 @@ def error_from_wire(error: object) -> RelayError:
     if cls is None:
         return RelayError(f"{type_name}: {message}" if type_name else message)
     return cls(message)
+
+
+# A worker that cannot start because of a WorkerStartError writes this prefix and the error
+# as JSON ({"type", "message"}, plus "mode" and "errno" for SendModeUnavailableError) as one
+# line on stderr, then exits with status 1; the controller raises it by its type. (Not the
+# pipe's wire: the channel is not open yet. PROTOCOL.md section 5.)
+START_ERROR_PREFIX = "relay-start-error:"
+START_ERROR_TYPES: dict[str, type[WorkerStartError]] = {
+    cls.__name__: cls for cls in (WorkerStartError, SendModeUnavailableError)
+}
+
+
+def start_error_line(exc: WorkerStartError) -> str:
+    """The stderr line that carries ``exc`` to the controller."""
+    wire: dict[str, object] = {"type": type(exc).__name__, "message": str(exc)}
+    if type(exc).__name__ not in START_ERROR_TYPES:
+        wire["type"] = WorkerStartError.__name__
+    if isinstance(exc, SendModeUnavailableError):
+        wire.update(mode=exc.mode, errno=exc.errno)
+    return START_ERROR_PREFIX + json.dumps(wire)
+
+
+def start_error_from_line(line: str) -> RelayError | None:
+    """The error a ``start_error_line`` carries, or None for any other line."""
+    if not line.startswith(START_ERROR_PREFIX):
+        return None
+    try:
+        wire = json.loads(line[len(START_ERROR_PREFIX):])
+    except ValueError:
+        wire = None
+    if not isinstance(wire, dict) or not isinstance(wire.get("message"), str):
+        return WorkerStartError(f"malformed start error line: {line[:200]!r}")
+    cls = START_ERROR_TYPES.get(wire.get("type"), WorkerStartError)  # type: ignore[arg-type]
+    if cls is SendModeUnavailableError:
+        mode, err = wire.get("mode"), wire.get("errno")
+        return SendModeUnavailableError(wire["message"], mode if isinstance(mode, str) else None,
+                                        err if type(err) is int else None)
+    return cls(wire["message"])

@@ -20,6 +20,7 @@ from worker_proto.errors import (
     RelayError,
     WorkerDiedError,
     WorkerStartError,
+    start_error_from_line,
 )
 from worker_proto.methods import WORKER_HANDLER_ID, WorkerEvent, WorkerMethod
 from worker_proto.version import PROTOCOL_VERSION
@@ -171,6 +172,10 @@ class Worker(AsyncIOEventEmitter):
         if not line:
             return
         if keep_tail:
+            start_error = start_error_from_line(line)
+            if start_error is not None and not self._running.done():
+                self._running.set_exception(start_error)  # why it cannot start, typed
+                return
             self._stderr_tail.append(line)
         match = _STDIO_LOG_LINE.match(line)
         if match:  # a log record the worker wrote while its channel was closed

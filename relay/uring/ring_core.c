@@ -43,6 +43,17 @@ struct rc_slot_addr {
     socklen_t len;
 };
 
+/* One fd's entry in the per-fd table. */
+struct rc_fdent {
+    int fd;           /* -1: unused */
+    uint32_t slots;   /* its slots not yet released: queued, or held by the kernel */
+    uint32_t pending; /* of those, queued since submit number `gen` (not handed over yet) */
+    uint32_t gen;
+    uint64_t eagain_drops;
+    uint64_t cap_drops;
+    uint64_t send_errors;
+};
+
 struct rc_ring {
     struct io_uring ring;
     int have_ring;
@@ -72,6 +83,19 @@ struct rc_ring {
 
     /* uring modes: SQEs prepared but not yet submitted */
     unsigned sq_pending;
+    uint32_t submit_gen; /* +1 each time everything queued was handed to the kernel */
+
+    /* Per-fd table: entries in fdt (fd_max of them, unused ones on fdt_free), found
+     * through an open-addressing hash of entry index + 1 (0: empty), linear probing. */
+    struct rc_fdent *fdt;
+    uint32_t *fdt_free;
+    unsigned fdt_nfree;
+    unsigned fd_max;
+    uint32_t *fd_hash;
+    unsigned hash_mask;
+    unsigned hash_shift;
+    uint32_t *slot_ent; /* uring modes: the fd entry of each slot in flight */
+    unsigned fd_cap;
 
     struct rc_stats st;
 };
@@ -85,6 +109,105 @@ static void count_errno(struct rc_ring *r, int err)
     r->st.errors_by_errno[err]++;
 }
 
+/* -- the per-fd table ------------------------------------------------------------------ */
+
+static inline uint32_t fd_home(const struct rc_ring *r, int fd)
+{
+    return ((uint32_t)fd * 2654435761u) >> r->hash_shift; /* Fibonacci hashing */
+}
+
+static int fdt_find(const struct rc_ring *r, int fd)
+{
+    for (uint32_t i = fd_home(r, fd);; i = (i + 1) & r->hash_mask) {
+        uint32_t v = r->fd_hash[i];
+        if (v == 0)
+            return -1;
+        if (r->fdt[v - 1].fd == fd)
+            return (int)(v - 1);
+    }
+}
+
+static inline int fdt_has_counts(const struct rc_fdent *e)
+{
+    return e->eagain_drops || e->cap_drops || e->send_errors;
+}
+
+/* Remove entry e (backward-shift deletion keeps every probe chain unbroken). */
+static void fdt_remove(struct rc_ring *r, uint32_t e)
+{
+    uint32_t i = fd_home(r, r->fdt[e].fd), j;
+
+    while (r->fd_hash[i] != e + 1)
+        i = (i + 1) & r->hash_mask;
+    r->fd_hash[i] = 0;
+    for (j = (i + 1) & r->hash_mask; r->fd_hash[j]; j = (j + 1) & r->hash_mask) {
+        uint32_t k = fd_home(r, r->fdt[r->fd_hash[j] - 1].fd);
+        /* The entry at j may fill the hole at i unless its home lies cyclically in (i, j]. */
+        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            r->fd_hash[i] = r->fd_hash[j];
+            r->fd_hash[j] = 0;
+            i = j;
+        }
+    }
+    r->fdt[e].fd = -1;
+    r->fdt_free[r->fdt_nfree++] = e;
+}
+
+/* The table is full: remove the idle entries (no slot held) that carry no counts; if that
+ * frees less than a quarter, also idle entries with counts (counted as evictions). There
+ * are at least fd_max - nslots idle entries (fd_max = 2 * nslots), so this always frees a
+ * quarter, and inserts stay O(1) amortised. */
+static void fdt_sweep(struct rc_ring *r)
+{
+    for (int pass = 0; pass < 2 && r->fdt_nfree < r->fd_max / 4 + 1; pass++) {
+        for (uint32_t e = 0; e < r->fd_max && r->fdt_nfree < r->fd_max / 4 + 1; e++) {
+            struct rc_fdent *ent = &r->fdt[e];
+            if (ent->fd < 0 || ent->slots)
+                continue;
+            if (pass == 0 && fdt_has_counts(ent))
+                continue;
+            if (pass == 1)
+                r->st.fd_evictions++;
+            fdt_remove(r, e);
+        }
+    }
+}
+
+/* The entry of fd, added when new; -1 only if the table could not make room (never, with
+ * fd_max > nslots, since an entry holding no slot can always go). */
+static int fdt_get(struct rc_ring *r, int fd)
+{
+    int e = fdt_find(r, fd);
+    uint32_t i;
+
+    if (e >= 0)
+        return e;
+    if (r->fdt_nfree == 0)
+        fdt_sweep(r);
+    if (r->fdt_nfree == 0)
+        return -1;
+    e = (int)r->fdt_free[--r->fdt_nfree];
+    memset(&r->fdt[e], 0, sizeof(r->fdt[e]));
+    r->fdt[e].fd = fd;
+    r->fdt[e].gen = r->submit_gen;
+    for (i = fd_home(r, fd); r->fd_hash[i]; i = (i + 1) & r->hash_mask)
+        ;
+    r->fd_hash[i] = (uint32_t)e + 1;
+    return e;
+}
+
+/* Slots of this entry the kernel holds: its slots minus those queued since the last submit
+ * (which cannot have completed, so pending <= slots). */
+static inline uint32_t fd_held(struct rc_ring *r, struct rc_fdent *ent)
+{
+    if (ent->gen != r->submit_gen) {
+        ent->gen = r->submit_gen;
+        ent->pending = 0;
+    }
+    return ent->slots - ent->pending;
+}
+
 static void release_slot(struct rc_ring *r, uint32_t slot)
 {
     if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT)
@@ -92,6 +215,7 @@ static void release_slot(struct rc_ring *r, uint32_t slot)
     r->state[slot] = SLOT_FREE;
     r->free_stack[r->nfree++] = slot;
     r->st.slots_in_flight--;
+    r->fdt[r->slot_ent[slot]].slots--;
 }
 
 struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
@@ -127,8 +251,19 @@ struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
     r->queue = calloc(nslots, sizeof(*r->queue));
     r->mm = calloc(nslots, sizeof(*r->mm));
     r->iov = calloc(nslots, sizeof(*r->iov));
+    /* Twice as many fd entries as slots: at most nslots fds hold a slot, so at least half
+     * of a full table is idle and can be swept (fdt_sweep). */
+    r->fd_max = nslots * 2 < 64 ? 64 : nslots * 2;
+    r->hash_shift = 32;
+    while ((1u << (32 - r->hash_shift)) < r->fd_max * 2)
+        r->hash_shift--;
+    r->hash_mask = (1u << (32 - r->hash_shift)) - 1;
+    r->fdt = calloc(r->fd_max, sizeof(*r->fdt));
+    r->fdt_free = calloc(r->fd_max, sizeof(*r->fdt_free));
+    r->fd_hash = calloc((size_t)r->hash_mask + 1, sizeof(*r->fd_hash));
+    r->slot_ent = calloc(nslots, sizeof(*r->slot_ent));
     if (!r->state || !r->lens || !r->fds || !r->addrs || !r->free_stack || !r->queue ||
-        !r->mm || !r->iov) {
+        !r->mm || !r->iov || !r->fdt || !r->fdt_free || !r->fd_hash || !r->slot_ent) {
         *err = ENOMEM;
         r->st.slots_in_flight = 0;
         rc_destroy(r);
@@ -140,6 +275,12 @@ struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
     r->nfree = nslots;
     r->st.slots_total = nslots;
     r->mode = RC_MODE_SOCKET;
+    for (unsigned i = 0; i < r->fd_max; i++) {
+        r->fdt[i].fd = -1;
+        r->fdt_free[i] = r->fd_max - 1 - i;
+    }
+    r->fdt_nfree = r->fd_max;
+    r->fd_cap = nslots / 8 ? nslots / 8 : 1;
 
     if (use_uring) {
         struct io_uring_params p;
@@ -222,9 +363,9 @@ static int self_test_once(struct rc_ring *r, int zerocopy, unsigned zc_flags, in
         return -EBUSY;
     memcpy(r->mem, "relay-self-test", 16);
     if (zerocopy)
-        io_uring_prep_send_zc_fixed(sqe, tx, r->mem, 16, 0, zc_flags, 0);
+        io_uring_prep_send_zc_fixed(sqe, tx, r->mem, 16, MSG_DONTWAIT, zc_flags, 0);
     else
-        io_uring_prep_send(sqe, tx, r->mem, 16, 0);
+        io_uring_prep_send(sqe, tx, r->mem, 16, MSG_DONTWAIT);
     io_uring_prep_send_set_addr(sqe, (struct sockaddr *)dst, sizeof(*dst));
     sqe->user_data = UD(TAG_INTERNAL, 0);
     ret = io_uring_submit(&r->ring);
@@ -341,6 +482,9 @@ static int submit_pending(struct rc_ring *r)
     r->st.sqes_submitted += ret;
     r->sq_pending -= (unsigned)ret > r->sq_pending ? r->sq_pending : (unsigned)ret;
     r->st.slots_queued = r->sq_pending;
+    /* Every fd's pending count is now zero, in O(1). (After a partial submit the rest
+     * count as held: conservative, and it keeps pending <= slots for every fd.) */
+    r->submit_gen++;
     return ret;
 }
 
@@ -366,11 +510,20 @@ static unsigned sendmmsg_run(struct rc_ring *r, int fd, const uint32_t *slots, u
         int n = sendmmsg(fd, r->mm + done, k - done, MSG_DONTWAIT);
         r->st.socket_send_calls++;
         if (n < 0) {
-            if (errno == EINTR)
+            int err = errno, e;
+            if (err == EINTR)
                 continue;
-            /* The first message of the rest failed: count it and go past it. */
-            count_errno(r, errno);
+            /* The first message of the rest failed: count it (for its fd too), go past it. */
+            count_errno(r, err);
             r->st.cqe_errors++;
+            e = fdt_get(r, fd);
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                r->st.eagain_drops++;
+                if (e >= 0)
+                    r->fdt[e].eagain_drops++;
+            } else if (e >= 0) {
+                r->fdt[e].send_errors++;
+            }
             done++;
         } else {
             done += (unsigned)n;
@@ -451,6 +604,15 @@ static int reap(struct rc_ring *r, unsigned max)
                 if (cqe->res < 0) {
                     r->st.cqe_errors++;
                     count_errno(r, cqe->res);
+                    if (slot < r->nslots && r->state[slot] == SLOT_IN_FLIGHT) {
+                        struct rc_fdent *ent = &r->fdt[r->slot_ent[slot]];
+                        if (cqe->res == -EAGAIN) { /* MSG_DONTWAIT: the socket was full */
+                            r->st.eagain_drops++;
+                            ent->eagain_drops++;
+                        } else {
+                            ent->send_errors++;
+                        }
+                    }
                 }
                 /* F_MORE: a notification follows and only it frees the slot. */
                 if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -485,6 +647,8 @@ int rc_send(struct rc_ring *r, int fd, const void *data, unsigned len, const voi
     unsigned addrlen = dst ? dst->len : 0;
     uint32_t s;
     unsigned char *buf;
+    struct rc_fdent *ent = NULL;
+    int e = -1;
 
     if (r->closing)
         return RC_CLOSED;
@@ -504,6 +668,23 @@ int rc_send(struct rc_ring *r, int fd, const void *data, unsigned len, const voi
         if (r->nfree == 0) {
             r->st.exhaustion_drops++;
             return RC_DROPPED_FULL;
+        }
+    }
+    if (r->mode != RC_MODE_SOCKET) {
+        /* socket mode sends synchronously at flush: nothing stays held, no cap needed */
+        e = fdt_get(r, fd);
+        if (e < 0) {
+            r->st.exhaustion_drops++;
+            return RC_DROPPED_FULL;
+        }
+        ent = &r->fdt[e];
+        if (fd_held(r, ent) >= (r->fd_cap < r->nfree ? r->fd_cap : r->nfree)) {
+            reap(r, 0); /* completions may already be waiting in the CQ */
+            if (fd_held(r, ent) >= (r->fd_cap < r->nfree ? r->fd_cap : r->nfree)) {
+                ent->cap_drops++;
+                r->st.cap_drops++;
+                return RC_DROPPED_FD_CAP;
+            }
         }
     }
     s = r->free_stack[--r->nfree];
@@ -536,17 +717,28 @@ int rc_send(struct rc_ring *r, int fd, const void *data, unsigned len, const voi
             return RC_DROPPED_FULL;
         }
     }
+    /* MSG_DONTWAIT: a full socket buffer fails this send with -EAGAIN at once (the kernel
+     * sets REQ_F_NOWAIT for it) instead of arming poll and holding the slot until the
+     * socket drains. */
     if (r->mode == RC_MODE_ZEROCOPY)
-        io_uring_prep_send_zc_fixed(sqe, fd, buf, len, 0,
+        io_uring_prep_send_zc_fixed(sqe, fd, buf, len, MSG_DONTWAIT,
                                     r->zc_report ? IORING_SEND_ZC_REPORT_USAGE : 0, 0);
     else
-        io_uring_prep_send(sqe, fd, buf, len, 0);
+        io_uring_prep_send(sqe, fd, buf, len, MSG_DONTWAIT);
     if (addrlen)
         io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&r->addrs[s].sa, (__u16)addrlen);
     sqe->user_data = UD(TAG_SEND, s);
     /* The kernel owns the slot from here until its completion is reaped. */
     r->state[s] = SLOT_IN_FLIGHT;
     r->st.slots_in_flight++;
+    /* After the SQE: taking it may have submitted (a new generation). */
+    if (__builtin_expect(ent->gen != r->submit_gen, 0)) {
+        ent->gen = r->submit_gen;
+        ent->pending = 0;
+    }
+    ent->pending++;
+    ent->slots++;
+    r->slot_ent[s] = (uint32_t)e;
     r->sq_pending++;
     r->st.slots_queued = r->sq_pending;
     return RC_QUEUED;
@@ -670,6 +862,10 @@ int rc_destroy(struct rc_ring *r)
         free(r->queue);
         free(r->mm);
         free(r->iov);
+        free(r->fdt);
+        free(r->fdt_free);
+        free(r->fd_hash);
+        free(r->slot_ent);
         free(r);
     }
     /* else: the region stays mapped for the life of the process, on purpose. */
@@ -679,5 +875,73 @@ int rc_destroy(struct rc_ring *r)
 void rc_get_stats(struct rc_ring *r, struct rc_stats *out)
 {
     r->st.slots_free = r->nfree;
+    r->st.fd_cap = r->fd_cap;
+    r->st.fd_entries = r->fd_max - r->fdt_nfree;
+    r->st.fd_table_size = r->fd_max;
     *out = r->st;
+}
+
+void rc_set_fd_cap(struct rc_ring *r, unsigned cap)
+{
+    r->fd_cap = cap ? cap : 1;
+}
+
+static void fill_fd_stats(const struct rc_fdent *ent, struct rc_fd_stats *out)
+{
+    out->fd = ent->fd;
+    out->in_flight = ent->slots;
+    out->eagain_drops = ent->eagain_drops;
+    out->cap_drops = ent->cap_drops;
+    out->send_errors = ent->send_errors;
+}
+
+int rc_fd_stats(struct rc_ring *r, int fd, struct rc_fd_stats *out)
+{
+    int e = fd < 0 ? -1 : fdt_find(r, fd);
+
+    memset(out, 0, sizeof(*out));
+    out->fd = fd;
+    if (e < 0)
+        return 0;
+    fill_fd_stats(&r->fdt[e], out);
+    return 1;
+}
+
+int rc_forget_fd(struct rc_ring *r, int fd)
+{
+    int e = fd < 0 ? -1 : fdt_find(r, fd);
+
+    if (e < 0)
+        return 0;
+    r->fdt[e].eagain_drops = r->fdt[e].cap_drops = r->fdt[e].send_errors = 0;
+    /* With slots still held the entry must stay (they release through it); holding no
+     * counts, the next sweep takes it once they are back. */
+    if (r->fdt[e].slots == 0)
+        fdt_remove(r, (uint32_t)e);
+    return 1;
+}
+
+int rc_fd_top(struct rc_ring *r, struct rc_fd_stats *out, unsigned max)
+{
+    unsigned n = 0;
+
+    for (unsigned e = 0; e < r->fd_max && max; e++) {
+        const struct rc_fdent *ent = &r->fdt[e];
+        uint64_t drops;
+        unsigned i;
+
+        if (ent->fd < 0 || !fdt_has_counts(ent))
+            continue;
+        drops = ent->eagain_drops + ent->cap_drops;
+        /* insertion into out[0..n), most drops first; the smallest falls off the end */
+        for (i = n; i > 0 && out[i - 1].eagain_drops + out[i - 1].cap_drops < drops; i--)
+            if (i < max)
+                out[i] = out[i - 1];
+        if (i < max) {
+            fill_fd_stats(ent, &out[i]);
+            if (n < max)
+                n++;
+        }
+    }
+    return (int)n;
 }

@@ -6,6 +6,14 @@
  * completions and returns slots to the free stack. A zero-copy slot is released only on
  * its notification CQE. Everything here is single-threaded: the worker's event loop is
  * the only caller.
+ *
+ * No socket can hold the ring hostage. Every send carries MSG_DONTWAIT, so a send to a
+ * socket whose buffer is full completes at once with -EAGAIN (counted for that fd) instead
+ * of parking in the kernel with its slot. And a bounded per-fd table counts the slots each
+ * fd has handed to the kernel and not got back: an fd already holding
+ * min(fd_cap, free slots) of them has its next send dropped and counted (cap_drops of that
+ * fd), so other fds always find a slot. Slots queued since the last submit do not count:
+ * a large fan-out to one shared socket in one event-loop turn is not a stuck socket.
  */
 #ifndef RELAY_RING_CORE_H
 #define RELAY_RING_CORE_H
@@ -22,6 +30,7 @@
 #define RC_BAD_ADDR -4
 
 #define RC_BAD_FD -5
+#define RC_DROPPED_FD_CAP -6
 
 #define RC_MAX_ERRNO 134
 
@@ -45,6 +54,21 @@ struct rc_stats {
     unsigned long long bytes_queued;
     unsigned long long socket_send_calls;
     unsigned long long errors_by_errno[RC_MAX_ERRNO];
+    unsigned long long eagain_drops;  /* sends that found their socket's buffer full */
+    unsigned long long cap_drops;     /* sends refused: their fd held its share of slots */
+    unsigned fd_cap;
+    unsigned fd_entries;              /* fds in the per-fd table now */
+    unsigned fd_table_size;
+    unsigned long long fd_evictions;  /* idle fds whose counters were dropped for room */
+};
+
+/* One socket's share of the ring (rc_fd_stats, rc_fd_top). */
+struct rc_fd_stats {
+    int fd;
+    unsigned in_flight;               /* its slots not yet released (queued or in the kernel) */
+    unsigned long long eagain_drops;
+    unsigned long long cap_drops;
+    unsigned long long send_errors;   /* other failed sends (ECONNREFUSED, EBADF, ...) */
 };
 
 struct rc_ring;
@@ -108,5 +132,18 @@ int rc_drain(struct rc_ring *r, unsigned timeout_ms);
 int rc_destroy(struct rc_ring *r);
 
 void rc_get_stats(struct rc_ring *r, struct rc_stats *out);
+
+/* At most this many slots handed to the kernel per fd (>= 1); see the top of this file. */
+void rc_set_fd_cap(struct rc_ring *r, unsigned cap);
+
+/* The counters of fd: 1 when the table knows it, 0 when not (out is zeroed). */
+int rc_fd_stats(struct rc_ring *r, int fd, struct rc_fd_stats *out);
+
+/* The socket was closed: drop its counters (its entry goes once none of its slots is
+ * held, so a new socket with the same number starts from zero). 1 if it was known. */
+int rc_forget_fd(struct rc_ring *r, int fd);
+
+/* Up to max fds with drops or errors, most drops first. Returns how many were written. */
+int rc_fd_top(struct rc_ring *r, struct rc_fd_stats *out, unsigned max);
 
 #endif

@@ -28,14 +28,38 @@ EBUSY       copy sends; warning (buffers already registered on this ring; a bug)
 any other   copy sends; warning with the errno name; never silent
 ==========  ======================================================================
 
+(These are the decisions for ``"auto"``; an explicit ``"zerocopy"`` raises instead.)
+
 Creating the ring itself failing (ENOSYS: no io_uring; EPERM: seccomp or
-``kernel.io_uring_disabled``; ENOMEM; anything else) lands in ``"socket"`` with a warning.
-A kernel whose ``IORING_OP_SEND`` cannot take a destination address (before 6.1) fails the
-copy self-test and also lands in ``"socket"``.
+``kernel.io_uring_disabled``; ENOMEM: the ring's queues count against RLIMIT_MEMLOCK, about
+400 KiB for 4096 slots; anything else) lands in ``"socket"`` with a warning (for ENOMEM one
+naming RLIMIT_MEMLOCK, its limits and how to raise it). A kernel whose ``IORING_OP_SEND``
+cannot take a destination address (before 6.1) fails the copy self-test and also lands in
+``"socket"``.
+
+Only ``"auto"`` degrades. An explicit ``"zerocopy"`` or ``"copy"`` that cannot be had
+(any of the failures above that would lower the tier) raises ``SendModeUnavailableError``
+naming the mode, the errno and, for ENOMEM, how to raise RLIMIT_MEMLOCK: configuration is
+honoured or refused, never silently replaced.
 
 Exhaustion policy: when no slot is free, ``send()`` reaps completions, then submits what is
 queued and reaps again; if still none is free the datagram is dropped, counted in
 ``exhaustion_drops``, and ``send()`` returns False. It never blocks and never grows.
+
+A full socket costs only its own packets. Every io_uring send carries ``MSG_DONTWAIT``
+(for SEND and SEND_ZC the kernel then sets REQ_F_NOWAIT: a send that would block completes
+at once with -EAGAIN instead of waiting in the kernel, holding its slot, for the socket to
+drain); it is counted as ``eagainDrops`` of that fd, as sendmmsg's EAGAIN is in socket
+mode. And no fd may hold more than ``min(fd_cap, slots free)`` slots that the kernel has
+not released (default ``fd_cap`` = slots / 8 = 512 of 4096): its next send is dropped,
+counted as ``capDrops`` of that fd, and returns False. The cap is what bounds zero-copy
+slots, which stay held while their datagrams wait in a qdisc or a device queue; the socket
+buffer bounds them only loosely (the worker's 8 MiB one holds ~1,600, each charged a page).
+"slots free" keeps any number of congested fds from taking the last slots. Slots queued since the last ``flush()`` do not count, so a fan-out of many
+datagrams to one shared socket in one event-loop turn is not capped. Per-fd counters:
+``fd_stats(fd)``; ``forget_fd(fd)`` when the socket closes. The table is bounded (2 x slots
+fds; idle fds without counts are swept first, then idle ones with counts, counted in
+``fdTableEvictions``).
 
 ``close()`` drains: it submits what is queued, waits (bounded) for every slot's completion,
 cancels stragglers once and waits for their CQEs; only then is the region unregistered and
@@ -56,11 +80,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.uring._ring import ffi, lib
+from worker_proto.errors import SendModeUnavailableError
 
 log = logging.getLogger("relay.uring")
 
 MODES = ("zerocopy", "copy", "socket")
 _ADDR_CACHE_MAX = 65536
+_FD_TOP = 16  # fds with the most drops listed in stats()["fdDrops"]
 
 _REGISTRATION_DECISIONS = {
     errno_mod.EPERM: "an LSM or an io_uring restriction forbids pinning the buffers",
@@ -100,6 +126,7 @@ class SendRing:
         sq_entries: int = 4096,
         register_attempts: int = 5,
         drain_timeout: float = 2.0,
+        fd_cap: int | None = None,
     ) -> None:
         if not isinstance(slots, int) or not 1 <= slots <= 65536:
             raise ValueError(f"slots must be an int in 1..65536, got {slots!r}")
@@ -107,9 +134,12 @@ class SendRing:
             raise ValueError(f"slot_size must be an int in 64..65507, got {slot_size!r}")
         if not isinstance(sq_entries, int) or not 1 <= sq_entries <= 32768:
             raise ValueError(f"sq_entries must be an int in 1..32768, got {sq_entries!r}")
+        if fd_cap is not None and (not isinstance(fd_cap, int) or not 1 <= fd_cap <= slots):
+            raise ValueError(f"fd_cap must be an int in 1..slots, got {fd_cap!r}")
         self.requested_mode = _resolve_mode(mode)
         self.slots = slots
         self.slot_size = slot_size
+        self._sq_entries = sq_entries
         self.drain_timeout = drain_timeout
         self.registration_errno: int | None = None
         self.ring_errno: int | None = None
@@ -124,8 +154,17 @@ class SendRing:
         self._efd = -1
         self._addrs: dict[Any, Any] = {}
         self._cstats = ffi.new("struct rc_stats *")
+        self._cfd = ffi.new("struct rc_fd_stats *")
         self._r = self._create(slots, slot_size, sq_entries)
-        self._decide(register_attempts)
+        try:
+            self._decide(register_attempts)
+        except SendModeUnavailableError:
+            lib.rc_destroy(self._r)  # nothing was sent: no slot is in flight
+            self._r = ffi.NULL
+            self._closed = True
+            raise
+        self.fd_cap = fd_cap if fd_cap is not None else max(1, self.slots // 8)
+        lib.rc_set_fd_cap(self._r, self.fd_cap)
         # Bound once: the hot path does no attribute lookups beyond these.
         self._rc_send = lib.rc_send
         log.info("send ring: mode=%s zero_copy=%s slots=%d", self.mode, self.zero_copy_enabled, slots)
@@ -139,10 +178,7 @@ class SendRing:
         r = lib.rc_create(slots, slot_size, int(use_uring), sq_entries, err, stage)
         if r == ffi.NULL and stage[0] == 2:
             self.ring_errno = err[0]
-            self._fallback(
-                f"io_uring could not be created ({_errno_name(err[0])}: {os.strerror(err[0])}"
-                f"{self._ring_errno_hint(err[0])}); using plain socket sends"
-            )
+            self._ring_failed(err[0], slots, slot_size, sq_entries)
             r = lib.rc_create(slots, slot_size, 0, sq_entries, err, stage)
         if r == ffi.NULL:
             # The slot memory itself: a start-up resource failure degrades to fewer slots.
@@ -158,13 +194,32 @@ class SendRing:
         self.mode = "socket" if self.requested_mode == "socket" or self.ring_errno is not None else "copy"
         return r
 
-    @staticmethod
-    def _ring_errno_hint(err: int) -> str:
-        if err == errno_mod.ENOSYS:
-            return "; the kernel has no io_uring"
-        if err == errno_mod.EPERM:
-            return "; io_uring is forbidden here: kernel.io_uring_disabled or a seccomp filter"
-        return ""
+    def _ring_failed(self, err: int, slots: int, slot_size: int, sq_entries: int) -> None:
+        """io_uring_setup failed: an explicit mode is refused; auto warns and goes on."""
+        what = f"io_uring could not be created ({_errno_name(err)}: {os.strerror(err)})"
+        if err == errno_mod.ENOMEM:
+            ring = _ring_bytes(slots, sq_entries)
+            why = (f": its submission and completion queues (about {-(-ring // 1024)} KiB for "
+                   f"{slots} slots) count against {_memlock_limits()}, which is too low")
+            fix = _memlock_fix(ring + slots * slot_size)
+        elif err == errno_mod.ENOSYS:
+            why, fix = ": the kernel has no io_uring", ""
+        elif err == errno_mod.EPERM:
+            why, fix = ": io_uring is forbidden here (kernel.io_uring_disabled or a seccomp filter)", ""
+        else:
+            why, fix = "", ""
+        self._lower_tier(err, f"{what}{why}", "socket", fix)
+
+    def _lower_tier(self, err: int | None, what: str, tier: str, fix: str = "") -> None:
+        """The requested tier cannot be had (``what``): refuse an explicit mode, or let
+        "auto" go on with ``tier`` and a warning."""
+        if self.requested_mode != "auto":
+            raise SendModeUnavailableError(
+                f"send mode {self.requested_mode!r} is not available: {what}"
+                f"{'. ' + fix if fix else ''}. Ask for send_mode='auto' to fall back to the best "
+                "available tier instead", mode=self.requested_mode, errno=err)
+        sends = "plain socket sends" if tier == "socket" else "copy sends"
+        self._fallback(f"{what}; sends go on as {sends}{'. ' + fix if fix else ''}")
 
     def _fallback(self, reason: str) -> None:
         self.fallbacks += 1
@@ -177,9 +232,11 @@ class SendRing:
             return
         zc_report = ffi.new("int *")
         # Copy sends are the floor of the io_uring tiers: check them on this kernel first.
-        if lib.rc_opcode_supported(self._r, 0) != 1 or lib.rc_self_test(self._r, 0, zc_report) != 0:
-            self._fallback("io_uring cannot send datagrams to an address on this kernel "
-                           "(needs Linux 6.1); using plain socket sends")
+        test = lib.rc_self_test(self._r, 0, zc_report) if lib.rc_opcode_supported(self._r, 0) == 1 \
+            else -errno_mod.EOPNOTSUPP
+        if test != 0:
+            self._lower_tier(-test, "io_uring cannot send datagrams to an address on this kernel "
+                             f"({_errno_name(-test)}; needs Linux 6.1)", "socket")
             self._destroy_and_recreate_socket()
             return
         lib.rc_set_mode(self._r, lib.RC_MODE_COPY, 0)
@@ -192,12 +249,12 @@ class SendRing:
             self._registration_failed(-ret)
             return
         if lib.rc_opcode_supported(self._r, 1) != 1:
-            self._fallback("buffers registered, but this kernel has no IORING_OP_SEND_ZC "
-                           "(needs Linux 6.0); using copy sends")
+            self._lower_tier(errno_mod.EOPNOTSUPP, "buffers registered, but this kernel has no "
+                             "IORING_OP_SEND_ZC (needs Linux 6.0)", "copy")
             return
         test = lib.rc_self_test(self._r, 1, zc_report)
         if test != 0:
-            self._fallback(f"zero-copy self-test failed ({_errno_name(-test)}); using copy sends")
+            self._lower_tier(-test, f"zero-copy self-test failed ({_errno_name(-test)})", "copy")
             return
         lib.rc_set_mode(self._r, lib.RC_MODE_ZEROCOPY, zc_report[0])
         self.mode = "zerocopy"
@@ -219,22 +276,17 @@ class SendRing:
     def _registration_failed(self, err: int) -> None:
         region = self.slots * self.slot_size
         if err == errno_mod.ENOMEM:
-            soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-            self._fallback(
-                "zero-copy disabled: io_uring_register_buffers failed with ENOMEM: "
-                f"RLIMIT_MEMLOCK (soft {_limit(soft)}, hard {_limit(hard)}) is below the "
-                f"{region} bytes ({-(-region // 1024)} KiB) the {self.slots} x {self.slot_size}-byte "
-                "send slots need. Sends go on as copy sends. To enable zero-copy raise the limit: "
-                f"`ulimit -l {max(8192, -(-region // 1024) + 1024)}` in the shell that starts the "
-                "worker, LimitMEMLOCK= in its systemd unit, or memlock in "
-                "/etc/security/limits.conf"
-            )
+            what = ("zero-copy disabled: io_uring_register_buffers failed with ENOMEM: "
+                    f"{_memlock_limits()} is below the {region} bytes ({-(-region // 1024)} KiB) "
+                    f"the {self.slots} x {self.slot_size}-byte send slots need")
+            fix = ("To enable zero-copy raise the limit: "
+                   + _memlock_fix(region + _ring_bytes(self.slots, self._sq_entries)))
         else:
             why = _REGISTRATION_DECISIONS.get(err, "unexpected")
-            self._fallback(
-                f"zero-copy disabled: io_uring_register_buffers failed with {_errno_name(err)} "
-                f"({os.strerror(err)}; {why}); using copy sends"
-            )
+            what = (f"zero-copy disabled: io_uring_register_buffers failed with {_errno_name(err)} "
+                    f"({os.strerror(err)}; {why})")
+            fix = ""
+        self._lower_tier(err, what, "copy", fix)
 
     def _destroy_and_recreate_socket(self) -> None:
         lib.rc_destroy(self._r)
@@ -273,7 +325,8 @@ class SendRing:
         """Copy ``data`` into a free slot and queue it for ``addr`` on UDP socket ``fd``.
 
         Returns False when the datagram was dropped because every slot is in flight
-        (counted in ``exhaustion_drops``). Raises ValueError for a datagram larger than
+        (counted in ``exhaustionDrops``) or because ``fd`` already holds its share of slots
+        (counted in that fd's ``capDrops``). Raises ValueError for a datagram larger than
         ``slot_size`` or a bad fd or address, SendRingClosed after ``close()``.
         """
         dst = self._addrs.get(addr)
@@ -329,7 +382,7 @@ class SendRing:
         return self._send_failed(rc, -1, buf)
 
     def _send_failed(self, rc: int, fd: int, data: Any) -> bool:
-        if rc == lib.RC_DROPPED_FULL:
+        if rc == lib.RC_DROPPED_FULL or rc == lib.RC_DROPPED_FD_CAP:
             return False
         if rc == lib.RC_TOO_BIG:
             raise ValueError(f"datagram of {len(data)} bytes exceeds slot_size {self.slot_size}")
@@ -392,6 +445,30 @@ class SendRing:
             pass
         self.poll()
 
+    # -- per-socket accounting -----------------------------------------------------------
+
+    def fd_stats(self, fd: int) -> dict[str, int]:
+        """What the ring counted for socket ``fd``: ``eagainDrops`` (sends that found its
+        buffer full), ``capDrops`` (sends refused because it held its share of slots),
+        ``sendErrors`` (other failed sends) and ``inFlight`` (its slots not yet released).
+        Zeros for an fd the ring has no entry for (never sent on, or forgotten)."""
+        out = self._cfd
+        if self._closed or not isinstance(fd, int):
+            return {"eagainDrops": 0, "capDrops": 0, "sendErrors": 0, "inFlight": 0}
+        lib.rc_fd_stats(self._r, fd, out)
+        return _fd_dict(out)
+
+    def forget_fd(self, fd: int) -> None:
+        """Socket ``fd`` was closed: drop its counters, so the table stays bounded and a new
+        socket given the same number starts from zero."""
+        if not self._closed and isinstance(fd, int):
+            lib.rc_forget_fd(self._r, fd)
+
+    def _fd_top(self) -> dict[str, dict[str, int]]:
+        top = ffi.new("struct rc_fd_stats[]", _FD_TOP)
+        n = lib.rc_fd_top(self._r, top, _FD_TOP)
+        return {str(top[i].fd): _fd_dict(top[i]) for i in range(n)}
+
     # -- stats and shutdown -------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -428,6 +505,14 @@ class SendRing:
             "cqeErrors": st.cqe_errors,
             "cqeErrorsByErrno": by_errno,
             "exhaustionDrops": st.exhaustion_drops,
+            "eagainDrops": st.eagain_drops,
+            "capDrops": st.cap_drops,
+            "fdCap": st.fd_cap,
+            "fdTableEntries": st.fd_entries,
+            "fdTableSize": st.fd_table_size,
+            "fdTableEvictions": st.fd_evictions,
+            # the fds with the most drops (at most 16), by fd number as a string
+            "fdDrops": self._fd_top(),
             "socketSendCalls": st.socket_send_calls,
             "fallbacks": self.fallbacks,
             "fallbackReasons": list(self.fallback_reasons),
@@ -483,3 +568,30 @@ def _limit(value: int) -> str:
     if value == resource.RLIM_INFINITY:
         return "unlimited"
     return f"{value} bytes ({value // 1024} KiB)"
+
+
+def _memlock_limits() -> str:
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return f"RLIMIT_MEMLOCK (soft {_limit(soft)}, hard {_limit(hard)})"
+
+
+def _memlock_fix(need: int) -> str:
+    kib = max(8192, -(-need // 1024) + 1024)
+    return (f"Raise RLIMIT_MEMLOCK: `ulimit -l {kib}` in the shell that starts the worker "
+            f"(above the hard limit only as root), LimitMEMLOCK={kib}K in its systemd unit, "
+            "or memlock in /etc/security/limits.conf")
+
+
+def _ring_bytes(slots: int, sq_entries: int) -> int:
+    """About what io_uring_setup locks for rc_create's queues: 64-byte SQEs, 16-byte CQEs
+    (twice the slots), the SQ index array and a page of headers each."""
+    if sq_entries > slots:
+        sq_entries = max(8, slots)
+    sq = 1 << (max(1, sq_entries) - 1).bit_length()
+    cq = 1 << (max(sq, slots * 2) - 1).bit_length()
+    return sq * 64 + sq * 4 + cq * 16 + 2 * 4096
+
+
+def _fd_dict(st: Any) -> dict[str, int]:
+    return {"eagainDrops": st.eagain_drops, "capDrops": st.cap_drops,
+            "sendErrors": st.send_errors, "inFlight": st.in_flight}

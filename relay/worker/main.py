@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from relay.transport.port_allocator import PortAllocator
+from worker_proto.errors import WorkerStartError, start_error_line
 from worker_proto.methods import WORKER_HANDLER_ID, WorkerEvent
 from worker_proto.version import PROTOCOL_VERSION
 
@@ -150,6 +151,11 @@ async def serve(args: argparse.Namespace) -> int:
         ring = _create_send_ring(args.send_mode)
         if hasattr(ring, "attach"):  # reap send completions from this loop (eventfd)
             ring.attach(loop)
+    except WorkerStartError as exc:  # e.g. an explicit send mode this host cannot give
+        log_handler.flush_early_to_stderr()
+        sys.stderr.write(start_error_line(exc) + "\n")  # raised by type in the controller
+        sys.stderr.flush()
+        return EXIT_FATAL
     except Exception:
         log_handler.flush_early_to_stderr()
         raise

@@ -46,7 +46,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.seccomp_deny_io_uring:
         deny_io_uring_setup()
-    from relay.uring import SendRing
+    from relay.uring import SendModeUnavailableError, SendRing
 
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
@@ -55,7 +55,12 @@ def main() -> None:
     results = []
     # Several rings one after another: the memlock budget of a closed ring comes back late.
     for _ in range(args.rings):
-        ring = SendRing(mode=args.mode)
+        try:
+            ring = SendRing(mode=args.mode)
+        except SendModeUnavailableError as exc:
+            results.append({"error": type(exc).__name__, "message": str(exc), "mode": exc.mode,
+                            "errno": exc.errno})
+            continue
         sent = [i.to_bytes(4, "big") * 50 for i in range(100)]
         for data in sent:
             ring.send(tx.fileno(), data, rx.getsockname())

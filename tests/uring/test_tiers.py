@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 CHILD = str(Path(__file__).with_name("child_send.py"))
+WORKER_CHILD = str(Path(__file__).with_name("child_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -69,6 +70,61 @@ def test_unprivileged_1_mib_gets_enomem_a_warning_and_copy_sends():
         assert needle in stderr
 
 
+@needs_root
+def test_unprivileged_1_mib_refuses_a_forced_zerocopy():
+    [res], stderr = run_child(["--mode", "zerocopy"], prefix=UNPRIVILEGED,
+                              shell_prefix="ulimit -l 1024")
+    assert res["error"] == "SendModeUnavailableError"
+    assert res["mode"] == "zerocopy" and res["errno"] == errno.ENOMEM
+    for needle in ("RLIMIT_MEMLOCK", "ENOMEM", "1048576 bytes", "ulimit -l", "LimitMEMLOCK="):
+        assert needle in res["message"]
+    # copy needs only the ring's queues, which fit in 1 MiB
+    [res], _ = run_child(["--mode", "copy"], prefix=UNPRIVILEGED, shell_prefix="ulimit -l 1024")
+    assert res["mode"] == "copy" and res["delivered_exactly"]
+
+
+def run_worker(mode: str, shell_prefix: str) -> tuple[dict, str]:
+    """Start a worker through relay.create_worker as uid 65534 (child_worker.py)."""
+    cmd = [sys.executable, WORKER_CHILD, mode]
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("RELAY_SEND_MODE", None)
+    proc = subprocess.run(UNPRIVILEGED + ["bash", "-c", shell_prefix + " && exec " + " ".join(cmd)],
+                          capture_output=True, text=True, env=env, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["zerocopy", "copy"])
+def test_forced_mode_without_locked_memory_for_the_ring_fails_worker_creation(mode):
+    # 64 KiB of RLIMIT_MEMLOCK: io_uring_setup itself fails with ENOMEM.
+    res, stderr = run_worker(mode, "ulimit -l 64")
+    assert res["started"] is False
+    assert res["type"] == "SendModeUnavailableError"  # a WorkerStartError, raised by type
+    assert res["mode"] == mode and res["errno"] == errno.ENOMEM
+    message = res["message"]
+    for needle in (f"send mode {mode!r} is not available", "io_uring could not be created",
+                   "ENOMEM", "RLIMIT_MEMLOCK", "soft 65536 bytes", "hard 65536 bytes",
+                   "ulimit -l 8192", "LimitMEMLOCK=", "send_mode='auto'"):
+        assert needle in message, needle
+
+
+@needs_root
+def test_auto_without_locked_memory_for_the_ring_runs_on_socket_sends_with_a_clear_warning():
+    res, stderr = run_worker("auto", "ulimit -l 64")
+    assert res["started"] is True
+    ring = res["sendRing"]
+    assert ring["mode"] == "socket" and ring["requestedMode"] == "auto"
+    assert ring["ringErrno"] == errno.ENOMEM and ring["fallbacks"] == 1
+    [reason] = ring["fallbackReasons"]
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and reason in warnings[0]
+    for needle in ("io_uring could not be created (ENOMEM", "RLIMIT_MEMLOCK",
+                   "soft 65536 bytes", "hard 65536 bytes", "plain socket sends",
+                   "ulimit -l 8192", "LimitMEMLOCK="):
+        assert needle in reason, needle
+
+
 def test_seccomp_denied_io_uring_lands_in_socket_mode():
     [res], stderr = run_child(["--seccomp-deny-io-uring"])
     assert res["mode"] == "socket"
@@ -78,10 +134,14 @@ def test_seccomp_denied_io_uring_lands_in_socket_mode():
     assert "io_uring could not be created (EPERM" in stderr and "seccomp" in stderr
 
 
-def test_forced_zerocopy_without_io_uring_says_it_could_not_be_honoured():
-    [res], stderr = run_child(["--seccomp-deny-io-uring", "--mode", "zerocopy"])
-    assert res["mode"] == "socket" and res["delivered_exactly"]
-    assert "WARNING" in stderr
+@pytest.mark.parametrize("mode", ["zerocopy", "copy"])
+def test_forced_mode_without_io_uring_is_refused_not_replaced(mode):
+    [res], stderr = run_child(["--seccomp-deny-io-uring", "--mode", mode])
+    assert res["error"] == "SendModeUnavailableError"
+    assert res["mode"] == mode and res["errno"] == errno.EPERM
+    assert f"send mode {mode!r} is not available" in res["message"]
+    assert "EPERM" in res["message"] and "seccomp" in res["message"]
+    assert "WARNING" not in stderr  # refused, not degraded
 
 
 def test_forced_socket_mode_never_touches_io_uring():
