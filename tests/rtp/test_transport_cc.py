@@ -280,6 +280,7 @@ def test_feedback_packet_count_wraps():
         fb = parse_feedback(packet)
         assert fb.fb_count == i & 0xFF
         assert fb.base_seq == i and fb.status_count == 1
+        assert fb.reference_time == round((T0 + i * 0.1) * 1e6) // 64_000
     assert r.feedback_packets == 300
 
 
@@ -469,6 +470,10 @@ def test_parser_rejects_malformed_input():
     for data in bad:
         with pytest.raises(TransportCcParseError):
             parse_feedback(data)
+    # Symbol 3 is reserved, even where its "deltas" would be there.
+    reserved = struct.pack("!BBHIIHHI", 0x8F, 205, 6, 1, 2, 0, 1, 0) + b"\x60\x01" + bytes(6)
+    with pytest.raises(TransportCcParseError, match="reserved"):
+        parse_feedback(reserved)
     for junk in (None, 123, "text", [1, 2]):
         with pytest.raises(TransportCcParseError):
             parse_feedback(junk)  # type: ignore[arg-type]
