@@ -47,7 +47,7 @@ class RembEstimator:
 
     Counters: ``packets`` (fed to the estimator), ``ssrcs_refused`` (packets of an SSRC
     beyond ``MAX_SSRCS``; still estimated, not listed), ``resets`` (restarts after silence),
-    ``rembs`` (REMBs due so far).
+    ``errors`` (restarts after the estimator raised), ``rembs`` (REMBs due so far).
     """
 
     def __init__(self, max_bitrate: int | None = None) -> None:
@@ -62,6 +62,7 @@ class RembEstimator:
         self.packets = 0
         self.ssrcs_refused = 0
         self.resets = 0
+        self.errors = 0
         self.rembs = 0
 
     @property
@@ -102,9 +103,14 @@ class RembEstimator:
             self.ssrcs_refused += 1
         self.packets += 1
         # aiortc lists the SSRCs it has seen, without bound: give it one, keep our own list.
-        result = self._estimator.add(
-            int(arrival * 1000), abs_send_time & 0xFFFFFF, payload_size, 0
-        )
+        try:
+            result = self._estimator.add(
+                int(arrival * 1000), abs_send_time & 0xFFFFFF, max(payload_size, 0), 0
+            )
+        except (ArithmeticError, ValueError):  # never seen; a stranger's input must not crash
+            self._estimator = RemoteBitrateEstimator()
+            self.errors += 1
+            result = None
         if result is not None:
             self._estimate = result[0]
         return self._due(arrival)

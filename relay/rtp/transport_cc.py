@@ -16,8 +16,8 @@ Receiver rules (libwebrtc's ``RemoteEstimatorProxy`` and ``PacketArrivalTimeMap`
   number is recorded (a duplicate changes nothing).
 - Each feedback covers everything recorded since the previous one. A packet that arrives
   late, older than what was already reported, moves the report start back to it, so the next
-  feedback reports it and re-reports what followed it (the draft allows overlapping
-  feedback; the sender ignores what it already knows).
+  feedback reports it and re-reports what followed it (feedback may overlap; a sender skips
+  arrivals it already has).
 - History: once everything has been reported, arrivals older than ``back_window`` (0.5 s)
   before the newest are dropped. A late packet older than what is left is refused (counted):
   its neighbours are gone, so a report would call them lost. libwebrtc accepts it and does
@@ -107,9 +107,7 @@ def extension_value_offset(
 ) -> int:
     """Offset in ``buf`` of the value of RFC 8285 header-extension element ``ext_id`` of the
     RTP packet ``buf[:n]``, or -1 when the packet has none, or one shorter than
-    ``min_size`` bytes, or a malformed extension block (never raises, never reads past n).
-
-    Hot path: one ``struct`` call for the block header, then a walk over the elements."""
+    ``min_size`` bytes, or a malformed extension block (never raises, never reads past n)."""
     if n < 16:
         return -1
     b0 = buf[0]
@@ -291,11 +289,8 @@ def _runs(missing: list[int], syms: list[int], k: int) -> list[tuple[int, int]]:
     for j in range(k):
         m = missing[j]
         if m:
-            if last == NOT_RECEIVED:
-                runs[-1][1] += m
-            else:
-                runs.append([NOT_RECEIVED, m])
-                last = NOT_RECEIVED
+            runs.append([NOT_RECEIVED, m])
+            last = NOT_RECEIVED
         s = syms[j]
         if s == last:
             runs[-1][1] += 1
