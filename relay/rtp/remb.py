@@ -31,6 +31,7 @@ DECREASE_RATIO = 0.97  # a drop to this share of the last REMB or below is sent 
 STREAM_TIMEOUT = 2.0  # an SSRC not seen for this long leaves the REMB (libwebrtc: 2 s)
 SILENCE_RESET = 2.0  # after this long without packets the estimator starts over
 MAX_SSRCS = 255  # the REMB's SSRC count is one byte
+MAX_REMB_BITRATE = 0x3FFFF << 63  # 18-bit mantissa, 6-bit exponent
 
 
 def read_abs_send_time(buf: bytearray | memoryview | bytes, n: int, ext_id: int) -> int | None:
@@ -118,8 +119,8 @@ class RembEstimator:
     def set_max_bitrate(self, bps: int | None, now: float) -> tuple[int, list[int]] | None:
         """Cap what is reported (None: no cap). Returns ``(bitrate, ssrcs)`` when a REMB is
         due now (the reported value changed and there is something to report)."""
-        if bps is not None and bps < 0:
-            raise ValueError("max bitrate must be >= 0")
+        if bps is not None and not 0 <= bps <= MAX_REMB_BITRATE:
+            raise ValueError("max bitrate must be >= 0 and fit a REMB")
         before = self.bitrate
         self._max_bitrate = bps
         if self.bitrate != before:

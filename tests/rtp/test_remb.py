@@ -11,6 +11,7 @@ import pytest
 from relay.rtp.packet import build_pli, build_rtp
 from relay.rtp.remb import (
     ABS_SEND_TIME_URI,
+    MAX_REMB_BITRATE,
     MAX_SSRCS,
     REMB_INTERVAL,
     RembEstimator,
@@ -142,8 +143,10 @@ def test_max_bitrate_caps_what_is_reported():
     # Setting the same cap again changes nothing, so nothing is due before the interval.
     est.set_max_bitrate(None, now=111.2)
     assert est.set_max_bitrate(None, now=111.3) is None
-    with pytest.raises(ValueError):
-        est.set_max_bitrate(-1, now=111.4)
+    for bad in (-1, MAX_REMB_BITRATE + 1):
+        with pytest.raises(ValueError):
+            est.set_max_bitrate(bad, now=111.4)
+    assert parse_remb(build_remb(1, MAX_REMB_BITRATE, []))[0] == MAX_REMB_BITRATE
 
 
 def test_cap_is_reported_before_there_is_an_estimate():
