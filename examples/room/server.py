@@ -9,7 +9,9 @@ notifications {notification, data}: "newProducer" {producerId, peerId, kind},
 connectTransport {transportId, dtlsParameters}, produce {transportId, kind, rtpParameters},
 consume {transportId, producerId, rtpCapabilities} (the consumer starts paused),
 resumeConsumer {consumerId}, producerStats {producerId} (one of the peer's own producers:
-relay's per-encoding stats, which show the simulcast layers the browser sends by RID).
+relay's per-encoding stats, which show the simulcast layers the browser sends by RID),
+consumerStats {consumerId} (one of the peer's consumers as relay sees it: packets sent,
+current simulcast layer, waiting for a key frame).
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ class Room:
             return [{"rid": s["rid"], "ssrc": s["ssrc"], "packetsReceived": s["packetsReceived"],
                      "score": s["score"]}
                     for s in await peer.producers[data["producerId"]].get_stats()]
+        if method == "consumerStats":
+            consumer = peer.consumers[data["consumerId"]]
+            stats = (await consumer.get_stats())[0]
+            return {key: stats.get(key) for key in (
+                "packetCount", "byteCount", "waitingForKeyFrame", "keyFrameRequests", "pliCount",
+                "score", "producerScore", "dropped")} | {"currentLayers": consumer.current_layers}
         raise ValueError(f"unknown method {method!r}")
 
 

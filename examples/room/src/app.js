@@ -1,6 +1,7 @@
 // The room page: mediasoup-client against relay. Query options: ?publish=0 (only watch),
 // ?subscribe=0 (only publish), ?simulcast=0 (one video encoding instead of three by RID).
-// window.roomState() reports what a test needs.
+// window.roomState(), roomSenderStats(), roomReceiverStats(), roomPublished() and
+// roomRelayConsumers() report what a test needs.
 import { Device } from "mediasoup-client";
 
 const params = new URLSearchParams(location.search);
@@ -17,10 +18,11 @@ const localProducers = [];
 const statusEl = document.getElementById("status");
 const videosEl = document.getElementById("videos");
 
-const remote = new Map(); // producerId -> {consumer, element}
+const remote = new Map(); // producerId -> {consumer, figure, peerId}
 let nextId = 1;
 const pending = new Map();
 let recvTransport = null;
+let sendTransport = null;
 let device = null;
 const consumeQueue = [];
 
@@ -91,7 +93,7 @@ async function consume({ producerId, peerId, kind }) {
   video.srcObject.addTrack(consumer.track);
   video.muted = true; // autoplay without a user gesture; the audio still flows
   video.play().catch(() => {});
-  remote.set(producerId, { consumer, figure });
+  remote.set(producerId, { consumer, figure, peerId });
   await request("resumeConsumer", { consumerId: info.id });
 }
 
@@ -111,7 +113,7 @@ async function main() {
     const local = document.getElementById("local");
     local.hidden = false;
     document.getElementById("local-video").srcObject = stream;
-    const sendTransport = await createTransport("send");
+    sendTransport = await createTransport("send");
     for (const track of stream.getTracks()) {
       const simulcast = track.kind === "video" && wantSimulcast;
       // A start bitrate as mediasoup's demo sets it: without it Chrome begins near 300 kbps
@@ -152,6 +154,76 @@ window.roomPublished = async () => {
                      stats: await request("producerStats", { producerId: producer.id }) });
   }
   return producers;
+};
+
+// For tests: every consumer of this page as relay sees it (packets sent, the simulcast layer
+// it forwards, whether it waits for a key frame).
+window.roomRelayConsumers = async () => {
+  const consumers = [];
+  for (const [producerId, { consumer, peerId }] of remote) {
+    consumers.push({ producerId, peerId, kind: consumer.kind,
+                     ...(await request("consumerStats", { consumerId: consumer.id })) });
+  }
+  return consumers;
+};
+
+// The transport's selected ICE candidate pair: Chrome puts its bandwidth estimate
+// (availableOutgoingBitrate) there.
+function selectedPair(report) {
+  let pair = null;
+  for (const r of report.values()) {
+    if (r.type === "transport" && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+  }
+  if (!pair) {
+    for (const r of report.values()) {
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+    }
+  }
+  return pair;
+}
+
+// For tests: what this page sends, from its send transport's getStats(): Chrome's
+// bandwidth estimate and every outbound-rtp stream (one per simulcast encoding, by rid).
+window.roomSenderStats = async () => {
+  if (!sendTransport) return null;
+  const report = await sendTransport.getStats();
+  const pair = selectedPair(report);
+  const outbound = [];
+  for (const r of report.values()) {
+    if (r.type !== "outbound-rtp") continue;
+    outbound.push({ kind: r.kind, rid: r.rid ?? null, ssrc: r.ssrc, active: r.active,
+                    frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+                    framesEncoded: r.framesEncoded ?? 0, framesPerSecond: r.framesPerSecond ?? 0,
+                    bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0,
+                    targetBitrate: r.targetBitrate ?? null,
+                    qualityLimitationReason: r.qualityLimitationReason ?? null });
+  }
+  outbound.sort((a, b) => (a.kind + (a.rid ?? "")).localeCompare(b.kind + (b.rid ?? "")));
+  return { availableOutgoingBitrate: pair?.availableOutgoingBitrate ?? null,
+           currentRoundTripTime: pair?.currentRoundTripTime ?? null, outbound };
+};
+
+// For tests: every subscription (consumer) of this page, from its receive transport's
+// getStats(): the inbound-rtp stream whose track is the consumer's.
+window.roomReceiverStats = async () => {
+  if (!recvTransport) return [];
+  const report = await recvTransport.getStats();
+  const byTrack = new Map();
+  for (const r of report.values()) {
+    if (r.type === "inbound-rtp") byTrack.set(r.trackIdentifier, r);
+  }
+  const subscriptions = [];
+  for (const [producerId, { consumer, peerId }] of remote) {
+    const r = byTrack.get(consumer.track.id) ?? {};
+    subscriptions.push({ producerId, peerId, kind: consumer.kind, paused: consumer.paused,
+                         framesDecoded: r.framesDecoded ?? 0,
+                         keyFramesDecoded: r.keyFramesDecoded ?? 0,
+                         frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+                         freezeCount: r.freezeCount ?? 0, pliCount: r.pliCount ?? 0,
+                         packetsReceived: r.packetsReceived ?? 0,
+                         packetsLost: r.packetsLost ?? 0, bytesReceived: r.bytesReceived ?? 0 });
+  }
+  return subscriptions;
 };
 
 main().catch((e) => setStatus(`error: ${e}`));
