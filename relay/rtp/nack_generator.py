@@ -184,6 +184,19 @@ class NackGenerator:
         self._keyframe_requested = False
         return requested
 
+    def is_missing(self, seq: int) -> bool:
+        """Whether `seq` is one we are waiting for: lost (NACKed or not yet) or newer than
+        any seen. False for a packet already received (a duplicate, e.g. a sender's RTX
+        bandwidth probe)."""
+        if self._newest < 0:
+            return True
+        delta = (seq - self._newest) & 0xFFFF
+        if delta == 0:
+            return False
+        if delta < 0x8000:
+            return True
+        return (self._newest + delta - 0x10000) in self._entries
+
     @property
     def pending(self) -> list[int]:
         """Sequence numbers currently awaiting recovery, oldest first."""

@@ -5,6 +5,9 @@ One request per producer is in flight: further asks while it is pending are coun
 dropped; when a key frame arrives the request is satisfied; if none arrives within
 `RETRY_INTERVAL` the request is sent again, as long as someone still wants it (a consumer
 waiting for a key frame, or an ask since the last send), at most `MAX_RETRIES` times in a row.
+A request made before any stream of the producer has an SSRC (a consumer that joins before
+the sender's first packet) is kept: it is tried again every `WAIT_INTERVAL` while wanted
+(`deferred` counts those waits), and the producer asks again when a stream starts.
 PLI (RFC 4585) unless the producer negotiated only "ccm fir", then FIR (RFC 5104) with an
 incremented command sequence number per new request.
 """
@@ -18,6 +21,8 @@ from relay.rtp.rtcp import Fir, Pli
 
 RETRY_INTERVAL = 1.0
 MAX_RETRIES = 10
+WAIT_INTERVAL = 0.5
+MAX_WAITS = 600  # 5 minutes of a silent sender; then a stream start asks again
 
 
 class KeyFrameRequester:
@@ -43,6 +48,8 @@ class KeyFrameRequester:
         self.pending = False
         self.requests_sent = 0
         self.coalesced = 0
+        self.deferred = 0
+        self._waits = 0
 
     def request(self) -> None:
         if self.pending:
@@ -76,7 +83,17 @@ class KeyFrameRequester:
         self._asked_again = False
         self._cancel()
         if sent:
+            self._waits = 0
             self._timer = self._loop.call_later(RETRY_INTERVAL, self._on_timeout)
+        elif self._waits < MAX_WAITS:  # nobody to ask yet: wait for the sender's first SSRC
+            self._waits += 1
+            self.deferred += 1
+            self._timer = self._loop.call_later(WAIT_INTERVAL, self._on_wait)
+
+    def _on_wait(self) -> None:
+        self._timer = None
+        if not self.pending and self._still_wanted():
+            self._send_now()
 
     def _on_timeout(self) -> None:
         self._timer = None

@@ -67,6 +67,7 @@ _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 # A learned stream switches to a new SSRC only after this long without packets from the old
 # one, so two senders fighting over one producer can't flip it on every packet.
 SSRC_SWITCH_SILENCE = 0.25
+LAYER_CHECK_INTERVAL = 0.25  # seconds between simulcast consumers' layer checks
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
@@ -139,6 +140,9 @@ class Producer:
             for _ in ssrcs
         ]
         self.nacks_sent = 0  # NACK packets sent upstream
+        self.probe_packets = 0  # RTX padding / copies of received packets (bandwidth probes)
+        self._layer_timer: Any = None
+        self.first_packet_time: float | None = None  # monotonic, of any stream
         # Audio observers fed from the ssrc-audio-level extension (the sender's id for it).
         self.level_observers: tuple[Any, ...] = ()
         self._audio_level_id = next(
@@ -217,6 +221,7 @@ class Producer:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         self.rebuild_fanout()
+        self._arm_layer_timer()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
@@ -256,6 +261,32 @@ class Producer:
     def _consumers_waiting(self) -> bool:
         return any((c.key_frame_pending or c.switch_target is not None) and c.active
                    for c in self.consumers)
+
+    def _on_stream_start(self, index: int) -> None:
+        """Stream `index` got its first packet (rare): consumers waiting for a key frame ask
+        its sender now (a request made before any SSRC was known reached nobody)."""
+        if self.first_packet_time is None:
+            self.first_packet_time = time.monotonic()
+        if self._consumers_waiting() and not self.key_frames.pending:
+            self.key_frames.request()
+
+    def _arm_layer_timer(self) -> None:
+        """Simulcast consumers check every LAYER_CHECK_INTERVAL that their layer still flows
+        (control path; runs only while there are simulcast consumers)."""
+        if self._layer_timer is None and not self.closed and len(self.streams) > 1 \
+                and any(c.consumer_type == "simulcast" for c in self.consumers):
+            self._layer_timer = self._ctx.loop.call_later(LAYER_CHECK_INTERVAL,
+                                                          self._on_layer_timer)
+
+    def _on_layer_timer(self) -> None:
+        self._layer_timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        for consumer in list(self.consumers):
+            if consumer.consumer_type == "simulcast":
+                consumer.check_layers(now)
+        self._arm_layer_timer()
 
     def _on_key_frame(self, index: int) -> None:
         """A key frame starts on stream `index`: the request is answered, and consumers
@@ -429,7 +460,11 @@ class Producer:
         if not self._known_pt[buf[1] & 0x7F]:
             self.dropped["unknownPayloadType"] += 1
             return 0
-        older = self.streams[index].update(seq, ts, now)
+        stream = self.streams[index]
+        started = stream.started
+        older = stream.update(seq, ts, now)
+        if not started:
+            self._on_stream_start(index)
         keyframe, lost = self.receivers[index].on_packet(buf, n, seq, ts, now, rtx)
         if keyframe:
             self._on_key_frame(index)
@@ -463,6 +498,22 @@ class Producer:
             return 0
         if not stream.started:
             self.dropped["rtxBeforeMedia"] += 1
+            return 0
+        offset = rtp_payload_offset(buf, n)
+        if offset < 0:
+            self.dropped["rtxMalformed"] += 1
+            return 0
+        if n - offset < 2 + (buf[n - 1] if buf[0] & 0x20 else 0):
+            # Padding only (no original sequence number): a sender's bandwidth probe.
+            self.probe_packets += 1
+            return 0
+        osn = (buf[offset] << 8) | buf[offset + 1]
+        nack = self.receivers[index].nack
+        if nack is None or not nack.is_missing(osn):
+            # A copy of a packet we have (nobody NACKed it): a sender's bandwidth probe
+            # (browsers probe with RTX of recent packets). Not media: not forwarded, not
+            # counted as received, lost, or a key frame.
+            self.probe_packets += 1
             return 0
         try:
             original = parse_rtx_packet(buf[:n], apt, stream.ssrc)
@@ -539,6 +590,8 @@ class Producer:
                 nackPacketsSent=self.nacks_sent,
                 keyFrameRequestsSent=self.keyframe_requests_sent,
                 keyFrameRequestsCoalesced=self.key_frames.coalesced,
+                keyFrameRequestsDeferred=self.key_frames.deferred,
+                probePackets=self.probe_packets,
                 dropped=dict(self.dropped),
                 paused=self.paused,
             )
@@ -558,6 +611,9 @@ class Producer:
         if self._nack_timer is not None:
             self._nack_timer.cancel()
             self._nack_timer = None
+        if self._layer_timer is not None:
+            self._layer_timer.cancel()
+            self._layer_timer = None
         for consumer in list(self.consumers):
             consumer.close(notify=ConsumerEvent.PRODUCER_CLOSE)
         self.consumers.clear()

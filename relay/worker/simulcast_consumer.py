@@ -1,11 +1,17 @@
 """Worker-side simulcast consumer: one of a producer's encodings at a time (a spatial layer),
 and VP8 temporal layers within it.
 
-It switches spatial layer only on a key frame of the target layer (`set_preferred_layers`,
-"layerschange"); if its target layer is not arriving when it starts, it starts on the best
-lower layer that is (`_fallback_layer`), moves up to a layer between that and the target that
-starts later (`_better_fallback`, as a browser brings its layers up one by one), and goes up
-to the target on the target's key frame. It drops VP8 packets above its temporal layer (TID),
+It switches spatial layer only on a key frame of the layer it switches to (`switch_target`,
+requested at once; "layerschange" each time). Its preferred layer (`set_preferred_layers`)
+is where it wants to be; where it is follows what the sender actually sends:
+- starting: if the preferred layer is not arriving, or has not yet sent a key frame since the
+  sender started (a consumer that joined before the first packet), it starts on the first
+  lower layer whose key frame comes (`_fallback_layer`);
+- running (`check_layers`, every 0.25 s): when its layer has been silent for
+  `MISSING_LAYER_SILENCE` it steps down to the best layer still flowing, and when a better
+  layer up to the preferred one flows again it steps back up; a layer between the current
+  and the wanted one that starts meanwhile lifts it part of the way (`_better_fallback`, as a
+  browser brings its layers up one by one). It drops VP8 packets above its temporal layer (TID),
 keeping its sequence numbers gap-free (`RtpRewriter.skip`); a temporal switch up happens at
 a TL0 frame or earlier at a layer-sync (Y bit) frame (`relay.worker.temporal_layers`).
 """
@@ -23,6 +29,10 @@ from .consumer import ALL_TEMPORAL_LAYERS, MISSING_LAYER_SILENCE, Consumer
 
 if TYPE_CHECKING:
     from relay.worker.producer import Producer
+
+# A layer that has not started this long after the sender's first packet is taken as missing
+# by a consumer waiting to start on it (the layers' first packets race each other).
+LAYER_START_GRACE = 1.0
 
 
 class SimulcastConsumer(Consumer):
@@ -124,6 +134,31 @@ class SimulcastConsumer(Consumer):
             return True
         return False
 
+    def check_layers(self, now: float) -> None:
+        """Step down from a layer that went silent, or back up to a better one that flows
+        again (the producer calls this every LAYER_CHECK_INTERVAL; control path). The switch
+        itself waits for a key frame of that layer, asked for now."""
+        if not self.active or self.key_frame_pending:
+            return
+        streams = self.producer.streams
+        best = None
+        for spatial in range(self.target_spatial, -1, -1):
+            stream = streams[self.layer_streams[spatial]]
+            if stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE:
+                best = self.layer_streams[spatial]
+                break
+        if best is None or best == self.switch_target:
+            return  # nothing flows (the sender paused), or the switch is already asked for
+        if best == self.stream_index:
+            current = streams[self.stream_index]
+            if self.switch_target is not None and self.switch_target in self.layer_streams \
+                    and self.layer_streams.index(self.switch_target) < self.target_spatial \
+                    and current.started and now - current.last_time <= MISSING_LAYER_SILENCE:
+                self.switch_target = None  # a step down that is no longer needed
+            return
+        self.switch_target = best
+        self.request_key_frame()
+
     def _better_fallback(self, index: int) -> bool:
         """Whether a key frame on stream `index` should lift a consumer that runs on a lower
         fallback layer while its target (`switch_target`) is missing: `index` lies between
@@ -146,15 +181,21 @@ class SimulcastConsumer(Consumer):
         """Whether a simulcast consumer still waiting to start on stream `self.stream_index`
         should start on stream `index` (a key frame starts there) instead: `index` is a lower
         layer, the best of those arriving, and the target is missing (never started, or
-        silent for `MISSING_LAYER_SILENCE`). A lower layer's first key frame never counts:
-        at start-up the layers' first packets race each other."""
+        silent for `MISSING_LAYER_SILENCE`). In the first `LAYER_START_GRACE` after the
+        sender's first packet, a lower layer's first key frame does not count: the layers'
+        first packets race each other. (A consumer that joined before the first packet keeps
+        asking for key frames until one starts it, then moves up in `check_layers`.)"""
         if index not in self.layer_streams:
             return False
         spatial = self.layer_streams.index(index)
         target = self.layer_streams.index(self.stream_index)
-        if spatial >= target or self.producer.receivers[index].keyframes < 2:
+        if spatial >= target:
             return False
         now = time.monotonic()
+        first = self.producer.first_packet_time
+        racing = first is None or now - first < LAYER_START_GRACE
+        if racing and self.producer.receivers[index].keyframes < 2:
+            return False
         streams = self.producer.streams
 
         def missing(i: int) -> bool:
