@@ -96,6 +96,7 @@ case "$cmd" in
     test)
         setup
         "$VENV/bin/ruff" check .
+        "$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
         exec "$PY" -m pytest -q ;;
     *)
         echo "usage: bash scripts/dev.sh [setup|demo|bench|test]" >&2; exit 2 ;;

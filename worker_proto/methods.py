@@ -33,6 +33,7 @@ class TransportMethod:
     PRODUCE = "transport.produce"
     CONSUME = "transport.consume"
     RESTART_ICE = "transport.restartIce"  # WebRTC transports
+    SET_MAX_INCOMING_BITRATE = "transport.setMaxIncomingBitrate"
 
 
 class ProducerMethod:

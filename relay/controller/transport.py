@@ -59,6 +59,14 @@ class Transport(ChannelObject):
     async def get_stats(self) -> Any:
         return await self._request(TransportMethod.GET_STATS)
 
+    async def set_max_incoming_bitrate(self, bitrate: int | None) -> None:
+        """Cap what relay's congestion feedback (transport-cc / REMB) lets the remote sender
+        send on this transport, in bits/s; None or 0 lifts the cap (mediasoup's name)."""
+        if bitrate is not None and (not isinstance(bitrate, int) or isinstance(bitrate, bool)
+                                    or bitrate < 0):
+            raise ArgumentError("bitrate must be a non-negative integer or None")
+        await self._request(TransportMethod.SET_MAX_INCOMING_BITRATE, {"bitrate": bitrate or None})
+
     async def produce(self, *, kind: str, rtp_parameters: dict, paused: bool = False,
                       app_data: Any = None) -> Producer:
         """Receive media described by ``rtp_parameters`` (ORTC shape, camelCase keys)."""

@@ -20,12 +20,13 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
+from relay.transport.receive_feedback import ReceiveFeedback
 from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
 from relay.transport.rtp_listener import route_unknown_ssrc
 from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import TransportMethod
-from worker_proto.validation import require_dict
+from worker_proto.validation import optional_int, require_dict
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
@@ -74,6 +75,8 @@ class Transport:
         self.srtp_recv: SrtpSession | None = None
         self._max_rtp_size = getattr(ctx.ring, "slot_size", 1500) - MAX_TRAILER
         self.rtcp_reporter: RtcpReporter | None = None
+        # transport-cc / REMB to the senders (relay.transport.receive_feedback)
+        self.feedback = ReceiveFeedback(ctx.loop, self.send_rtcp, time.monotonic)
 
     def _start(self) -> None:
         """The subclass has its sockets: start reporting and take requests."""
@@ -98,10 +101,16 @@ class Transport:
         if method == TransportMethod.PRODUCE:
             producer = self.router.produce(self, require_dict(data, "data"))
             self.producers[producer.id] = producer
+            self.feedback.add_producer(producer.codecs, producer.header_extensions)
             return {"type": "simulcast" if len(producer.streams) > 1 else "simple"}
         if method == TransportMethod.CONSUME:
             consumer = self.router.consume(self, require_dict(data, "data"))
             return {"paused": consumer.paused, "producerPaused": consumer.producer_paused}
+        if method == TransportMethod.SET_MAX_INCOMING_BITRATE:
+            data = require_dict(data, "data")
+            self.feedback.set_max_incoming_bitrate(
+                optional_int(data, "bitrate", 1, 10_000_000_000) or None)
+            return None
         return self.handle_other_request(method, data)
 
     def handle_other_request(self, method: str, data: dict) -> dict | list | None:
@@ -160,6 +169,9 @@ class Transport:
         self.rtp_packets_received += 1
         self.rtp_bytes_received += n
         seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
+        feedback = self.feedback
+        if feedback.tcc is not None or feedback.remb is not None:
+            feedback.on_rtp(buf, n, ssrc, now)  # probes too: the sender's estimator needs them
         try:
             entry = self.ssrc_table.get(ssrc)
             if entry is None:
@@ -223,6 +235,7 @@ class Transport:
             "rtcpReportsSent": self.rtcp_reporter.reports_sent if self.rtcp_reporter else 0,
             "roundTripTime": self.rtt,
             "dropped": dict(self.dropped),
+            "receiveFeedback": self.feedback.stats(),
         }
         return stats
 
@@ -247,6 +260,7 @@ class Transport:
         self.closed = True
         if self.rtcp_reporter is not None:
             self.rtcp_reporter.close()
+        self.feedback.close()
         for consumer in list(self.consumers.values()):
             consumer.close(notify=None)
         for producer in list(self.producers.values()):
