@@ -64,6 +64,7 @@ def _plot_soak(plt, path: str, result: dict) -> None:
         if total:
             ax_slots.axhline(total, color="grey", linestyle="--", linewidth=1,
                              label=f"{name} total")
+            ax_slots.set_ylim(0, total * 1.05)  # slots held are seen against the whole ring
         baseline = soak["rss"].get("baselineBytes")
         if baseline:
             ax_rss.axhline(baseline / 1e6, color="grey", linestyle=":", linewidth=1)

@@ -3,6 +3,7 @@
     python -m tests.fuzz.run                          # every harness, 60 s each
     python -m tests.fuzz.run --seconds 600 rtcp       # one harness for ten minutes
     python -m tests.fuzz.run --runs 20000 --seed 1    # a fixed number of inputs, reproducible
+    python -m tests.fuzz.run --ci                     # what CI runs: each harness's ci_runs
     python -m tests.fuzz.run --corpus fuzz-corpus     # keep what coverage found, resume later
     python -m tests.fuzz.run --reproduce rtcp CRASH   # run one input, show the traceback
     python -m tests.fuzz.run --list
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help=f"per harness (default {DEFAULT_SECONDS} "
                                                       "unless --runs is given)")
     parser.add_argument("--runs", type=int, help="inputs per harness")
+    parser.add_argument("--ci", action="store_true",
+                        help="each harness's CI input count with the CI seed (as pytest does)")
     parser.add_argument("--seed", type=int, default=0, help="libFuzzer seed (0: random)")
     parser.add_argument("--corpus", type=Path, help="keep each harness's corpus in DIR/NAME")
     parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts" / "fuzz",
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.child:
         child_main(ns.child[0], ns.child[1], extra)
         return 0  # not reached: libFuzzer exits
-    from tests.fuzz.fuzz_registry import HARNESSES
+    from tests.fuzz.fuzz_registry import CI_SEED, HARNESSES
 
     if ns.list:
         for harness in HARNESSES.values():
@@ -177,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown harness(es) {', '.join(unknown)}; see --list")
     seconds = ns.seconds if ns.seconds is not None or ns.runs is not None else DEFAULT_SECONDS
+    if ns.ci:
+        seconds, ns.seed = None, CI_SEED
     results = []
     for name in names:
-        result = run_harness(name, runs=ns.runs, seconds=seconds, seed=ns.seed,
+        runs = HARNESSES[name].ci_runs if ns.ci else ns.runs
+        result = run_harness(name, runs=runs, seconds=seconds, seed=ns.seed,
                              corpus_root=ns.corpus, artifacts=ns.artifacts, extra=extra)
         results.append(result)
         print(result.summary(), flush=True)

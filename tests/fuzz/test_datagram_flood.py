@@ -36,7 +36,11 @@ LEGIT_PACKETS = 2000
 LEGIT_RATE = 400.0  # packets/s: the stream lasts 5 s
 JUNK = {"legit": 40_000, "latched": 10_000, "webrtc": 10_000}
 JUNK_SOURCES = 8  # source ports the junk for the legit port comes from
-MAX_QUEUED = 64 * 1024  # bytes waiting in a target socket: above this the flood waits
+# Bytes (kernel truesize) waiting in a target socket above which the flood waits, and the
+# datagrams sent per target between two looks: at most ~32 + 16 x 2.3 KB of junk queued,
+# which leaves most of the default 208 KB receive buffer to the legit stream.
+MAX_QUEUED = 32 * 1024
+BATCH = 16
 PORT_RANGE = (47700, 47799)
 MEDIA_CODECS = [{"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
                 {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000}]
@@ -156,7 +160,7 @@ async def _flood(worker: relay.Worker) -> dict:
                 waits += 1
                 continue
             # Spread the junk over the stream's lifetime, ahead of it if the worker keeps up.
-            share = min(len(batch), sent_junk[name] + 64)
+            share = min(len(batch), sent_junk[name] + BATCH)
             for i in range(sent_junk[name], share):
                 source = hostile if name == "latched" else sources[i % JUNK_SOURCES]
                 source.sendto(batch[i], ("127.0.0.1", ports[name]))

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.fuzz_registry import HARNESSES
+from tests.fuzz.fuzz_registry import CI_SEED, HARNESSES
 from tests.fuzz.run import run_harness
-
-CI_SEED = 1729
 
 
 @pytest.mark.parametrize("name", list(HARNESSES))
