@@ -108,4 +108,10 @@ def seeds_rtcp() -> list[bytes]:
     seeds = [build_compound(p) for p in packets]
     seeds.append(bytes.fromhex("80cc0002" "00003333" "41424344"))  # APP: skipped
     seeds.append(bytes.fromhex("a0c90002" "00003333" "00000004"))  # RR with 4 bytes of padding
+    seeds.append(FIR_WITH_PADDING)
     return seeds
+
+
+# A FIR whose 8 bytes of padding (P bit) the key-frame-request scan read as a second entry.
+FIR_WITH_PADDING = bytes.fromhex("a4ce0006" "00000001" "00000000" "00001111" "03000000"
+                                 "00000000" "00000008")
