@@ -12,6 +12,7 @@ from .plot import write_plot
 from .report import print_report, write_json
 from .runner import Run
 
+EXIT_SOAK_GREW = 3  # --soak: RSS grew, or the ring's slots did not all come back at idle
 EXIT_INTERRUPTED = 130
 
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if result["interrupted"]:
         sys.exit(EXIT_INTERRUPTED)
+    if any(not entry["soak"]["passed"] for entry in result["modes"].values()
+           if entry.get("soak")):
+        sys.exit(EXIT_SOAK_GREW)
 
 
 if __name__ == "__main__":

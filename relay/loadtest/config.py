@@ -52,6 +52,10 @@ class LoadtestConfig:
     late_after_ms: float = 100.0
     port_min: int = 40000
     pin: bool = True
+    soak: float | None = None
+    soak_interval: float = 5.0
+    soak_max_slope: float = 1.0
+    soak_max_growth: float = 8.0
     json: str | None = None
     plot: str | None = None
     modes: list[str] = field(default_factory=list)
@@ -126,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--poll-interval-ms", type=float, default=1.0,
                    help="above 20k forwarded pkt/s the harness sends and reads on this "
                         "period so each syscall moves a batch; 0 = busy loop (default 1)")
+    s = p.add_argument_group("soak")
+    s.add_argument("--soak", type=parse_duration, metavar="DURATION",
+                   help="run --rate for DURATION (seconds, or 90s, 10m, 1h) instead of "
+                        "--duration, sampling the worker's RSS and its free send-ring slots "
+                        "every --soak-interval; exit 3 if RSS grows or the slots do not all "
+                        "come back at idle")
+    s.add_argument("--soak-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="soak: seconds between samples (default 5)")
+    s.add_argument("--soak-max-slope", type=float, default=1.0, metavar="MB_PER_MIN",
+                   help="soak: RSS growth allowed over the second half, as the slope of a "
+                        "linear fit (default 1 MB/min)")
+    s.add_argument("--soak-max-growth", type=float, default=8.0, metavar="MB",
+                   help="soak: RSS growth allowed from the settled baseline to the end "
+                        "(default 8 MB)")
     w = p.add_argument_group("worker and harness")
     w.add_argument("--send-mode", choices=("auto", *SEND_MODES, "all"), default="auto",
                    help="the worker's send ring tier; all: one worker per mode, steps "
@@ -148,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--plot", metavar="FILE.png",
                    help="plot delivery and worker CPU against input rate per mode")
     return p
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "600", "90s", "10m" or "1h" (argparse type)."""
+    unit = _DURATION_UNITS.get(text[-1:].lower())
+    try:
+        return float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (seconds, or a number with s, m or h)") from None
 
 
 def _check_output(path: str | None, what: str) -> None:
@@ -216,6 +247,8 @@ def validate(cfg: LoadtestConfig) -> None:
         raise ConfigError("too many streams (at most 65535)")
     cfg.modes = list(SEND_MODES) if cfg.send_mode == "all" else [cfg.send_mode]
     qualities = ["off", "on"] if cfg.quality == "both" else [cfg.quality]  # baseline first
+    if cfg.soak is not None:
+        _validate_soak(cfg, len(cfg.modes) * len(qualities))
     cfg.variants = [(mode if len(qualities) == 1 else f"{mode} quality-{quality}", mode,
                      quality == "on") for mode in cfg.modes for quality in qualities]
     ports = scenario.transports_needed() + 16
@@ -246,6 +279,24 @@ def validate(cfg: LoadtestConfig) -> None:
     if cfg.plot is not None and not cfg.plot.lower().endswith(".png"):
         raise ConfigError(f"--plot writes a PNG: give a file name ending in .png "
                           f"(got {cfg.plot})")
+
+
+def _validate_soak(cfg: LoadtestConfig, variants: int) -> None:
+    assert cfg.soak is not None
+    if not cfg.soak > 0 or cfg.soak == float("inf"):
+        raise ConfigError(f"--soak must be a positive duration (got {cfg.soak})")
+    if cfg.search or cfg.self_test:
+        raise ConfigError("--soak runs one fixed --rate: drop --search and --self-test")
+    if variants > 1:
+        raise ConfigError("--soak watches one worker: pick one --send-mode (not all) and "
+                          "one --quality (not both)")
+    if not 0 < cfg.soak_interval <= cfg.soak / 2:
+        raise ConfigError(f"--soak-interval must be positive and at most half of --soak, so "
+                          f"there are samples to compare (got {cfg.soak_interval:g} s for a "
+                          f"{cfg.soak:g} s soak)")
+    if not (cfg.soak_max_slope >= 0 and cfg.soak_max_growth >= 0):
+        raise ConfigError("--soak-max-slope and --soak-max-growth must not be negative")
+    cfg.duration = cfg.soak
 
 
 def port_range(cfg: LoadtestConfig, index: int) -> tuple[int, int]:

@@ -73,6 +73,34 @@ def summary_table(result: dict) -> Table | None:
     return table
 
 
+def soak_table(result: dict) -> Table | None:
+    """--soak: the worker's RSS and free ring slots from start to end, and the verdict."""
+    soaks = {mode: entry["soak"] for mode, entry in result["modes"].items()
+             if entry.get("soak")}
+    if not soaks:
+        return None
+    table = Table(title="Soak: worker RSS and free send-ring slots", title_justify="left")
+    for name in ("mode", "rate in", "seconds", "samples", "rss idle/baseline/end MB",
+                 "slope 2nd half MB/min", "free slots idle/min/end/idle after", "result"):
+        table.add_column(name, justify="left" if name in ("mode", "result") else "right")
+    for mode, soak in soaks.items():
+        rss, slots = soak["rss"], soak["freeSlots"]
+
+        def mb(value: int | None) -> str:
+            return _fmt(value / 1e6 if value is not None else None, ".1f")
+
+        table.add_row(
+            mode, _fmt(soak["rate"]), _fmt(soak["durationSeconds"], ".0f"),
+            _fmt(len(soak["samples"])),
+            f"{mb(rss.get('idleBeforeBytes'))}/{mb(rss.get('baselineBytes'))}/"
+            f"{mb(rss.get('endBytes'))}",
+            _fmt(rss.get("secondHalfSlopeMBPerMin"), ".3f"),
+            f"{_fmt(slots['idleBefore'])}/{_fmt(slots['minDuringTraffic'])}/"
+            f"{_fmt(slots['endOfTraffic'])}/{_fmt(slots['idleAfter'])} of {_fmt(slots['total'])}",
+            "flat" if soak["passed"] else "GREW: " + "; ".join(soak["failures"]))
+    return table
+
+
 def print_report(console: Console, result: dict) -> None:
     scenario = result["scenario"]
     srtp = f", SRTP {scenario['srtp']}" if scenario["srtp"] else ""
@@ -105,6 +133,9 @@ def print_report(console: Console, result: dict) -> None:
     table = summary_table(result)
     if table is not None:
         console.print(table)
+    soak = soak_table(result)
+    if soak is not None:
+        console.print(soak)
     comparison = result.get("comparison")
     if comparison and not table:
         console.print("send modes, forwarded pkt/s ratio to "

@@ -18,6 +18,7 @@ from .config import LoadtestConfig, port_range
 from .rate_search import RateSearch
 from .reflector_target import ReflectorTarget
 from .relay_target import RelayTarget
+from .soak import SoakLimits, run_soak
 from .step import run_step
 from .traffic import Traffic
 
@@ -110,6 +111,30 @@ class Run:
         record.append(step)
         return step
 
+    async def _soak(self, progress: Progress, target: Any, traffic: Traffic,
+                    entry: dict) -> None:
+        """--soak: one long step at --rate, sampling the worker as it goes (soak.py)."""
+        cfg = self.cfg
+        assert cfg.soak is not None
+        task = progress.add_task(f"{target.label:>9} soak {cfg.rate:,.0f} pkt/s",
+                                 total=cfg.soak, status="")
+
+        def update(elapsed: float, sent: int, received: int) -> None:
+            rss = (sample.rss_bytes / 1e6) if (sample := target.sample()) else 0.0
+            progress.update(task, completed=min(elapsed, cfg.soak),
+                            status=f"in {sent:,} out {received:,} rss {rss:.1f} MB")
+
+        limits = SoakLimits(cfg.soak_interval, cfg.soak_max_slope, cfg.soak_max_growth)
+        step, soak = await run_soak(target, traffic, cfg.rate, cfg.soak, limits,
+                                    threshold=cfg.threshold, on_progress=update,
+                                    should_stop=lambda: self.stopping,
+                                    poll_interval=cfg.poll_interval_ms / 1000)
+        step["loadAverage1m"] = round(os.getloadavg()[0], 2)
+        entry["steps"].append(step)
+        entry["soak"] = soak
+        mark = "[green]flat" if soak["passed"] else "[red]GREW: " + "; ".join(soak["failures"])
+        progress.update(task, completed=cfg.soak, status=mark)
+
     async def _warmup(self, target: Any, traffic: Traffic) -> None:
         if self.cfg.warmup > 0:
             rate = min(self.cfg.rate if not self.cfg.search else self.cfg.start_rate, 5000.0)
@@ -133,6 +158,11 @@ class Run:
             if self.stopping:
                 return
             await self._warmup(target, traffic)
+        if cfg.soak is not None:
+            for target, traffic, entry in entries:
+                if not self.stopping:
+                    await self._soak(progress, target, traffic, entry)
+            return
         if not cfg.search:
             for target, traffic, entry in entries:
                 if self.stopping:

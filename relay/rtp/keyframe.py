@@ -95,7 +95,7 @@ def parse_vp8_descriptor(payload: Payload) -> Vp8Descriptor | None:
     return Vp8Descriptor(
         non_reference=bool(b0 & 0x20),
         start_of_partition=bool(b0 & 0x10),
-        partition_index=b0 & 0x0F,
+        partition_index=b0 & 0x07,  # 3 bits; 0x08 is reserved, and receivers ignore it
         picture_id=picture_id,
         picture_id_bits=picture_id_bits,
         tl0_pic_idx=tl0,

@@ -214,6 +214,11 @@ def keyframe_request_ssrcs(buf: bytearray | memoryview | bytes, length: int) -> 
     for pt, fmt, offset, size in iter_rtcp(buf, length):
         if pt != RTCP_PT_PSFB:
             continue
+        if buf[offset] & 0x20:  # padding (RFC 3550 6.4.1): its last octet counts it
+            padding = buf[offset + size - 1]
+            if not 0 < padding <= size - 4:
+                continue
+            size -= padding
         if fmt == PSFB_FMT_PLI and size >= 12:
             ssrcs.append(_U32.unpack_from(buf, offset + 8)[0])
         elif fmt == PSFB_FMT_FIR:
