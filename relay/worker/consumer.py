@@ -55,7 +55,7 @@ from worker_proto.errors import (
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
-from .retransmission import retransmit
+from .retransmission import ResendHistory, retransmit
 
 if TYPE_CHECKING:
     from relay.transport.base import Transport
@@ -76,6 +76,8 @@ class Consumer:
         "plis_received", "firs_received", "score", "rtt", "remote_fraction_lost",
         "remote_packets_lost", "remote_jitter", "cname", "clock_rate", "bitrate",
         "_bitrate_bytes", "_bitrate_time", "_rrtr",
+        # resend limits (issue 16): see relay.worker.retransmission
+        "nack_suppressed", "resend_history", "retransmission_share", "_bitrate_rtx_bytes",
         # simulcast (see set_preferred_layers)
         "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
@@ -167,6 +169,8 @@ class Consumer:
         self.nack_misses = 0  # NACKed packets we could not resend (too old, gone, never sent)
         self.nacks_received = 0  # NACK packets
         self.nack_packets_requested = 0  # sequence numbers in them
+        self.nack_suppressed = 0  # NACKed packets not resent: too soon or too often again
+        self.resend_history: ResendHistory | None = None  # made at the first NACK
         self.plis_received = 0
         self.firs_received = 0
         self.score = StreamScore()
@@ -181,6 +185,9 @@ class Consumer:
         self.bitrate = 0
         self._bitrate_bytes = 0
         self._bitrate_time: float | None = None
+        # retransmitted share of the bytes sent over the last report interval (0..1)
+        self.retransmission_share = 0.0
+        self._bitrate_rtx_bytes = 0
         # (remote SSRC, LRR, arrival) of the remote's last XR RRTR, answered in our next report
         self._rrtr: tuple[int, int, float] | None = None
         self.type = consumer_type
@@ -403,6 +410,10 @@ class Consumer:
         total = self.bytes_sent + self.retransmitted_bytes
         if self._bitrate_time is not None and now > self._bitrate_time:
             self.bitrate = int((total - self._bitrate_bytes) * 8 / (now - self._bitrate_time))
+        interval_bytes = total - self._bitrate_bytes
+        interval_rtx = self.retransmitted_bytes - self._bitrate_rtx_bytes
+        self.retransmission_share = interval_rtx / interval_bytes if interval_bytes else 0.0
+        self._bitrate_rtx_bytes = self.retransmitted_bytes
         self._bitrate_bytes = total
         self._bitrate_time = now
         return self.bitrate
@@ -442,6 +453,8 @@ class Consumer:
                 "retransmittedPackets": self.retransmitted_packets,
                 "retransmittedBytes": self.retransmitted_bytes,
                 "nackMisses": self.nack_misses,
+                "nackSuppressed": self.nack_suppressed,
+                "retransmissionShare": self.retransmission_share,
                 "pliCount": self.plis_received,
                 "firCount": self.firs_received,
                 "fractionLost": self.remote_fraction_lost,

@@ -9,13 +9,37 @@ rewritten exactly as the fan-out loop did (extension ids, PT, seq, timestamp, SS
 wrapped as RTX (RFC 4588: the consumer's RTX SSRC and `apt` payload type, its own sequence
 numbers) when the consumer negotiated RTX, else resent as is. Control path: one copy per
 retransmitted packet, none on the forwarding path.
+
+Resends are limited per consumer and packet (issue 16), so a congested receiver that NACKs
+what it lost again and again is not answered with ever more traffic:
+
+- at most once per round-trip time of that consumer (its RTT from RR blocks; DEFAULT_RTT
+  while none is known): a resend younger than one RTT may still be on its way, and resending
+  it again only adds to the queue that dropped it (mediasoup `RtpStreamSend`: it ignores a
+  request for a packet resent within the last RTT, 100 ms `DefaultRtt` when unknown);
+- at most MAX_RESENDS times in all: a WebRTC receiver NACKs one packet at most 10 times
+  (libwebrtc `NackRequester` and mediasoup `NackGenerator`: `MaxNackRetries` 10) and then
+  asks for a key frame, so an 11th resend answers no well-behaved receiver.
+
+What is refused is counted (`Consumer.nack_suppressed`, stats `nackSuppressed`). The
+bookkeeping (`ResendHistory`) is a per-consumer table keyed by output sequence number, the
+size of the retransmission store rounded up to a power of two, allocated at the consumer's
+first NACK and touched only here. `resend_verdict` is the one place that decides.
 """
 
 from __future__ import annotations
 
+from array import array
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from relay.rtp.nack_buffer import RtpHeaderError
+from relay.rtp.nack_buffer import (
+    AUDIO_CAPACITY,
+    AUDIO_MAX_AGE,
+    VIDEO_CAPACITY,
+    VIDEO_MAX_AGE,
+    RtpHeaderError,
+)
 from relay.rtp.packet import (
     RTP_B1_SEQ_TS_SSRC,
     extension_bounds,
@@ -28,6 +52,85 @@ if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
 
 _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
+
+DEFAULT_RTT = 0.1  # seconds: the resend window while a consumer's RTT is unknown (or 0)
+MAX_RESENDS = 10  # resends of one packet to one consumer, in all
+
+
+class ResendHistory:
+    """When each recently resent output seq of one consumer was last resent, and how often.
+
+    Slot `seq % size` holds one seq; `size` is a power of two at least the store's capacity,
+    so two seqs the store can both still hold never share a slot (65536 is a multiple of it,
+    so this holds across the 16-bit wrap too). An entry whose last resend is older than the
+    store's max age describes a packet the store no longer serves (or an older packet with
+    the same 16-bit number): it reads as never resent.
+    """
+
+    __slots__ = ("_mask", "_max_age", "_seqs", "_times", "_counts")
+
+    def __init__(self, capacity: int, max_age: float) -> None:
+        size = 1 << max(0, capacity - 1).bit_length()
+        self._mask = size - 1
+        self._max_age = max_age
+        self._seqs = array("H", bytes(2 * size))
+        self._times = array("d", bytes(8 * size))
+        self._counts = bytearray(size)  # 0: empty slot (MAX_RESENDS fits a byte)
+
+    @classmethod
+    def for_kind(cls, kind: str) -> ResendHistory:
+        if kind == "video":
+            return cls(VIDEO_CAPACITY, VIDEO_MAX_AGE)
+        return cls(AUDIO_CAPACITY, AUDIO_MAX_AGE)
+
+    @property
+    def size(self) -> int:
+        return self._mask + 1
+
+    def lookup(self, seq: int, now: float) -> tuple[int, float]:
+        """(times resent, time of the last resend) of output `seq`; (0, 0.0) if never."""
+        slot = seq & self._mask
+        count = self._counts[slot]
+        if count == 0 or self._seqs[slot] != seq & 0xFFFF:
+            return 0, 0.0
+        last = self._times[slot]
+        if now - last > self._max_age:
+            return 0, 0.0
+        return count, last
+
+    def record(self, seq: int, now: float, count: int) -> None:
+        """Output `seq` was resent at `now`, its `count`-th time."""
+        slot = seq & self._mask
+        self._seqs[slot] = seq & 0xFFFF
+        self._times[slot] = now
+        self._counts[slot] = min(count, 255)
+
+
+class Verdict(IntEnum):
+    """What to do with one NACKed packet."""
+
+    RESEND = 0
+    TOO_SOON = 1  # resent less than one RTT ago: that resend may still be on its way
+    TOO_OFTEN = 2  # resent MAX_RESENDS times already
+
+
+def resend_verdict(consumer: Consumer, count: int, last: float, now: float) -> Verdict:
+    """Whether `consumer` gets a packet again that it NACKed at `now`, having been resent
+    `count` times, the last at `last`.
+
+    The one place that decides, given the consumer's state. The send-side estimator (issue
+    13) plugs in here: once the consumer has an available-bitrate estimate, a packet whose
+    resend would push the consumer's rate (`bitrate`, which includes retransmissions) over
+    it is not worth resending when a key frame repairs the loss too (video): return a new
+    verdict (KEY_FRAME) on which `retransmit` counts the refusal and asks for a key frame
+    through `consumer.request_key_frame()`, rate-limited per consumer (the producer's
+    `KeyFrameRequester` already coalesces requests in flight).
+    """
+    if count >= MAX_RESENDS:
+        return Verdict.TOO_OFTEN
+    if count and now - last <= (consumer.rtt or DEFAULT_RTT):
+        return Verdict.TOO_SOON
+    return Verdict.RESEND
 
 
 def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | None:
@@ -67,9 +170,17 @@ def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | 
 
 def retransmit(consumer: Consumer, lost: list[int], now: float, ring: SendRing) -> int:
     """Resend what can be resent of `lost` (output seqs) to the consumer's remote; returns
-    the number sent. Misses are counted on the consumer (`nack_misses`)."""
+    the number sent. Refusals (`resend_verdict`) are counted on the consumer
+    (`nack_suppressed`), before the store is looked at; misses too (`nack_misses`)."""
+    history = consumer.resend_history
+    if history is None:
+        history = consumer.resend_history = ResendHistory.for_kind(consumer.kind)
     sent = 0
     for out_seq in lost:
+        count, last = history.lookup(out_seq, now)
+        if resend_verdict(consumer, count, last, now) is not Verdict.RESEND:
+            consumer.nack_suppressed += 1
+            continue
         packet = rebuild_packet(consumer, out_seq, now)
         if packet is None or consumer.addr is None:
             consumer.nack_misses += 1
@@ -91,6 +202,7 @@ def retransmit(consumer: Consumer, lost: list[int], now: float, ring: SendRing) 
             data = protected
         # consumer.send: the ring's send, or a copy send on ICE-TCP (issue 4).
         if consumer.send(consumer.fd, data, consumer.addr):
+            history.record(out_seq, now, count + 1)
             sent += 1
             consumer.retransmitted_packets += 1
             consumer.retransmitted_bytes += n
