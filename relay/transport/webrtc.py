@@ -220,7 +220,7 @@ class WebRtcTransport(Transport):
             if addr not in self._validated:
                 self.dropped["notValidated"] += 1
                 return 0
-            return self._on_srtp(buf, udp.view, udp.ptr, n)
+            return self._on_srtp(buf, udp.view, udp.ptr, n, udp.now)
         if first < 4:
             self._on_stun(bytes(buf[:n]), (addr[0], addr[1], "udp"), (udp, addr))
         elif 20 <= first < 64:
@@ -243,7 +243,8 @@ class WebRtcTransport(Transport):
                 self.dropped["tooLarge"] += 1
                 return
 
-            self._on_srtp(frame, memoryview(frame), buffer_pointer(frame), len(frame))
+            self._on_srtp(frame, memoryview(frame), buffer_pointer(frame), len(frame),
+                          time.monotonic())
         elif first < 4:
             self._on_stun(bytes(frame), conn.tuple, (conn, None))
         elif 20 <= first < 64:
@@ -275,7 +276,7 @@ class WebRtcTransport(Transport):
         self.dtls.feed(data)
         self._arm_dtls_timer()
 
-    def _on_srtp(self, buf: bytearray, view: memoryview, ptr: Any, n: int) -> int:
+    def _on_srtp(self, buf: bytearray, view: memoryview, ptr: Any, n: int, now: float) -> int:
         srtp = self.srtp_recv
         if srtp is None:
             self.dropped["beforeDtls"] += 1
@@ -292,7 +293,7 @@ class WebRtcTransport(Transport):
             return 0
         if not self._rtp_fits(buf, n):
             return 0
-        return self._route_rtp(buf, view, n, time.monotonic())
+        return self._route_rtp(buf, view, n, now)
 
     def _on_rtcp(self, buf: bytearray, ptr: Any, n: int) -> None:
         assert self.srtp_recv is not None

@@ -32,6 +32,7 @@ import itertools
 import logging
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,7 @@ class UdpSocket:
         self.announced = announced
         self.handler = handler
         self.buf = bytearray(RECV_BUFFER_SIZE)
+        self.now = 0.0  # monotonic time of the current drain (see _on_readable)
         self.view = memoryview(self.buf)
         self.ptr = buffer_pointer(self.buf)
         self.errors: Counter[str] = Counter()
@@ -88,6 +90,10 @@ class UdpSocket:
         buf = self.buf
         handler = self.handler
         sends = 0
+        # One arrival time per drain (as an event loop's cached time: mediasoup's uv_now):
+        # a burst read in one go is stamped as it arrived, not as Python got through it, so
+        # transport-cc feedback doesn't report relay's own processing as network queueing.
+        self.now = time.monotonic()
         try:
             for _ in range(MAX_PACKETS_PER_DRAIN):
                 n, addr = recv(buf)

@@ -12,6 +12,7 @@ checked against each other; where a builder exists, build → parse must round-t
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from relay.rtp.audio_level import audio_level_from_packet, find_header_extension
 from relay.rtp.keyframe import (
@@ -40,6 +41,7 @@ from relay.rtp.packet import (
     rtp_payload_offset,
 )
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.worker.fanout import fan_out
 
 from .fuzz_support import ByteReader, check, expect, in_receive_buffer
 
@@ -164,6 +166,38 @@ class _Period:
         self.ts_off = 0
 
 
+class _OneConsumer:
+    """What the worker's fan-out loop reads of a consumer; records what it would send."""
+
+    def __init__(self, rewriter: RtpRewriter) -> None:
+        self.rewriter = rewriter
+        self.srtp = None
+        self.fd, self.addr = -1, None
+        self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
+        self.payload_bytes = 0
+        self.sent: bytes | None = None
+
+    def send(self, fd: int, data: memoryview, addr: object) -> bool:
+        self.sent = bytes(data)
+        return True
+
+
+_SCRATCH = bytearray(2048)
+
+
+def _rewrite(rw: RtpRewriter, buf: bytearray, in_ssrc: int, seq: int, ts: int, older: bool,
+             now: float) -> bool:
+    """The rewrite as the worker ships it: the fan-out loop with one consumer; `buf` becomes
+    what it sends. False: not sent."""
+    consumer = _OneConsumer(rw)
+    fan_out(((bytes(256), (consumer,), 255),), memoryview(buf), len(buf), in_ssrc, seq, ts,
+            older, 0, 0, now, _SCRATCH, memoryview(_SCRATCH), Counter())
+    if consumer.sent is None:
+        return False
+    buf[:] = consumer.sent
+    return True
+
+
 def fuzz_rewriter(data: bytes) -> None:
     """A program of packets, pauses, resumes and SSRC changes for one consumer's output
     stream; checks the rewritten header of every packet sent and the (re)start rule of
@@ -239,7 +273,7 @@ def fuzz_rewriter(data: bytes) -> None:
         buf = bytearray(b"\x80" + bytes([b1]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big")
                         + in_ssrc.to_bytes(4, "big") + _PAYLOAD)
         original = bytes(buf)
-        sent = rw.rewrite(buf, b1, in_ssrc, seq, ts, older, now)
+        sent = _rewrite(rw, buf, in_ssrc, seq, ts, older, now)
         wanted = _PT_TABLE[b1 & 0x7F] != NO_PAYLOAD_TYPE and u >= period.sync_u
         check(sent == wanted, f"rewrite() returned {sent} for seq {seq} (sync point "
                               f"{period.sync_u & _SEQ}, pt {b1 & 0x7F})")
