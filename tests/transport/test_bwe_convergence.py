@@ -88,3 +88,15 @@ def test_probing_climbs_while_application_limited(capacity: int, layer: int) -> 
     assert settled is not None and settled <= 10.0
     assert media == {layer}
     assert trace.clusters >= 3  # periodic probes while consumers want more
+
+
+def test_probe_lowers_an_estimate_the_path_cannot_carry() -> None:
+    """Started too high while forwarding little (no queue, so no overuse to learn from): the
+    first probe saturates the path and brings the estimate down to it."""
+    est = SendSideEstimator(3_000_000, MIN_BPS, MAX_BPS)
+    sim = Simulation(est, Link(lambda t: 1_000_000, delay=0.025), demand_bps=LAYERS[-1],
+                     layers=[150_000, 300_000, LAYERS[-1]])
+    trace = sim.run(5.0)
+    settled = trace.settle_time()
+    print(f"\nstarted at 3 Mbit/s on a 1 Mbit/s path: within ±20 % from {settled:.2f} s")
+    assert settled is not None and settled <= 1.0

@@ -143,13 +143,14 @@ def test_receiver_report_loss_stands_in_only_without_transport_cc() -> None:
 
 def test_arrival_clock_wraps_change_nothing() -> None:
     """The 24-bit reference time wraps every ~12.4 days and reads negative past half of it:
-    the estimator unwraps both."""
+    the estimator unwraps both. Here the wrap comes at 3 s, the capacity halves at 5 s."""
     runs = []
     for offset in (1234.5, ARRIVAL_WRAP / 2 - 3.0, ARRIVAL_WRAP - 3.0):
         est = SendSideEstimator(600_000, 30_000, 20_000_000)
-        sim = Simulation(est, Link(lambda t: 2e6), demand_bps=10e6,
+        sim = Simulation(est, Link(lambda t: 2e6 if t < 5.0 else 1e6), demand_bps=10e6,
                          receiver_clock_offset=offset)
         runs.append(sim.run(8.0).targets)
+        assert est.trace()["acked_bitrate"] == pytest.approx(1e6, rel=0.2)
     for other in runs[1:]:
         assert max(abs(a - b) for a, b in zip(runs[0], other, strict=True)) <= 10
 
