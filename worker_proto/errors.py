@@ -58,6 +58,23 @@ class WorkerDiedError(RelayError):
         self.signal = signal
 
 
+class RequestTimeoutError(RelayError, TimeoutError):
+    """A request got no response within its deadline (the worker is stopped, stuck or
+    overloaded). Raised by the controller itself; never travels on the wire.
+
+    ``method``, ``handler_id``, ``timeout`` (seconds) and ``request_id`` say which request.
+    Also a builtin TimeoutError, so ``except TimeoutError`` catches it.
+    """
+
+    def __init__(self, message: str, method: str = "", handler_id: str = "",
+                 timeout: float = 0.0, request_id: int | None = None):
+        super().__init__(message)
+        self.method = method
+        self.handler_id = handler_id
+        self.timeout = timeout
+        self.request_id = request_id
+
+
 class WorkerStartError(RelayError):
     """The worker process did not reach the "running" state (exited early, or timed out)."""
 

@@ -38,7 +38,7 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     """The JSON object in ``payload``; ProtocolError if it is not one."""
     try:
         message = _orjson.loads(payload) if _orjson is not None else json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # the last: stdlib json
         raise ProtocolError(f"payload is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"message is a JSON {type(message).__name__}, not an object")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
-from worker_proto.errors import InvalidStateError, ProtocolError, RelayError, error_from_wire
+from worker_proto.errors import (
+    ArgumentError,
+    InvalidStateError,
+    ProtocolError,
+    RelayError,
+    RequestTimeoutError,
+    error_from_wire,
+)
 from worker_proto.framing import FrameDecoder, encode_frame
 from worker_proto.messages import (
     MAX_REQUEST_ID,
@@ -20,6 +27,7 @@ from worker_proto.messages import (
     parse_worker_message,
 )
 from worker_proto.pipe import open_pipe_pair
+from worker_proto.validation import brief
 
 logger = logging.getLogger(__name__)
 worker_logger = logging.getLogger("relay.worker")
@@ -28,6 +36,45 @@ _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WAR
                "error": logging.ERROR}
 
 NotificationListener = Callable[[str, Any], None]  # (event, data)
+
+# A request's deadline, in seconds, unless the worker or the call sets another. A healthy
+# worker answers in milliseconds even under full media load; 15 s is three orders of
+# magnitude of headroom (GC pauses, swapping, a burst of creates) yet bounds the wait on a
+# stopped or wedged worker. It is mediasoup's value, so code ported from it sees the same.
+DEFAULT_REQUEST_TIMEOUT = 15.0
+# Added to the channel's timeout per request already pending when one is sent (mediasoup
+# does the same): the worker answers in order, so the end of a burst waits for its start.
+PENDING_ALLOWANCE = 0.1
+# Ids of timed-out requests kept to recognise (and count) their late answers. Ids only grow
+# (2^53 of them), so one forgotten here is still never confused with a newer request.
+MAX_TIMED_OUT_IDS = 10_000
+
+
+def check_timeout(value: Any, name: str) -> float:
+    """``value`` as a positive, finite number of seconds; ArgumentError naming ``name``."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
+            or not math.isfinite(value)):
+        raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _target(method: str, handler_id: str) -> str:
+    """ "worker.dump on the worker" / "router.dump on handler 'abc'" for messages."""
+    return f"{method} on handler {brief(handler_id)!r}" if handler_id else f"{method} on the worker"
+
+
+class _Pending:
+    """A request awaiting its response."""
+
+    __slots__ = ("future", "method", "handler_id", "timeout", "timer")
+
+    def __init__(self, future: asyncio.Future, method: str, handler_id: str, timeout: float,
+                 timer: asyncio.TimerHandle) -> None:
+        self.future = future
+        self.method = method
+        self.handler_id = handler_id
+        self.timeout = timeout
+        self.timer = timer
 
 
 def worker_logger_for(name: str) -> logging.Logger:
@@ -49,17 +96,29 @@ class Channel:
 
     ``fail_all(exc)`` makes every pending and future request fail with ``exc`` at once; the
     Worker calls it when the process dies or is closed.
+
+    Every request has a deadline (``request_timeout`` plus PENDING_ALLOWANCE per request
+    already pending, or a call's own ``timeout``); past it the call raises
+    RequestTimeoutError, and the answer, if it ever comes, is dropped and counted in
+    ``stats["lateResponses"]``. Ids are never reused, so a late answer cannot be taken for
+    another request's.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request_fd: int, response_fd: int,
-                 on_eof: Callable[[], None] | None = None) -> None:
+                 on_eof: Callable[[], None] | None = None,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self._loop = loop
         self._request_fd = request_fd
         self._response_fd = response_fd
         self._on_eof_cb = on_eof
         self._decoder = FrameDecoder()
-        self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future, str]] = {}
+        self.request_timeout = check_timeout(request_timeout, "request_timeout")
+        self._last_id = 0
+        self._pending: dict[int, _Pending] = {}
+        # Timed-out request id → what it was, oldest first (bounded by MAX_TIMED_OUT_IDS).
+        self._timed_out: dict[int, str] = {}
+        self.stats = {"requests": 0, "responses": 0, "timeouts": 0, "lateResponses": 0,
+                      "unknownResponses": 0}
         self._listeners: dict[str, NotificationListener] = {}
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
@@ -76,25 +135,41 @@ class Channel:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def _send(self, method: str, handler_id: str, data: dict | None) -> tuple[int, asyncio.Future]:
+    def _next_id(self) -> int:
+        """A fresh id: counts up; after 2^53 - 1 it wraps, skipping ids that may still answer."""
+        while True:
+            self._last_id = self._last_id + 1 if self._last_id < MAX_REQUEST_ID else 1
+            if self._last_id not in self._pending and self._last_id not in self._timed_out:
+                return self._last_id
+
+    def _send(self, method: str, handler_id: str, data: dict | None,
+              timeout: float | None = None) -> tuple[int, asyncio.Future]:
         if self._failure is not None:
             raise self._failure
         writer = self._writer
         if writer is None or writer.is_closing():
             raise InvalidStateError("channel closed")
-        request_id = next(self._ids)
-        if request_id > MAX_REQUEST_ID:  # never in practice; keeps ids in the documented range
-            self._ids = itertools.count(1)
-            request_id = next(self._ids)
+        if timeout is None:
+            timeout = self.request_timeout + PENDING_ALLOWANCE * len(self._pending)
+        else:
+            timeout = check_timeout(timeout, "timeout")
+        request_id = self._next_id()
         frame = encode_frame(encode_message(make_request(request_id, method, handler_id, data)))
         future = self._loop.create_future()
-        self._pending[request_id] = (future, method)
+        timer = self._loop.call_later(timeout, self._on_timeout, request_id)
+        self._pending[request_id] = _Pending(future, method, handler_id, timeout, timer)
+        self.stats["requests"] += 1
         writer.write(frame)
         return request_id, future
 
-    async def request(self, method: str, handler_id: str = "", data: dict | None = None) -> Any:
-        """Send a request and wait for its response; the worker's error is raised here."""
-        _, future = self._send(method, handler_id, data)
+    async def request(self, method: str, handler_id: str = "", data: dict | None = None, *,
+                      timeout: float | None = None) -> Any:
+        """Send a request and wait for its response; the worker's error is raised here.
+
+        ``timeout`` (seconds) replaces the channel's deadline for this call; past it the call
+        raises RequestTimeoutError.
+        """
+        _, future = self._send(method, handler_id, data, timeout)
         return await future
 
     def request_nowait(self, method: str, handler_id: str = "", data: dict | None = None) -> None:
@@ -116,9 +191,28 @@ class Channel:
         if self._failure is None:
             self._failure = exc
         pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(exc)
+        self._timed_out.clear()  # a dead or closed worker answers nothing more
+        for entry in pending.values():
+            entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+
+    def _on_timeout(self, request_id: int) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return
+        self.stats["timeouts"] += 1
+        target = _target(entry.method, entry.handler_id)
+        self._timed_out[request_id] = target
+        if len(self._timed_out) > MAX_TIMED_OUT_IDS:
+            del self._timed_out[next(iter(self._timed_out))]
+        logger.debug("request %d (%s) timed out after %g s", request_id, target, entry.timeout)
+        if not entry.future.done():
+            entry.future.set_exception(RequestTimeoutError(
+                f"{target}: no response within {entry.timeout:g} s (request id {request_id});"
+                " the worker is stopped, stuck or overloaded",
+                method=entry.method, handler_id=entry.handler_id, timeout=entry.timeout,
+                request_id=request_id))
 
     def close(self) -> None:
         """Close the request pipe (the worker sees EOF) and stop reading."""
@@ -166,10 +260,19 @@ class Channel:
             return
         entry = self._pending.pop(request_id, None)
         if entry is None:
-            logger.debug("response to unknown request %d", request_id)
+            target = self._timed_out.pop(request_id, None)
+            if target is not None:
+                self.stats["lateResponses"] += 1
+                logger.info("late response to request %d (%s) after its time-out: dropped",
+                            request_id, target)
+            else:
+                self.stats["unknownResponses"] += 1
+                logger.debug("response to unknown request %d: dropped", request_id)
             return
-        future, _method = entry
-        if future.done():
+        entry.timer.cancel()
+        self.stats["responses"] += 1
+        future = entry.future
+        if future.done():  # the caller was cancelled
             return
         if ok:
             future.set_result(data)

@@ -26,7 +26,7 @@ from worker_proto.methods import WORKER_HANDLER_ID, WorkerEvent, WorkerMethod
 from worker_proto.version import PROTOCOL_VERSION
 
 from . import ortc
-from .channel import Channel, worker_log
+from .channel import DEFAULT_REQUEST_TIMEOUT, Channel, check_timeout, worker_log
 from .router import Router
 from .webrtc_server import WebRtcServer
 from .webrtc_transport import validate_listen_infos
@@ -102,6 +102,18 @@ class Worker(AsyncIOEventEmitter):
     @property
     def routers(self) -> list[Router]:
         return list(self._routers.values())
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a request waits for its answer before RequestTimeoutError (plus 0.1 s per
+        request already pending); set with ``create_worker(request_timeout=...)``."""
+        return self._channel.request_timeout
+
+    @property
+    def channel_stats(self) -> dict[str, int]:
+        """The controller side of the channel: requests, responses, timeouts, lateResponses
+        (answers that came after their time-out, dropped), unknownResponses, pending."""
+        return {**self._channel.stats, "pending": self._channel.pending_count}
 
     # -- start ------------------------------------------------------------------------------
 
@@ -286,13 +298,20 @@ class Worker(AsyncIOEventEmitter):
         if self._closed:
             raise InvalidStateError("worker closed")
 
-    async def dump(self) -> dict:
-        self._ensure_open()
-        return await self._channel.request(WorkerMethod.DUMP)
+    async def dump(self, *, timeout: float | None = None) -> dict:
+        """The worker's dump (PROTOCOL.md), plus ``controllerChannel``: ``channel_stats``.
 
-    async def get_resource_usage(self) -> dict:
+        ``timeout`` (seconds) replaces the worker's ``request_timeout`` for this call.
+        """
         self._ensure_open()
-        return await self._channel.request(WorkerMethod.GET_RESOURCE_USAGE)
+        dump = await self._channel.request(WorkerMethod.DUMP, timeout=timeout)
+        if isinstance(dump, dict):
+            dump["controllerChannel"] = self.channel_stats
+        return dump
+
+    async def get_resource_usage(self, *, timeout: float | None = None) -> dict:
+        self._ensure_open()
+        return await self._channel.request(WorkerMethod.GET_RESOURCE_USAGE, timeout=timeout)
 
     async def create_router(self, *, media_codecs: list[dict] | None = None,
                             app_data: Any = None) -> Router:
@@ -342,11 +361,15 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
                         rtc_max_port: int = 59999, send_mode: str = "auto",
                         app_data: Any = None, start_timeout: float = 15.0,
                         dtls_certificate_file: str | None = None,
-                        dtls_private_key_file: str | None = None) -> Worker:
+                        dtls_private_key_file: str | None = None,
+                        request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Worker:
     """Spawn a worker process and wait until it runs.
 
-    Raises ArgumentError for bad settings and WorkerStartError if the process exits (or does
-    not report "running" within ``start_timeout`` seconds) before it is ready.
+    Every request to it (and to its routers, transports, ...) fails with
+    RequestTimeoutError after ``request_timeout`` seconds without an answer (plus 0.1 s per
+    request already pending). Raises ArgumentError for bad settings and WorkerStartError if
+    the process exits (or does not report "running" within ``start_timeout`` seconds)
+    before it is ready.
     """
     if log_level not in LOG_LEVELS:
         raise ArgumentError(f"log_level must be one of {LOG_LEVELS}")
@@ -359,6 +382,7 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
         raise ArgumentError(f"send_mode must be one of {SEND_MODES}")
     if not isinstance(start_timeout, (int, float)) or start_timeout <= 0:
         raise ArgumentError("start_timeout must be a positive number")
+    request_timeout = check_timeout(request_timeout, "request_timeout")
     if bool(dtls_certificate_file) != bool(dtls_private_key_file):
         raise ArgumentError("give both dtls_certificate_file and dtls_private_key_file, or neither")
     dtls_args: list[str] = []
@@ -391,7 +415,7 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
         os.close(response_write)
     settings = {"logLevel": log_level, "rtcMinPort": rtc_min_port, "rtcMaxPort": rtc_max_port,
                 "sendMode": send_mode}
-    channel = Channel(loop, request_write, response_read)
+    channel = Channel(loop, request_write, response_read, request_timeout=request_timeout)
     worker = Worker(process, channel, settings, app_data)
     channel._on_eof_cb = worker._on_channel_eof
     await worker._start(start_timeout)

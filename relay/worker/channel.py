@@ -28,15 +28,21 @@ from worker_proto.messages import (
 )
 from worker_proto.methods import ALL_METHODS
 from worker_proto.pipe import open_pipe_pair
+from worker_proto.validation import brief, check_request_data
 
 from .context import RequestHandler
 
 logger = logging.getLogger(__name__)
 
-# Logs are dropped (and counted) past this much unsent output, so a controller that stops
-# reading cannot make the worker's memory grow without bound; responses are never dropped.
+# A controller that stops reading must not make the worker's memory grow without bound.
+# Past this much unsent output, logs are dropped (and counted)...
 MAX_BUFFERED_LOG_BYTES = 8 * 1024 * 1024
-
+# ...past this, notifications too (they report state a dump can still tell)...
+MAX_BUFFERED_NOTIFICATION_BYTES = 16 * 1024 * 1024
+# ...and responses are never dropped (a caller waits for each), but past this hard limit
+# (room for 16 maximal frames) the worker gives up on its controller: it closes the channel,
+# says why on stderr and exits, which the controller sees as the worker's death.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 class WorkerChannel:
@@ -53,6 +59,10 @@ class WorkerChannel:
         response_fd: int,
         handlers: dict[str, RequestHandler],
         on_eof: Callable[[], None],
+        *,
+        max_buffered_log_bytes: int = MAX_BUFFERED_LOG_BYTES,
+        max_buffered_notification_bytes: int = MAX_BUFFERED_NOTIFICATION_BYTES,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self._loop = loop
         self._request_fd = request_fd
@@ -64,7 +74,12 @@ class WorkerChannel:
         self._writer: asyncio.WriteTransport | None = None
         self._eof = False
         self._tasks: set[asyncio.Task] = set()
-        self.stats = {"requests": 0, "errors": 0, "badFrames": 0, "droppedLogs": 0}
+        self._max_log_bytes = max_buffered_log_bytes
+        self._max_notification_bytes = max_buffered_notification_bytes
+        self._max_bytes = max_buffered_bytes
+        self.overflowed = False  # closed because the controller stopped reading
+        self.stats = {"requests": 0, "errors": 0, "badFrames": 0, "droppedLogs": 0,
+                      "droppedNotifications": 0}
 
     async def open(self) -> None:
         self._reader, self._writer = await open_pipe_pair(
@@ -83,15 +98,35 @@ class WorkerChannel:
             if message.get("kind") == "response":
                 self._write(make_error_response(message.get("id"), error_to_wire(exc)))
             return False
+        if writer.get_write_buffer_size() + len(frame) > self._max_bytes:
+            self._overflow(writer)
+            return False
         writer.write(frame)
         return True
 
+    def _overflow(self, writer: asyncio.WriteTransport) -> None:
+        """The controller has stopped reading even its responses: give up on it."""
+        buffered = writer.get_write_buffer_size()
+        self.overflowed = True
+        writer.abort()  # drop the backlog: nobody reads it; the log below now goes to stderr
+        if self._reader is not None:
+            self._reader.close()
+        logger.error("the controller has not read %d bytes of output (limit %d): closing the "
+                     "channel; the worker exits", buffered, self._max_bytes)
+        self._on_eof()  # the same way out as a controller that closed its end
+
+    def _buffered(self) -> int:
+        writer = self._writer
+        return 0 if writer is None else writer.get_write_buffer_size()
+
     def notify(self, handler_id: str, event: str, data: dict | None = None) -> None:
+        if self._buffered() > self._max_notification_bytes:
+            self.stats["droppedNotifications"] += 1
+            return
         self._write(make_notification(handler_id, event, data))
 
     def log(self, level: str, logger_name: str, message: str) -> None:
-        writer = self._writer
-        if writer is not None and writer.get_write_buffer_size() > MAX_BUFFERED_LOG_BYTES:
+        if self._buffered() > self._max_log_bytes:
             self.stats["droppedLogs"] += 1
             return
         self._write(make_log(level, logger_name, message))
@@ -152,12 +187,14 @@ class WorkerChannel:
         request_id = request.id
         try:
             if request.method not in ALL_METHODS:
-                raise UnknownMethodError(f"unknown method {request.method!r}")
+                raise UnknownMethodError(f"unknown method {brief(request.method)!r}")
             handler = self._handlers.get(request.handler_id)
             if handler is None:
                 raise NotFoundError(
-                    f"no handler with id {request.handler_id!r} (method {request.method})"
+                    f"no handler with id {brief(request.handler_id)!r} (method {request.method})"
                 )
+            # Bounded depth and string sizes before any handler keeps a part of it.
+            check_request_data(request.data, payload)
             result = handler.handle_request(request.method, request.data)
         except Exception as exc:  # noqa: BLE001 - any handler bug becomes an error response
             self._answer_error(request_id, request.method, exc)

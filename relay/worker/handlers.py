@@ -12,6 +12,7 @@ from typing import Any
 from relay.transport.webrtc_server import WebRtcServer
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod, WorkerMethod
+from worker_proto.validation import require_id
 from worker_proto.version import PROTOCOL_VERSION
 
 from .context import WorkerContext
@@ -82,6 +83,7 @@ class WorkerHandler:
         if method == WorkerMethod.CREATE_WEBRTC_SERVER:
             from relay.transport.webrtc_server import create_webrtc_server
 
+            require_id(data, "webRtcServerId")  # bounded before it becomes a handler id
             return create_webrtc_server(data, self._ctx)
         if method == WorkerMethod.CLOSE_WEBRTC_SERVER:
             return self.close_webrtc_server(data)
@@ -101,9 +103,7 @@ class WorkerHandler:
         return dump
 
     def create_router(self, data: dict) -> None:
-        router_id = data.get("routerId")
-        if not isinstance(router_id, str) or not router_id:
-            raise ArgumentError("routerId must be a non-empty string")
+        router_id = require_id(data, "routerId")
         if router_id in self._ctx.handlers:
             raise InvalidStateError(f"an object with id {router_id!r} already exists")
         media_codecs = data.get("mediaCodecs")
@@ -118,8 +118,8 @@ class WorkerHandler:
         return None
 
     def close_webrtc_server(self, data: dict) -> None:
-        server = self._ctx.handlers.get(data.get("webRtcServerId") if isinstance(data, dict)
-                                        else None)  # type: ignore[arg-type]
+        # A non-string id used to reach dict.get() and crash (unhashable): check it first.
+        server = self._ctx.handlers.get(require_id(data, "webRtcServerId"))
         if not isinstance(server, WebRtcServer):
             raise ArgumentError("no WebRtcServer with that webRtcServerId")
         server.close()

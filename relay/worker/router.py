@@ -13,7 +13,7 @@ from relay.transport.webrtc import WebRtcTransport
 from relay.transport.webrtc_server import WebRtcServer
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod
-from worker_proto.validation import require_dict, require_str
+from worker_proto.validation import require_dict, require_id
 
 from .consumer import Consumer
 from .producer import Producer
@@ -58,7 +58,7 @@ class Router:
         raise UnknownMethodError(f"a router does not handle {method!r}")
 
     def create_plain_transport(self, data: dict) -> dict:
-        transport_id = require_str(data, "transportId")
+        transport_id = require_id(data, "transportId")
         if transport_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {transport_id!r} already exists")
         transport = PlainTransport(transport_id, self, data, self._ctx)
@@ -66,13 +66,13 @@ class Router:
         return transport.description()
 
     def create_webrtc_transport(self, data: dict) -> dict:
-        transport_id = require_str(data, "transportId")
+        transport_id = require_id(data, "transportId")
         if transport_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {transport_id!r} already exists")
         server = None
-        server_id = data.get("webRtcServerId")
-        if server_id is not None:
-            server = self._ctx.handlers.get(server_id) if isinstance(server_id, str) else None
+        if data.get("webRtcServerId") is not None:
+            server_id = require_id(data, "webRtcServerId")
+            server = self._ctx.handlers.get(server_id)
             if not isinstance(server, WebRtcServer):
                 raise ArgumentError(f"no WebRtcServer with id {server_id!r}")
         transport = WebRtcTransport(transport_id, self, data, self._ctx, server)
@@ -80,7 +80,7 @@ class Router:
         return transport.description()
 
     def create_rtp_observer(self, method: str, data: dict) -> None:
-        observer_id = require_str(data, "rtpObserverId")
+        observer_id = require_id(data, "rtpObserverId")
         if observer_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {observer_id!r} already exists")
         if method == RouterMethod.CREATE_AUDIO_LEVEL_OBSERVER:
@@ -97,7 +97,7 @@ class Router:
 
     def produce(self, transport: Transport, data: dict) -> Producer:
         """transport.produce: a producer on `transport`, known to every transport's consumers."""
-        producer_id = require_str(data, "producerId")
+        producer_id = require_id(data, "producerId")
         if producer_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {producer_id!r} already exists")
         producer = Producer(producer_id, transport, data, self._ctx)
@@ -106,10 +106,10 @@ class Router:
 
     def consume(self, transport: Transport, data: dict) -> Consumer:
         """transport.consume: a consumer on `transport` of any producer of this router."""
-        consumer_id = require_str(data, "consumerId")
+        consumer_id = require_id(data, "consumerId")
         if consumer_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {consumer_id!r} already exists")
-        producer_id = require_str(data, "producerId")
+        producer_id = require_id(data, "producerId")
         producer = self.producers.get(producer_id)
         if producer is None:
             raise ArgumentError(f"no producer with id {producer_id!r} in this router")

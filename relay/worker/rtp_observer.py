@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from relay.rtp.audio_level import ActiveSpeakerCore, AudioLevelObserverCore
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RtpObserverEvent, RtpObserverMethod
-from worker_proto.validation import optional_int, require_str
+from worker_proto.validation import optional_int, require_id
 
 if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
@@ -57,7 +57,7 @@ class RtpObserver:
             self.add_producer(self._producer(data))
             return None
         if method == RtpObserverMethod.REMOVE_PRODUCER:
-            producer = self.producers.get(require_str(data or {}, "producerId"))
+            producer = self.producers.get(require_id(data or {}, "producerId"))
             if producer is not None:
                 self.remove_producer(producer)
             return None
@@ -66,7 +66,7 @@ class RtpObserver:
         raise UnknownMethodError(f"an rtpObserver does not handle {method!r}")
 
     def _producer(self, data: dict) -> Producer:
-        producer_id = require_str(data or {}, "producerId")
+        producer_id = require_id(data or {}, "producerId")
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise ArgumentError(f"no producer with id {producer_id!r} in this router")
@@ -134,7 +134,7 @@ class RtpObserver:
 
 class AudioLevelObserver(RtpObserver):
     def __init__(self, router: Router, data: dict, ctx: WorkerContext) -> None:
-        observer_id = require_str(data, "rtpObserverId")
+        observer_id = require_id(data, "rtpObserverId")
         max_entries = optional_int(data, "maxEntries", 1, 10_000) or 1
         threshold = optional_int(data, "threshold", -127, 0)
         interval = optional_int(data, "interval", 250, 100_000)
@@ -174,7 +174,7 @@ class AudioLevelObserver(RtpObserver):
 
 class ActiveSpeakerObserver(RtpObserver):
     def __init__(self, router: Router, data: dict, ctx: WorkerContext) -> None:
-        observer_id = require_str(data, "rtpObserverId")
+        observer_id = require_id(data, "rtpObserverId")
         interval = optional_int(data, "interval", 100, 100_000)
         interval = 300 if interval is None else interval
         self.core = ActiveSpeakerCore(interval / 1000)
