@@ -34,6 +34,8 @@ class TransportMethod:
     CONSUME = "transport.consume"
     RESTART_ICE = "transport.restartIce"  # WebRTC transports
     SET_MAX_INCOMING_BITRATE = "transport.setMaxIncomingBitrate"
+    SET_MAX_OUTGOING_BITRATE = "transport.setMaxOutgoingBitrate"  # WebRTC transports
+    ENABLE_TRACE_EVENT = "transport.enableTraceEvent"  # {types: ["bwe"]}
 
 
 class ProducerMethod:
@@ -52,6 +54,7 @@ class ConsumerMethod:
     RESUME = "consumer.resume"
     REQUEST_KEY_FRAME = "consumer.requestKeyFrame"
     SET_PREFERRED_LAYERS = "consumer.setPreferredLayers"  # {spatialLayer, temporalLayer?}
+    SET_PRIORITY = "consumer.setPriority"  # {priority: 1..255}
 
 
 class RtpObserverMethod:  # handlerId = the rtpObserverId
@@ -74,6 +77,7 @@ class TransportEvent:
     ICE_SELECTED_TUPLE_CHANGE = "iceselectedtuplechange"  # {iceSelectedTuple}
     DTLS_STATE_CHANGE = "dtlsstatechange"  # {dtlsState, dtlsRemoteCert?, reason?}
     WEBRTC_SERVER_CLOSE = "webrtcserverclose"  # the transport's WebRtcServer closed it
+    TRACE = "trace"  # {type: "bwe", timestamp, direction: "out", info: {...}}
 
 
 class ConsumerEvent:

@@ -95,9 +95,7 @@ SUPPORTED_RTP_CAPABILITIES: dict[str, Any] = {
         _ext("audio", ABS_SEND_TIME_URI, 4),
         _ext("video", ABS_SEND_TIME_URI, 4),
         _ext("audio", TRANSPORT_CC_URI, 5, "recvonly"),
-        # receive side only, for now: relay sends publishers transport-cc feedback; it does
-        # not yet number what it sends (no send-side estimation toward subscribers)
-        _ext("video", TRANSPORT_CC_URI, 5, "recvonly"),
+        _ext("video", TRANSPORT_CC_URI, 5),  # both ways: feedback to publishers, BWE to subscribers
         _ext("audio", "urn:ietf:params:rtp-hdrext:ssrc-audio-level", 10),
         _ext("video", "urn:3gpp:video-orientation", 11),
         _ext("video", "urn:ietf:params:rtp-hdrext:toffset", 12),

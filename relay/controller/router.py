@@ -95,11 +95,21 @@ class Router(ChannelObject):
         self, *, listen_infos: list[dict] | None = None, enable_udp: bool = True,
         enable_tcp: bool = False, prefer_udp: bool = False, prefer_tcp: bool = False,
         webrtc_server: WebRtcServer | None = None, app_data: Any = None,
+        initial_available_outgoing_bitrate: int = 600_000, min_outgoing_bitrate: int = 0,
+        max_outgoing_bitrate: int = 0,
     ) -> WebRtcTransport:
         """A WebRTC transport (ICE-lite, DTLS-SRTP) on its own ports (``listen_infos``:
         [{protocol: "udp"|"tcp", ip, announcedAddress?, port?}], the protocols kept by
-        ``enable_udp`` / ``enable_tcp``) or on a WebRtcServer's shared ports."""
+        ``enable_udp`` / ``enable_tcp``) or on a WebRtcServer's shared ports. The bitrates
+        (bits/s; 0: no bound) seed and bound the send-side bandwidth estimate toward the
+        remote, as mediasoup's options of the same names."""
         self._ensure_open()
+        for name, value in (("initial_available_outgoing_bitrate",
+                             initial_available_outgoing_bitrate),
+                            ("min_outgoing_bitrate", min_outgoing_bitrate),
+                            ("max_outgoing_bitrate", max_outgoing_bitrate)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ArgumentError(f"{name} must be a non-negative integer")
         for name, value in (("enable_udp", enable_udp), ("enable_tcp", enable_tcp),
                             ("prefer_udp", prefer_udp), ("prefer_tcp", prefer_tcp)):
             if not isinstance(value, bool):
@@ -109,7 +119,11 @@ class Router(ChannelObject):
         transport_id = str(uuid.uuid4())
         options: dict[str, Any] = {"transportId": transport_id, "enableUdp": enable_udp,
                                    "enableTcp": enable_tcp, "preferUdp": prefer_udp,
-                                   "preferTcp": prefer_tcp}
+                                   "preferTcp": prefer_tcp,
+                                   "initialAvailableOutgoingBitrate":
+                                       initial_available_outgoing_bitrate,
+                                   "minOutgoingBitrate": min_outgoing_bitrate,
+                                   "maxOutgoingBitrate": max_outgoing_bitrate}
         if webrtc_server is not None:
             if listen_infos is not None:
                 raise ArgumentError("give listen_infos or webrtc_server, not both")

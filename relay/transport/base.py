@@ -23,6 +23,7 @@ from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
 from relay.transport.receive_feedback import ReceiveFeedback
 from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
 from relay.transport.rtp_listener import route_unknown_ssrc
+from relay.transport.send_estimation import SendEstimation
 from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import TransportMethod
@@ -77,6 +78,10 @@ class Transport:
         self.rtcp_reporter: RtcpReporter | None = None
         # transport-cc / REMB to the senders (relay.transport.receive_feedback)
         self.feedback = ReceiveFeedback(ctx.loop, self.send_rtcp, time.monotonic)
+        # send-side estimation toward the remote: numbers what consumers that negotiated
+        # transport-wide-cc send, and reads the remote's feedback (WebRTC transports set
+        # theirs up from the bitrate options)
+        self.send_estimation = SendEstimation(clock=time.monotonic)
 
     def _start(self) -> None:
         """The subclass has its sockets: start reporting and take requests."""
@@ -106,6 +111,10 @@ class Transport:
         if method == TransportMethod.CONSUME:
             consumer = self.router.consume(self, require_dict(data, "data"))
             return {"paused": consumer.paused, "producerPaused": consumer.producer_paused}
+        if method == TransportMethod.SET_MAX_OUTGOING_BITRATE:
+            data = require_dict(data, "data")
+            self.send_estimation.set_max(optional_int(data, "bitrate", 0, 10_000_000_000) or None)
+            return None
         if method == TransportMethod.SET_MAX_INCOMING_BITRATE:
             data = require_dict(data, "data")
             self.feedback.set_max_incoming_bitrate(
@@ -236,6 +245,8 @@ class Transport:
             "roundTripTime": self.rtt,
             "dropped": dict(self.dropped),
             "receiveFeedback": self.feedback.stats(),
+            "availableOutgoingBitrate": self.send_estimation.available_bitrate,
+            "sendEstimation": self.send_estimation.stats(),
         }
         return stats
 

@@ -38,11 +38,13 @@ from relay.rtp.rtcp import (
     Nack,
     Pli,
     ReceiverReport,
+    Remb,
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
     SenderReport,
     SourceDescription,
+    TransportFeedback,
     parse_compound,
 )
 
@@ -86,6 +88,9 @@ def handle_rtcp(transport: Any, data: bytes | bytearray | memoryview, now: float
                 rtt = consumer.on_report_block(block, arrival_ntp)
                 if rtt is not None:
                     transport.rtt = rtt
+                if transport.send_estimation is not None:
+                    transport.send_estimation.on_receiver_report(now, block.fraction_lost,
+                                                                 transport.rtt)
         elif isinstance(packet, Nack):
             consumer = transport.consumers_by_ssrc.get(packet.media_ssrc)
             if consumer is None:
@@ -106,6 +111,11 @@ def handle_rtcp(transport: Any, data: bytes | bytearray | memoryview, now: float
                     consumer.on_key_frame_request(fir=True)
         elif isinstance(packet, ExtendedReport):
             _handle_xr(transport, packet, now)
+        elif isinstance(packet, TransportFeedback) and transport.send_estimation is not None:
+            if not transport.send_estimation.on_transport_feedback(packet.data, now):
+                transport.dropped["transportCcMalformed"] += 1
+        elif isinstance(packet, Remb) and transport.send_estimation is not None:
+            transport.send_estimation.on_remb(packet.bitrate)
         else:
             transport.dropped["rtcpIgnored"] += 1
     if parsed.skipped:

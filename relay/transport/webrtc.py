@@ -36,6 +36,12 @@ from relay.rtp.packet import (
 from relay.transport.base import Transport
 from relay.transport.dtls import DtlsTransport, worker_certificate
 from relay.transport.ice_lite import IceLiteAgent, IceTuple, host_candidate
+from relay.transport.send_estimation import (
+    DEFAULT_INITIAL_BPS,
+    DEFAULT_MAX_BPS,
+    DEFAULT_MIN_BPS,
+    SendEstimation,
+)
 from relay.transport.srtp_session import SrtpSession, buffer_pointer
 from relay.transport.webrtc_sockets import (
     TcpConnection,
@@ -56,6 +62,8 @@ if TYPE_CHECKING:
     from relay.worker.router import Router
 
 logger = logging.getLogger(__name__)
+
+MAX_BITRATE = 10_000_000_000  # bits/s: the largest bitrate option taken
 
 
 
@@ -103,8 +111,17 @@ class WebRtcTransport(Transport):
         prefer_tcp = optional_bool(data, "preferTcp", False)
         if not enable_udp and not enable_tcp:
             raise ArgumentError("enableUdp and enableTcp are both false")
+        initial_bps = optional_int(data, "initialAvailableOutgoingBitrate", 0, MAX_BITRATE)
+        min_bps = optional_int(data, "minOutgoingBitrate", 0, MAX_BITRATE) or DEFAULT_MIN_BPS
+        max_bps = optional_int(data, "maxOutgoingBitrate", 0, MAX_BITRATE) or DEFAULT_MAX_BPS
+        if min_bps > max_bps:
+            raise ArgumentError("minOutgoingBitrate is above maxOutgoingBitrate")
         super().__init__(transport_id, router, ctx)
         self.server = server
+        self.send_estimation = SendEstimation(
+            min(max(initial_bps or DEFAULT_INITIAL_BPS, min_bps), max_bps), min_bps, max_bps,
+            time.monotonic)
+        self.send_estimation.on_trace = self._on_bwe_trace
 
         self.ice = IceLiteAgent(on_state_change=self._on_ice_state,
                                 on_selected_tuple_change=self._on_selected_tuple)
@@ -167,6 +184,12 @@ class WebRtcTransport(Transport):
     def handle_other_request(self, method: str, data: dict) -> dict | list | None:
         if method == TransportMethod.RESTART_ICE:
             return self.restart_ice()
+        if method == TransportMethod.ENABLE_TRACE_EVENT:
+            types = require_dict(data, "data").get("types")
+            if not isinstance(types, list) or not all(t in ("bwe",) for t in types):
+                raise ArgumentError('types must be a list of "bwe"')
+            self.send_estimation.trace_enabled = "bwe" in types
+            return None
         return super().handle_other_request(method, data)
 
     def connect(self, data: dict) -> dict:
@@ -471,6 +494,12 @@ class WebRtcTransport(Transport):
         if self.tcp_listeners:  # its own ICE-TCP ports (a WebRtcServer reports its own)
             stats["tcpServers"] = [listener.stats() for listener in self.tcp_listeners]
         return self._srtp_stats(stats)
+
+    def _on_bwe_trace(self, info: dict) -> None:
+        if not self.closed:
+            self._ctx.notify(self.id, TransportEvent.TRACE, {
+                "type": "bwe", "timestamp": int(time.time() * 1000), "direction": "out",
+                "info": info})
 
     # -- closing ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from relay.rtp.rtcp import (
     SenderReport,
 )
 from relay.rtp.score import StreamScore
+from relay.rtp.transport_cc import TRANSPORT_CC_URI
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -69,7 +70,7 @@ class Consumer:
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
         "packets_sent", "bytes_sent", "dropped", "ring_drops", "keyframe_requests",
-        "fd", "addr", "srtp", "send", "active",
+        "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
         "nack_enabled", "rtx", "key_frame_pending", "payload_bytes", "retransmitted_packets",
         "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
@@ -80,6 +81,8 @@ class Consumer:
         "nack_suppressed", "resend_history", "retransmission_share", "_bitrate_rtx_bytes",
         # simulcast (see set_preferred_layers)
         "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
+        # bandwidth (relay.worker.bitrate_allocation)
+        "priority", "bwe_allocated", "bwe_spatial_limit", "bwe_downgraded_at",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
         "max_tid", "pending_max_tid", "temporal_drops",
     )
@@ -157,6 +160,15 @@ class Consumer:
         self.ring_drops = 0
         self.keyframe_requests = 0
         self.fd, self.addr, self.srtp = transport.route()
+        # transport-wide-cc: this consumer's extension id, and the transport's send history
+        # that numbers what it sends (relay.transport.send_estimation); 0 / None: not numbered
+        self.priority = 1
+        self.bwe_allocated: int | None = None  # the bitrate allocation's latest layer
+        self.bwe_spatial_limit: int | None = None  # ... in effect (after the hysteresis)
+        self.bwe_downgraded_at: float | None = None
+        self.tcc_id = next((i for i, uri in extensions.items() if uri == TRANSPORT_CC_URI), 0)
+        estimation = transport.send_estimation
+        self.tcc_history = estimation.history if estimation is not None and self.tcc_id else None
         # The ring's send, unless the transport sends another way (ICE-TCP: copy sends).
         self.send = getattr(transport, "media_send", None) or ctx.ring.send
         self.active = False
@@ -232,6 +244,9 @@ class Consumer:
         if method == ConsumerMethod.REQUEST_KEY_FRAME:
             self.request_key_frame()
             return None
+        if method == ConsumerMethod.SET_PRIORITY:
+            self.priority = require_int(require_dict(data, "data"), "priority", 1, 255)
+            return {"priority": self.priority}
         if method == ConsumerMethod.SET_PREFERRED_LAYERS:
             return self.set_preferred_layers(require_dict(data, "data"))
         raise UnknownMethodError(f"a consumer does not handle {method!r}")
@@ -313,6 +328,13 @@ class Consumer:
 
     def current_layers(self) -> dict | None:
         return None
+
+    def target_layers(self) -> dict | None:
+        return None
+
+    def set_bwe_limit(self, spatial: int, now: float) -> None:
+        """The bitrate allocation's highest spatial layer for this consumer (one stream: no
+        choice)."""
 
     def on_key_frame(self, index: int) -> bool:
         """A key frame starts on producer stream `index`: start now if we were waiting for
@@ -429,6 +451,8 @@ class Consumer:
             "rtpParameters": self.rtp_parameters,
             "preferredLayers": self.preferred_layers(),
             "currentLayers": self.current_layers(),
+            "targetLayers": self.target_layers(),
+            "priority": self.priority,
             "paused": self.paused,
             "producerPaused": self.producer_paused,
             "active": self.active,

@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC, extension_bounds, rewrite_extension_ids
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE
+from relay.rtp.transport_cc import extension_value_offset
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
 
 _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 
-# (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all)
-Group = tuple[bytes, tuple[Any, ...], int]
+# (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all,
+#  their transport-wide-cc extension id: 0 = none)
+Group = tuple[bytes, tuple[Any, ...], int, int]
 
 
 def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:
@@ -38,9 +40,10 @@ def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:
     groups: dict[tuple[bytes, int], list[Consumer]] = {}
     for consumer in consumers:
         if consumer.stream_index == index and consumer.active and not consumer.key_frame_pending:
-            key = (consumer.extension_table, consumer.max_tid)
+            key = (consumer.extension_table, consumer.max_tid, consumer.tcc_id)
             groups.setdefault(key, []).append(consumer)
-    return tuple((table, tuple(members), max_tid) for (table, max_tid), members in groups.items())
+    return tuple((table, tuple(members), max_tid, tcc_id)
+                 for (table, max_tid, tcc_id), members in groups.items())
 
 
 def fan_out(
@@ -68,7 +71,7 @@ def fan_out(
     pack_header = _pack_header
     has_extension = packet[0] & 0x10
     out = scratch_view[:n]
-    for table, consumers, max_tid in groups:
+    for table, consumers, max_tid, tcc_id in groups:
         if tid > max_tid:
             if not older:  # else its number was already given to a later packet (or never was)
                 for consumer in consumers:
@@ -80,6 +83,9 @@ def fan_out(
             if not rewrite_extension_ids(scratch, start, end, profile, table):
                 dropped["malformedExtensions"] += 1
                 return sends
+        # where each consumer's transport-wide sequence number goes (-1: the packet has no
+        # such extension, so it goes unnumbered; the fan-out does not grow packets)
+        tcc_offset = extension_value_offset(scratch, n, tcc_id, 2) if tcc_id else -1
         for consumer in consumers:
             rw = consumer.rewriter
             if rw.sync_required:
@@ -97,6 +103,12 @@ def fan_out(
                 continue
             pack_header(scratch, 1, marker | pt, (seq + rw.seq_offset) & 0xFFFF,
                         (ts + rw.ts_offset) & 0xFFFFFFFF, rw.ssrc)
+            if tcc_offset > 0:
+                history = consumer.tcc_history
+                if history is not None:
+                    wide = history.record_next(now, n)
+                    scratch[tcc_offset] = wide >> 8
+                    scratch[tcc_offset + 1] = wide & 0xFF
             srtp = consumer.srtp
             if srtp is None:
                 data = out

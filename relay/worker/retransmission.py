@@ -46,6 +46,7 @@ from relay.rtp.packet import (
     rewrite_extension_ids,
 )
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE
+from relay.rtp.transport_cc import extension_value_offset
 
 if TYPE_CHECKING:
     from relay.uring import SendRing
@@ -165,6 +166,15 @@ def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | 
         packet, 1, (stored[1] & 0x80) | pt, out_seq & 0xFFFF, (ts + rw.ts_offset) & 0xFFFFFFFF,
         rw.ssrc,
     )
+    history = consumer.tcc_history
+    if history is not None and consumer.tcc_id:
+        # A resend is a new packet on the wire: it gets its own transport-wide number (the
+        # stored one is the sender's, or an earlier send's).
+        offset = extension_value_offset(packet, n, consumer.tcc_id, 2)
+        if offset > 0:
+            wide = history.record_next(now, n)
+            packet[offset] = wide >> 8
+            packet[offset + 1] = wide & 0xFF
     return packet
 
 

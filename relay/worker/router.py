@@ -15,6 +15,7 @@ from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodE
 from worker_proto.methods import RouterMethod
 from worker_proto.validation import require_dict, require_id
 
+from .bitrate_allocation import distribute
 from .consumer import Consumer
 from .producer import Producer
 from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver
@@ -62,6 +63,7 @@ class Router:
         if transport_id in self._ctx.handlers:
             raise ArgumentError(f"an object with id {transport_id!r} already exists")
         transport = PlainTransport(transport_id, self, data, self._ctx)
+        self._allocate_bitrate(transport)
         self.transports[transport_id] = transport
         return transport.description()
 
@@ -76,6 +78,7 @@ class Router:
             if not isinstance(server, WebRtcServer):
                 raise ArgumentError(f"no WebRtcServer with id {server_id!r}")
         transport = WebRtcTransport(transport_id, self, data, self._ctx, server)
+        self._allocate_bitrate(transport)
         self.transports[transport_id] = transport
         return transport.description()
 
@@ -92,6 +95,14 @@ class Router:
 
     def remove_observer(self, observer: Any) -> None:
         self.observers.pop(observer.id, None)
+
+    def _allocate_bitrate(self, transport: Transport) -> None:
+        """The transport's bandwidth estimate toward its remote is divided among its
+        consumers (relay.worker.bitrate_allocation) each time it changes."""
+        def on_bitrate(bps: int) -> None:
+            distribute(list(transport.consumers.values()), bps)
+
+        transport.send_estimation.on_bitrate = on_bitrate
 
     # -- children -----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from worker_proto.errors import ArgumentError
 from worker_proto.methods import ConsumerEvent
 from worker_proto.validation import require_dict, require_int
 
+from .bitrate_allocation import hold_upgrade
 from .consumer import ALL_TEMPORAL_LAYERS, MISSING_LAYER_SILENCE, Consumer
 
 if TYPE_CHECKING:
@@ -83,6 +84,36 @@ class SimulcastConsumer(Consumer):
             return None
         return {"spatialLayer": self.current_spatial, "temporalLayer": _temporal_layer(self.max_tid)}
 
+    def target_layers(self) -> dict | None:
+        """The layers it aims at now: the preferred ones, bounded by the bandwidth."""
+        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
+        return {"spatialLayer": self._wanted_spatial(), "temporalLayer": _temporal_layer(temporal)}
+
+    def _wanted_spatial(self) -> int:
+        limit = self.bwe_spatial_limit
+        return self.target_spatial if limit is None else min(self.target_spatial, limit)
+
+    def set_bwe_limit(self, spatial: int, now: float) -> None:
+        """The bitrate allocation's highest spatial layer for this consumer; applied by
+        `check_layers` (at once, and every LAYER_CHECK_INTERVAL)."""
+        self.bwe_allocated = spatial
+        self.check_layers(now)
+
+    def _apply_bwe_limit(self, now: float) -> None:
+        """The allocation takes effect: a lower layer at once, a higher one only once
+        `UPGRADE_HOLD` has passed since a downgrade it caused (hysteresis)."""
+        spatial = self.bwe_allocated
+        if spatial is None:
+            return
+        limit = self.bwe_spatial_limit
+        if limit is None:
+            limit = self.target_spatial  # no limit yet: the preferred layer
+        if spatial < limit:
+            self.bwe_downgraded_at = now
+        elif spatial > limit and hold_upgrade(self.bwe_downgraded_at, now):
+            return
+        self.bwe_spatial_limit = spatial
+
     def apply_temporal_layer(self, up_to: int | None = None) -> None:
         """The pending temporal target takes effect (the producer calls this at the start of
         a TL0 frame, which every temporal layer can decode from), or, with `up_to`, a switch
@@ -140,9 +171,10 @@ class SimulcastConsumer(Consumer):
         itself waits for a key frame of that layer, asked for now."""
         if not self.active or self.key_frame_pending:
             return
+        self._apply_bwe_limit(now)
         streams = self.producer.streams
         best = None
-        for spatial in range(self.target_spatial, -1, -1):
+        for spatial in range(self._wanted_spatial(), -1, -1):
             stream = streams[self.layer_streams[spatial]]
             if stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE:
                 best = self.layer_streams[spatial]
@@ -150,11 +182,15 @@ class SimulcastConsumer(Consumer):
         if best is None or best == self.switch_target:
             return  # nothing flows (the sender paused), or the switch is already asked for
         if best == self.stream_index:
-            current = streams[self.stream_index]
-            if self.switch_target is not None and self.switch_target in self.layer_streams \
-                    and self.layer_streams.index(self.switch_target) < self.target_spatial \
-                    and current.started and now - current.last_time <= MISSING_LAYER_SILENCE:
-                self.switch_target = None  # a step down that is no longer needed
+            target = self.switch_target
+            if target is not None and target in self.layer_streams:
+                spatial = self.layer_streams.index(target)
+                current = streams[self.stream_index]
+                if spatial > self._wanted_spatial():
+                    self.switch_target = None  # above what the bandwidth allows now
+                elif spatial < self._wanted_spatial() and current.started \
+                        and now - current.last_time <= MISSING_LAYER_SILENCE:
+                    self.switch_target = None  # a step down that is no longer needed
             return
         self.switch_target = best
         self.request_key_frame()

@@ -90,9 +90,7 @@ def test_producer_mapping_and_consumable_parameters():
     assert consumable["rtcp"] == {"cname": "c", "reducedSize": True}
     uris = {e["uri"] for e in consumable["headerExtensions"]}
     assert "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" not in uris  # recvonly
-    # recvonly too: relay gives publishers transport-cc feedback but does not number what it
-    # sends to subscribers (yet), so consumers are not offered it
-    assert ortc.TRANSPORT_CC_URI not in uris
+    assert ortc.TRANSPORT_CC_URI in uris
 
 
 def test_producer_with_unknown_codec_or_orphan_rtx():
@@ -196,9 +194,7 @@ def test_can_consume_and_consumer_parameters():
     assert [c["mimeType"] for c in params["codecs"]] == ["video/VP8"]  # RTX off by default
     fb = {(f["type"], f["parameter"]) for f in params["codecs"][0]["rtcpFeedback"]}
     assert ("nack", "") not in fb and ("nack", "pli") in fb and ("ccm", "fir") in fb
-    # no transport-wide-cc extension toward a consumer: transport-cc is dropped, REMB (with
-    # abs-send-time) stays
-    assert ("transport-cc", "") not in fb and ("goog-remb", "") in fb
+    assert ("goog-remb", "") not in fb  # transport-cc present → REMB dropped
     (encoding,) = params["encodings"]
     assert encoding["maxBitrate"] == 500000 and "rtx" not in encoding
     with_rtx = ortc.get_consumer_rtp_parameters(consumable, caps, enable_rtx=True)

@@ -190,7 +190,7 @@ def _rewrite(rw: RtpRewriter, buf: bytearray, in_ssrc: int, seq: int, ts: int, o
     """The rewrite as the worker ships it: the fan-out loop with one consumer; `buf` becomes
     what it sends. False: not sent."""
     consumer = _OneConsumer(rw)
-    fan_out(((bytes(256), (consumer,), 255),), memoryview(buf), len(buf), in_ssrc, seq, ts,
+    fan_out(((bytes(256), (consumer,), 255, 0),), memoryview(buf), len(buf), in_ssrc, seq, ts,
             older, 0, 0, now, _SCRATCH, memoryview(_SCRATCH), Counter())
     if consumer.sent is None:
         return False

@@ -36,7 +36,7 @@ class Feed:
         self.stream = InputStream(ssrc)
         self.rw = RtpRewriter(0x7777, PT_TABLE, 48000)
         self.consumer = _Consumer(self.rw)
-        self.groups = ((bytes(256), (self.consumer,), 255),)
+        self.groups = ((bytes(256), (self.consumer,), 255, 0),)
         self.scratch = bytearray(2048)
         self.out: list[tuple[int, int, int, int]] = []
 

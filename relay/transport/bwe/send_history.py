@@ -86,6 +86,22 @@ class SendHistory:
         self._state[slot] = _UNREPORTED
         self.sent += 1
 
+    def record_next(self, now: float, size: int) -> int:
+        """The sender's fast path (once per consumer and packet in the fan-out): take the next
+        transport-wide number, record a media packet of ``size`` bytes sent at ``now``, and
+        return the number's 16-bit value to write into the packet."""
+        last = self._last
+        unwrapped = 0 if last is None else last + 1
+        self._last = unwrapped
+        slot = unwrapped & self._mask
+        self._seq[slot] = unwrapped
+        self._time[slot] = now
+        self._size[slot] = size
+        self._cluster[slot] = None
+        self._state[slot] = _UNREPORTED
+        self.sent += 1
+        return unwrapped & 0xFFFF
+
     def on_report(self, seq: int, arrival: float | None) -> SentPacket | None:
         """A feedback reports ``seq`` (16 bits) arrived at ``arrival`` seconds (None: not
         received). Returns the sent packet when this is news, else None."""

@@ -1,0 +1,182 @@
+"""Send-side bandwidth estimation toward a subscriber (issue 13), through the worker's real
+sockets, packet by packet:
+
+- every packet a consumer that negotiated transport-wide-cc is sent carries the transport's
+  next transport-wide sequence number (one counter per transport, across its consumers and
+  resends), and the subscriber's transport-cc feedback about them reaches the estimator;
+- the transport's estimate, bounded by `setMaxOutgoingBitrate`, is divided among its
+  simulcast consumers by the layers' measured bitrates: a consumer whose layer no longer
+  fits steps down (on a key frame), and steps back up once the bitrate allows and the
+  hysteresis after a bandwidth downgrade has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from quality_peers import NACK_FB
+
+import relay.worker.bitrate_allocation as allocation
+from relay.rtp.packet import build_rtp, parse_extensions
+from relay.rtp.rtcp import Nack, Remb
+from relay.rtp.transport_cc import TRANSPORT_CC_URI, TransportCcReceiver
+
+MID_ID, RID_ID, TCC_ID = 1, 2, 5
+CONSUMER_TCC_ID = 7  # the subscriber's own id for the extension
+RIDS = ["r0", "r1", "r2"]
+SSRCS = [3001, 3002, 3003]
+MAPPED = [7001, 7002, 7003]
+SIZES = [200, 600, 1100]  # bytes per frame and layer: ~48, ~144, ~264 kbit/s at 30 fps
+KEY = b"\x10\x00\x9d\x01\x2a"
+DELTA = b"\x10\x01"
+TCC_FB = [{"type": "transport-cc", "parameter": ""}, *NACK_FB]
+
+
+def produce(media) -> None:
+    media.request("tp", "transport.produce", {
+        "producerId": "p1", "kind": "video",
+        "rtpParameters": {
+            "mid": "0",
+            "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
+                        "rtcpFeedback": TCC_FB}],
+            "headerExtensions": [
+                {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": MID_ID},
+                {"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": RID_ID},
+                {"uri": TRANSPORT_CC_URI, "id": TCC_ID}],
+            "encodings": [{"rid": r} for r in RIDS]},
+        "rtpMapping": {"codecs": [{"payloadType": 96, "mappedPayloadType": 101}],
+                       "encodings": [{"rid": r, "mappedSsrc": m} for r, m in zip(RIDS, MAPPED, strict=True)]},
+    })
+
+
+def consume(media, spatial: int = 2) -> None:
+    media.request("tc", "transport.consume", {
+        "consumerId": "c1", "producerId": "p1", "kind": "video", "type": "simulcast",
+        "rtpParameters": {"codecs": [{"mimeType": "video/VP8", "payloadType": 101,
+                                      "clockRate": 90000, "rtcpFeedback": TCC_FB}],
+                          "headerExtensions": [{"uri": TRANSPORT_CC_URI, "id": CONSUMER_TCC_ID}],
+                          "encodings": [{"ssrc": 9999}]},
+        "consumableRtpEncodings": [{"ssrc": m} for m in MAPPED],
+        "preferredLayers": {"spatialLayer": spatial},
+    })
+
+
+class Sender:
+    """The publisher: three layers, a key frame every 10 frames, its own transport-wide
+    numbers on every packet."""
+
+    def __init__(self, publisher, tp, subscriber=None) -> None:
+        self.publisher, self.tp = publisher, tp
+        self.subscriber = subscriber  # read as it goes: a full socket buffer drops (EAGAIN)
+        self.wide = 0
+        self.k = 0
+
+    def frame(self) -> None:
+        k = self.k
+        for layer in range(3):
+            body = (KEY if k % 10 == 0 else DELTA) + bytes(SIZES[layer] - 40) + bytes([layer, k & 0xFF])
+            self.publisher.send(build_rtp(
+                payload_type=96, sequence_number=(1000 * (layer + 1) + k) & 0xFFFF,
+                timestamp=3000 * k, ssrc=SSRCS[layer], payload=body,
+                extensions={MID_ID: b"0", RID_ID: RIDS[layer].encode(),
+                            TCC_ID: struct.pack("!H", self.wide & 0xFFFF)}), self.tp["tuple"])
+            self.wide += 1
+        self.k += 1
+
+    async def run(self, seconds: float) -> None:
+        for _ in range(int(seconds / 0.033)):
+            self.frame()
+            await asyncio.sleep(0.033)
+            if self.subscriber is not None:
+                self.subscriber.drain()
+
+
+def media_of(peer) -> list[bytes]:
+    return [p for p in peer.drain() if not 64 <= p[1] & 0x7F <= 95]
+
+
+def test_consumer_packets_carry_transport_wide_numbers_and_feedback_reaches_the_estimator(run_media):
+    async def body(media):
+        tp, tc, publisher, subscriber = media.publish_subscribe()
+        produce(media)
+        consume(media, spatial=0)
+        sender = Sender(publisher, tp, subscriber)
+        await sender.run(1.0)
+        got = media_of(subscriber)
+        assert len(got) >= 20
+        numbers = [struct.unpack("!H", parse_extensions(p, len(p))[CONSUMER_TCC_ID])[0] for p in got]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+        assert TCC_ID not in parse_extensions(got[0], len(got[0])) or TCC_ID == CONSUMER_TCC_ID
+        # a NACKed packet is resent with a number of its own
+        out_seq = struct.unpack_from("!H", got[5], 2)[0]
+        subscriber.send(Nack(0x1234, 9999, [out_seq]).serialize(), tc["tuple"])
+        await media.wait_for(lambda: len(media_of(subscriber)) > len(got))
+        resent = [p for p in media_of(subscriber)[len(got):]
+                  if struct.unpack_from("!H", p, 2)[0] == out_seq]
+        assert resent
+        (number,) = struct.unpack("!H", parse_extensions(resent[0], len(resent[0]))[CONSUMER_TCC_ID])
+        assert number > numbers[-1]
+        # the subscriber's feedback about them
+        receiver = TransportCcReceiver()
+        for i, p in enumerate(media_of(subscriber)):
+            value = parse_extensions(p, len(p))[CONSUMER_TCC_ID]
+            receiver.on_packet(struct.unpack("!H", value)[0], 10.0 + i * 0.001, 9999)
+        for packet in receiver.build_feedback(0x1234):
+            subscriber.send(packet, tc["tuple"])
+        await media.wait_for(lambda: media.request("tc", "transport.getStats")[0]
+                             ["sendEstimation"]["feedbackReceived"] >= 1)
+        stats = media.request("tc", "transport.getStats")[0]
+        assert stats["sendEstimation"]["transportWideSequenceNumbersSent"] == len(numbers) + len(
+            [p for p in media_of(subscriber)[len(got):]])
+        assert stats["availableOutgoingBitrate"] > 0
+        producer_stats = media.request("tp", "transport.getStats")[0]
+        assert producer_stats["receiveFeedback"]["type"] == "transport-cc"
+
+    run_media(body)
+
+
+def test_layers_follow_the_available_bitrate(run_media, monkeypatch):
+    monkeypatch.setattr(allocation, "UPGRADE_HOLD", 2.0)
+
+    async def body(media):
+        tp, tc, publisher, subscriber = media.publish_subscribe()
+        produce(media)
+        consume(media, spatial=2)
+        sender = Sender(publisher, tp, subscriber)
+        await sender.run(2.5)  # the layers' bitrates are measured at the RTCP reports
+        bitrates = [s["bitrate"] for s in media.request("p1", "producer.getStats")]
+        assert bitrates[0] < bitrates[1] < bitrates[2], bitrates
+        assert {p[-2] for p in media_of(subscriber)[-5:]} == {2}
+        # the subscriber's path narrows (its REMB says so): room for the lowest layer only
+        subscriber.send(Remb(0x1234, (bitrates[0] + bitrates[1]) // 2, [9999]).serialize(),
+                        tc["tuple"])
+        await sender.run(1.0)
+        stats = media.request("tc", "transport.getStats")[0]
+        assert stats["availableOutgoingBitrate"] <= (bitrates[0] + bitrates[1]) // 2
+        assert {p[-2] for p in media_of(subscriber)[-5:]} == {0}
+        dump = media.request("c1", "consumer.dump")
+        assert dump["targetLayers"]["spatialLayer"] == 0
+        assert dump["preferredLayers"]["spatialLayer"] == 2
+        # it widens again: held for UPGRADE_HOLD after the downgrade, then back up
+        subscriber.send(Remb(0x1234, 10_000_000, [9999]).serialize(), tc["tuple"])
+        await sender.run(0.5)
+        assert {p[-2] for p in media_of(subscriber)[-5:]} == {0}  # still held
+        await sender.run(2.0)
+        assert {p[-2] for p in media_of(subscriber)[-5:]} == {2}
+        changes = [d["spatialLayer"] for h, e, d in media.notifications
+                   if h == "c1" and e == "layerschange"]
+        assert changes == [2, 0, 2], changes
+        # the operator's cap holds below the estimate
+        media.request("tc", "transport.setMaxOutgoingBitrate", {"bitrate": bitrates[1]})
+        await sender.run(1.0)
+        assert media.request("tc", "transport.getStats")[0]["availableOutgoingBitrate"] \
+            <= bitrates[1]
+        assert {p[-2] for p in media_of(subscriber)[-5:]} <= {0, 1}
+        got = media_of(subscriber)
+        seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
+        gaps = [(a, b, p[-2], p[-1]) for a, b, p in zip(seqs, seqs[1:], got[1:], strict=False)
+                if (b - a) & 0xFFFF != 1]
+        assert not gaps, gaps
+
+    run_media(body)
