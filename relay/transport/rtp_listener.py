@@ -10,12 +10,21 @@ Shared by the WebRTC and the plain transport, in mediasoup's order:
    with a MID and no RID goes to a single-encoding producer's only stream;
 3. RTX packet (RFC 4588) with `repaired-rtp-stream-id`: binds the RTX SSRC of the encoding
    with that RID (with a MID only: a single-encoding producer's);
-4. otherwise the transport's one producer without a signalled SSRC (a plain RTP sender).
+4. otherwise the transport's one producer without a signalled SSRC (a plain RTP sender),
+   unless the packet names another MID.
 
-A stream that already has an SSRC takes a new one with the same RID only once the old one
-has been quiet for `SSRC_SWITCH_SILENCE` (the sender restarted its encoder; see
-`Producer.bind_stream`). Packets that bind nothing are dropped and counted by the caller's
-`dropped` counter ("unknownSsrc", "rtxUnknownSsrc").
+The tables are bounded by the signalled encodings, whatever a sender (authenticated, so
+able to send any SSRC it likes) does: per producer, one SSRC per encoding and one RTX SSRC
+per encoding. A stream whose SSRC was signalled takes no other (as mediasoup's Producer); an
+unsignalled stream that already has an SSRC takes a new one only once the old one has been
+quiet for `SSRC_SWITCH_SILENCE` (the sender restarted its encoder), and the old one leaves
+the table (`Producer.bind_stream`, `Producer.bind_rtx`). Packets that bind nothing are
+dropped and counted in the transport's `dropped`, by reason:
+
+- "ssrcNotSignalled": a media packet naming (by MID / RID) a stream whose SSRC was
+  signalled, under another SSRC;
+- "unknownSsrc": a media packet naming no stream it could bind, or one whose SSRC is live;
+- "rtxUnknownSsrc": the same for an RTX packet (or a stream whose RTX SSRC was signalled).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ def route_unknown_ssrc(
     except ValueError:
         extensions = {}
     rtx_seen = False
+    refusal = "unknownSsrc"
     if extensions:
         for producer in list(transport.producers.values()):
             if producer.closed or not producer.accepts_payload_type(pt):
@@ -67,23 +77,30 @@ def route_unknown_ssrc(
                 if producer.bind_rtx(index, ssrc):
                     return producer, index, True
                 continue
-            if not producer.signalled[index]:
-                entry = producer.bind_stream(index, ssrc)
-                if entry is not None:
-                    return producer, index, False
+            if producer.signalled[index]:
+                # Its SSRC is the signalled one: taking others would give a sender one table
+                # entry per SSRC it makes up.
+                refusal = "ssrcNotSignalled"
                 continue
-            # A signalled stream named by MID under another SSRC: as mediasoup, route it.
-            transport.ssrc_table[ssrc] = (producer, index)
-            return producer, index, False
+            if producer.bind_stream(index, ssrc) is not None:
+                return producer, index, False
     producer = transport.any_ssrc_producer
     if producer is not None and producer.accepts_payload_type(pt) \
-            and not producer.is_rtx_payload_type(pt):
+            and not producer.is_rtx_payload_type(pt) and not _names_other_mid(producer, extensions):
         entry = producer.adopt_ssrc(ssrc)
         if entry is not None:
             return producer, 0, False
     transport.dropped["rtxUnknownSsrc" if rtx_seen or _is_rtx_anywhere(transport, pt)
-                      else "unknownSsrc"] += 1
+                      else refusal] += 1
     return None
+
+
+def _names_other_mid(producer: Producer, extensions: dict[int, bytes]) -> bool:
+    """The packet names a MID and it is not `producer`'s (which has one)."""
+    if not extensions or not producer.mid_ext_id or producer.mid is None:
+        return False
+    mid = _text(extensions.get(producer.mid_ext_id))
+    return mid is not None and mid != producer.mid
 
 
 def _is_rtx_anywhere(transport: Any, pt: int) -> bool:

@@ -14,10 +14,11 @@ RID in the `rtp-stream-id` header extension, and its RTX SSRC to the first RTX p
 it in `repaired-rtp-stream-id` (`relay.transport.rtp_listener`, reached only for unknown SSRCs;
 after that the SSRC tables match as for signalled ones). A single encoding without either (a
 plain RTP sender whose SSRC isn't signalled) takes the first SSRC seen with one of its payload
-types. A later different SSRC for an unsignalled stream replaces the old one once that has
-gone quiet (the sender restarted): consumers then continue their sequence numbers and
-timestamps (see `relay.rtp.rewriter`). Several encodings are consumed by "simulcast"
-consumers.
+types. A later different SSRC for an unsignalled stream (or learned RTX SSRC) replaces the
+old one once that has gone quiet (the sender restarted), and the old one leaves the table: the
+transport's tables hold at most one SSRC and one RTX SSRC per encoding. Consumers then
+continue their sequence numbers and timestamps (see `relay.rtp.rewriter`). Several encodings
+are consumed by "simulcast" consumers.
 
 Media quality, per inbound packet and stream (not per consumer): `StreamReceiver.on_packet`
 (receive stats, key-frame detection, the shared retransmission store when a consumer
@@ -97,6 +98,10 @@ class Producer:
                 raise ArgumentError(f"rtx ssrc {rtx_ssrc} is already used on this transport")
         self.rtx_apt = params.rtx_apt
         self.rtx_ssrcs = params.rtx_ssrcs
+        # Per stream: its RTX SSRC was signalled (never replaced), else learned from packets;
+        # when the learned one last carried a packet (it is replaced only once quiet).
+        self._rtx_signalled = [ssrc is not None for ssrc in params.rtx_ssrcs]
+        self._rtx_last_time = [0.0 for _ in params.rtx_ssrcs]
         rtp_parameters, extensions, rids = params.rtp_parameters, params.extensions, params.rids
         mapped_ssrcs, paused = params.mapped_ssrcs, params.paused
 
@@ -116,6 +121,9 @@ class Producer:
         # Per stream: its SSRC was signalled (else it is bound from packets, by RID or as the
         # single unsignalled encoding; see relay.transport.rtp_listener).
         self.signalled = [ssrc is not None for ssrc in ssrcs]
+        # Per unsignalled stream: the SSRC bound to it in the transport's ssrc_table, if any
+        # (one at a time: a new one replaces it, so one sender can't fill the table).
+        self._bound_ssrcs: list[int | None] = [None for _ in ssrcs]
         self.rids = rids
         self.mid: str | None = rtp_parameters.get("mid") if isinstance(rtp_parameters.get("mid"), str) else None
         self.mid_ext_id = _extension_id(extensions, MID_URI)
@@ -403,8 +411,9 @@ class Producer:
 
     def bind_stream(self, index: int, ssrc: int) -> tuple[Producer, int] | None:
         """Stream `index` (unsignalled: learned, or matched by RID) sees a new SSRC: take it
-        if the stream is new or its old SSRC has gone quiet (the sender restarted its
-        encoder); then re-sync its consumers (control-path rare event). None: not now."""
+        if the stream has none yet or its SSRC has gone quiet (the sender restarted its
+        encoder); the old SSRC leaves the table, so a stream holds one entry at most; then
+        re-sync its consumers (control-path rare event). None: not now."""
         stream = self.streams[index]
         table = self.transport.ssrc_table
         if self.signalled[index] or ssrc in table:
@@ -415,26 +424,32 @@ class Producer:
             for consumer in self.consumers:
                 if consumer.stream_index == index:
                     consumer.rewriter.stop(stream)
-            if table.get(stream.ssrc) == (self, index):
-                del table[stream.ssrc]
+        old = self._bound_ssrcs[index]
+        if old is not None and table.get(old) == (self, index):
+            del table[old]
         stream.reset(ssrc)
         self.receivers[index].reset()
         table[ssrc] = (self, index)
+        self._bound_ssrcs[index] = ssrc
         return self, index
 
     def bind_rtx(self, index: int, ssrc: int) -> bool:
-        """An RTX packet names stream `index` (repaired-rtp-stream-id): its SSRC becomes that
-        stream's RTX SSRC, replacing an earlier learned one (control path)."""
+        """An RTX packet names stream `index` (repaired-rtp-stream-id, or MID for a single
+        stream): its SSRC becomes that stream's RTX SSRC, replacing a learned one that has
+        gone quiet for SSRC_SWITCH_SILENCE (as media SSRCs; a signalled one stays), which
+        leaves the table (control path)."""
         table = self.transport.rtx_ssrc_table
-        if ssrc in table or ssrc in self.transport.ssrc_table:
+        if self._rtx_signalled[index] or ssrc in table or ssrc in self.transport.ssrc_table:
             return False
+        now = time.monotonic()
         old = self.rtx_ssrcs[index]
         if old is not None:
-            if self.signalled[index]:
-                return False  # a signalled RTX SSRC is not replaced by a guess
+            if now - self._rtx_last_time[index] < SSRC_SWITCH_SILENCE:
+                return False
             if table.get(old) == (self, index):
                 del table[old]
         self.rtx_ssrcs[index] = ssrc
+        self._rtx_last_time[index] = now
         table[ssrc] = (self, index)
         return True
 
@@ -492,6 +507,7 @@ class Producer:
         """An RTX packet (RFC 4588) from the sender: unwrap it into the original stream and
         forward it like any (late) packet. Malformed or unexpected ones are counted."""
         stream = self.streams[index]
+        self._rtx_last_time[index] = now  # its RTX SSRC is live (bind_rtx)
         apt = self.rtx_apt.get(buf[1] & 0x7F)
         if apt is None:
             self.dropped["rtxUnknownPayloadType"] += 1
