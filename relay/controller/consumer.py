@@ -76,6 +76,19 @@ class Consumer(ChannelObject):
         result = await self._request(ConsumerMethod.SET_PREFERRED_LAYERS, data)
         self._preferred_layers = result if isinstance(result, dict) else data
 
+    async def set_priority(self, priority: int) -> None:
+        """Its share when the transport's available outgoing bitrate is divided among video
+        consumers (1–255, default 1; mediasoup's name): a higher priority is served first."""
+        self._ensure_open()
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 255:
+            raise ArgumentError("priority must be an integer in 1..255")
+        result = await self._request(ConsumerMethod.SET_PRIORITY, {"priority": priority})
+        self._priority = result.get("priority", priority) if isinstance(result, dict) else priority
+
+    @property
+    def priority(self) -> int:
+        return getattr(self, "_priority", 1)
+
     @property
     def score(self) -> dict:
         """The latest {score, producerScore, producerScores} (0-10 each)."""
