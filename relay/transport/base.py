@@ -20,6 +20,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
+from relay.transport.probing import Prober
 from relay.transport.receive_feedback import ReceiveFeedback
 from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
 from relay.transport.rtp_listener import route_unknown_ssrc
@@ -82,6 +83,14 @@ class Transport:
         # transport-wide-cc send, and reads the remote's feedback (WebRTC transports set
         # theirs up from the bitrate options)
         self.send_estimation = SendEstimation(clock=time.monotonic)
+        self.prober: Prober | None = None
+        self._start_probing()
+
+    def _start_probing(self) -> None:
+        """Probe clusters the estimator asks for go out as padding (relay.transport.probing)."""
+        self.prober = Prober(self._ctx.loop, self.consumers, self.send_estimation.history,
+                             time.monotonic, self._ctx.ring.flush)
+        self.send_estimation.on_probe = self.prober.send
 
     def _start(self) -> None:
         """The subclass has its sockets: start reporting and take requests."""
@@ -247,6 +256,10 @@ class Transport:
             "receiveFeedback": self.feedback.stats(),
             "availableOutgoingBitrate": self.send_estimation.available_bitrate,
             "sendEstimation": self.send_estimation.stats(),
+            "probes": None if self.prober is None else {
+                "clustersSent": self.prober.clusters_sent,
+                "packetsSent": self.prober.packets_sent,
+                "noCarrier": self.prober.no_carrier},
         }
         return stats
 
@@ -272,6 +285,8 @@ class Transport:
         if self.rtcp_reporter is not None:
             self.rtcp_reporter.close()
         self.feedback.close()
+        if self.prober is not None:
+            self.prober.close()
         for consumer in list(self.consumers.values()):
             consumer.close(notify=None)
         for producer in list(self.producers.values()):

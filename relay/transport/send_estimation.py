@@ -33,7 +33,7 @@ class SendEstimation:
     __slots__ = (
         "estimator", "history", "on_bitrate", "on_trace", "trace_enabled", "_clock",
         "_last_report", "_reported_bps", "feedback_received", "feedback_malformed",
-        "remb_received",
+        "remb_received", "wanted_bps", "on_probe",
     )
 
     def __init__(self, initial_bps: int = DEFAULT_INITIAL_BPS, min_bps: int = DEFAULT_MIN_BPS,
@@ -44,6 +44,10 @@ class SendEstimation:
         self.history = self.estimator.history
         self.on_bitrate: Callable[[int], None] | None = None
         self.on_trace: Callable[[dict], None] | None = None
+        # what the consumers would send at their preferred layers (the bitrate allocation
+        # sets it), and where probe clusters go (relay.transport.probing)
+        self.wanted_bps = 0
+        self.on_probe: Callable[[Any], None] | None = None
         self.trace_enabled = False
         self._clock = clock or asyncio.get_event_loop().time
         self._last_report = 0.0
@@ -64,6 +68,9 @@ class SendEstimation:
         self.feedback_received += 1
         self.estimator.on_feedback(now, feedback_packets(feedback))
         self._report(now)
+        if self.on_probe is not None and self.wanted_bps:
+            for cluster in self.estimator.probe_request(now, self.wanted_bps):
+                self.on_probe(cluster)
         return True
 
     def on_receiver_report(self, now: float, fraction_lost: int, rtt: float | None) -> None:

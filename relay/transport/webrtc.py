@@ -122,6 +122,7 @@ class WebRtcTransport(Transport):
             min(max(initial_bps or DEFAULT_INITIAL_BPS, min_bps), max_bps), min_bps, max_bps,
             time.monotonic)
         self.send_estimation.on_trace = self._on_bwe_trace
+        self._start_probing()
 
         self.ice = IceLiteAgent(on_state_change=self._on_ice_state,
                                 on_selected_tuple_change=self._on_selected_tuple)

@@ -33,8 +33,9 @@ def _cost(consumer: Consumer, spatial: int) -> int:
     return consumer.producer.receivers[consumer.layer_streams[spatial]].bitrate
 
 
-def distribute(consumers: list[Consumer], available_bps: int, now: float | None = None) -> None:
-    """Set every simulcast consumer's `bwe_spatial_limit` from `available_bps`."""
+def distribute(consumers: list[Consumer], available_bps: int, now: float | None = None) -> int:
+    """Set every simulcast consumer's allocated layer from `available_bps`; return what the
+    consumers would send at their preferred layers (what probing aims for)."""
     now = time.monotonic() if now is None else now
     remaining = available_bps
     layered: list[Consumer] = []
@@ -72,6 +73,10 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
                 changed = True
     for consumer, spatial in chosen.items():
         consumer.set_bwe_limit(spatial, now)
+    wanted = sum(consumer.bitrate for consumer in consumers
+                 if not consumer.closed and consumer.active and consumer not in options)
+    wanted += sum(_cost(consumer, flowing[-1]) for consumer, flowing in options.items())
+    return wanted
 
 
 def hold_upgrade(last_downgrade: float | None, now: float) -> bool:

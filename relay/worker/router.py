@@ -99,8 +99,10 @@ class Router:
     def _allocate_bitrate(self, transport: Transport) -> None:
         """The transport's bandwidth estimate toward its remote is divided among its
         consumers (relay.worker.bitrate_allocation) each time it changes."""
+        estimation = transport.send_estimation
+
         def on_bitrate(bps: int) -> None:
-            distribute(list(transport.consumers.values()), bps)
+            estimation.wanted_bps = distribute(list(transport.consumers.values()), bps)
 
         transport.send_estimation.on_bitrate = on_bitrate
 

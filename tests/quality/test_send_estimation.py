@@ -50,13 +50,19 @@ def produce(media) -> None:
     })
 
 
-def consume(media, spatial: int = 2) -> None:
+def consume(media, spatial: int = 2, rtx: bool = False) -> None:
+    codecs = [{"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000,
+               "rtcpFeedback": TCC_FB}]
+    encoding: dict = {"ssrc": 9999}
+    if rtx:
+        codecs.append({"mimeType": "video/rtx", "payloadType": 102, "clockRate": 90000,
+                       "parameters": {"apt": 101}})
+        encoding["rtx"] = {"ssrc": 9998}
     media.request("tc", "transport.consume", {
         "consumerId": "c1", "producerId": "p1", "kind": "video", "type": "simulcast",
-        "rtpParameters": {"codecs": [{"mimeType": "video/VP8", "payloadType": 101,
-                                      "clockRate": 90000, "rtcpFeedback": TCC_FB}],
+        "rtpParameters": {"codecs": codecs,
                           "headerExtensions": [{"uri": TRANSPORT_CC_URI, "id": CONSUMER_TCC_ID}],
-                          "encodings": [{"ssrc": 9999}]},
+                          "encodings": [encoding]},
         "consumableRtpEncodings": [{"ssrc": m} for m in MAPPED],
         "preferredLayers": {"spatialLayer": spatial},
     })
@@ -178,5 +184,43 @@ def test_layers_follow_the_available_bitrate(run_media, monkeypatch):
         gaps = [(a, b, p[-2], p[-1]) for a, b, p in zip(seqs, seqs[1:], got[1:], strict=False)
                 if (b - a) & 0xFFFF != 1]
         assert not gaps, gaps
+
+    run_media(body)
+
+
+def test_probes_are_padding_with_transport_wide_numbers(run_media):
+    async def body(media):
+        tp, tc, publisher, subscriber = media.publish_subscribe()
+        produce(media)
+        consume(media, spatial=0, rtx=True)
+        sender = Sender(publisher, tp, subscriber)
+        receiver = TransportCcReceiver()  # the subscriber's side of transport-cc
+        # its REMB says the path is narrow: what the consumers want is above the estimate
+        subscriber.send(Remb(0x1234, 100_000, [9999]).serialize(), tc["tuple"])
+        seen = 0
+        for _ in range(8):  # 8 x 0.3 s: layers measured, the allocation wants layer 0 only
+            await sender.run(0.3)
+            got = [p for p in subscriber.received if not 64 <= p[1] & 0x7F <= 95]
+            for i, p in enumerate(got[seen:]):
+                value = parse_extensions(p, len(p)).get(CONSUMER_TCC_ID)
+                if value is not None:
+                    receiver.on_packet(struct.unpack("!H", value)[0], 10.0 + (seen + i) * 0.001, 9999)
+            seen = len(got)
+            for packet in receiver.build_feedback(0x1234):
+                subscriber.send(packet, tc["tuple"])
+            # the subscriber prefers more than the path is known to carry
+            media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 2})
+        await media.settle()
+        stats = media.request("tc", "transport.getStats")[0]
+        assert stats["probes"]["packetsSent"] > 0, stats["probes"]
+        probes = [p for p in subscriber.drain() if p[1] & 0x7F == 102 and p[0] & 0x20]
+        assert probes, "no padding-only RTX packet reached the subscriber"
+        for p in probes:
+            assert struct.unpack_from("!I", p, 8)[0] == 9998  # the RTX SSRC
+            assert p[-1] == len(p) - 20  # all padding after the header and extension
+            assert CONSUMER_TCC_ID in parse_extensions(p, len(p))
+        media_numbers = [struct.unpack("!H", parse_extensions(p, len(p))[CONSUMER_TCC_ID])[0]
+                         for p in subscriber.received if not 64 <= p[1] & 0x7F <= 95]
+        assert len(set(media_numbers)) == len(media_numbers)  # one counter, no number twice
 
     run_media(body)

@@ -86,10 +86,11 @@ class SendHistory:
         self._state[slot] = _UNREPORTED
         self.sent += 1
 
-    def record_next(self, now: float, size: int) -> int:
+    def record_next(self, now: float, size: int, cluster: int | None = None) -> int:
         """The sender's fast path (once per consumer and packet in the fan-out): take the next
-        transport-wide number, record a media packet of ``size`` bytes sent at ``now``, and
-        return the number's 16-bit value to write into the packet."""
+        transport-wide number, record a packet of ``size`` bytes sent at ``now`` (in probe
+        cluster ``cluster``, None for media), and return the number's 16-bit value to write
+        into the packet."""
         last = self._last
         unwrapped = 0 if last is None else last + 1
         self._last = unwrapped
@@ -97,7 +98,7 @@ class SendHistory:
         self._seq[slot] = unwrapped
         self._time[slot] = now
         self._size[slot] = size
-        self._cluster[slot] = None
+        self._cluster[slot] = cluster
         self._state[slot] = _UNREPORTED
         self.sent += 1
         return unwrapped & 0xFFFF
