@@ -21,9 +21,6 @@ from typing import NamedTuple
 DEFAULT_CAPACITY = 1 << 14
 _MAX_CAPACITY = 1 << 15
 
-_UNREPORTED = 0
-_LOST = 1
-_RECEIVED = 2
 
 
 class SentPacket(NamedTuple):
@@ -48,83 +45,78 @@ class SendHistory:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity & (capacity - 1) or not 16 <= capacity <= _MAX_CAPACITY:
             raise ValueError("capacity must be a power of two in 16 .. 32768")
-        self._mask = capacity - 1
-        self._seq = [-1] * capacity  # unwrapped sequence number held by each slot
-        self._time = [0.0] * capacity
-        self._size = [0] * capacity
-        self._cluster: list[int | None] = [None] * capacity
-        self._state = bytearray(capacity)
-        self._last: int | None = None  # highest unwrapped number sent
-        self.sent = 0
+        # Public for the fan-out's inlined record (relay.worker.fanout): per slot, the
+        # (unwrapped number, send time, size, probe cluster) it holds, or None.
+        self.mask = capacity - 1
+        self.entries: list[tuple[int, float, int, int | None] | None] = [None] * capacity
+        self.last = -1  # highest unwrapped number sent (-1: none yet)
+        # per slot, the unwrapped number last reported received / lost (news detection)
+        self._received = [-1] * capacity
+        self._lost = [-1] * capacity
+        self._first = 0  # the first unwrapped number recorded (on_sent may start elsewhere)
         self.unknown = 0
         self.duplicates = 0
 
     @property
     def capacity(self) -> int:
-        return self._mask + 1
+        return self.mask + 1
+
+    @property
+    def sent(self) -> int:
+        """Numbers recorded (sent) so far."""
+        return 0 if self.last < 0 else self.last - self._first + 1
 
     def on_sent(self, seq: int, now: float, size: int, cluster: int | None = None) -> None:
         """Record that transport-wide number ``seq`` (16 bits) left at ``now`` seconds,
         ``size`` bytes on the wire, in probe cluster ``cluster`` (None for media)."""
         seq &= 0xFFFF
-        last = self._last
-        if last is None:
+        last = self.last
+        if last < 0:
             unwrapped = seq
-            self._last = seq
+            self._first = seq
+            self.last = seq
         else:
             delta = (seq - last) & 0xFFFF
             if delta >= 0x8000:
                 delta -= 0x10000
             unwrapped = last + delta
             if unwrapped > last:
-                self._last = unwrapped
-        slot = unwrapped & self._mask
-        self._seq[slot] = unwrapped
-        self._time[slot] = now
-        self._size[slot] = max(0, int(size))
-        self._cluster[slot] = cluster
-        self._state[slot] = _UNREPORTED
-        self.sent += 1
+                self.last = unwrapped
+        self.entries[unwrapped & self.mask] = (unwrapped, now, max(0, int(size)), cluster)
 
     def record_next(self, now: float, size: int, cluster: int | None = None) -> int:
-        """The sender's fast path (once per consumer and packet in the fan-out): take the next
-        transport-wide number, record a packet of ``size`` bytes sent at ``now`` (in probe
-        cluster ``cluster``, None for media), and return the number's 16-bit value to write
-        into the packet."""
-        last = self._last
-        unwrapped = 0 if last is None else last + 1
-        self._last = unwrapped
-        slot = unwrapped & self._mask
-        self._seq[slot] = unwrapped
-        self._time[slot] = now
-        self._size[slot] = size
-        self._cluster[slot] = cluster
-        self._state[slot] = _UNREPORTED
-        self.sent += 1
+        """The sender's path (it numbers what it sends): take the next transport-wide number,
+        record a packet of ``size`` bytes sent at ``now`` (in probe cluster ``cluster``,
+        None for media), and return the number's 16-bit value to write into the packet.
+        The fan-out writes the same three lines inline (a call per consumer and packet
+        costs more than the record)."""
+        unwrapped = self.last + 1
+        self.last = unwrapped
+        self.entries[unwrapped & self.mask] = (unwrapped, now, size, cluster)
         return unwrapped & 0xFFFF
 
     def on_report(self, seq: int, arrival: float | None) -> SentPacket | None:
         """A feedback reports ``seq`` (16 bits) arrived at ``arrival`` seconds (None: not
         received). Returns the sent packet when this is news, else None."""
-        last = self._last
-        if last is None:
+        last = self.last
+        if last < 0:
             self.unknown += 1
             return None
         unwrapped = last - ((last - seq) & 0xFFFF)  # feedback never reports the future
-        slot = unwrapped & self._mask
-        if self._seq[slot] != unwrapped:
+        slot = unwrapped & self.mask
+        entry = self.entries[slot]
+        if entry is None or entry[0] != unwrapped:
             self.unknown += 1
             return None
-        state = self._state[slot]
+        was_lost = self._lost[slot] == unwrapped
         if arrival is None:
-            if state != _UNREPORTED:
+            if was_lost or self._received[slot] == unwrapped:
                 self.duplicates += 1
                 return None
-            self._state[slot] = _LOST
+            self._lost[slot] = unwrapped
         else:
-            if state == _RECEIVED:
+            if self._received[slot] == unwrapped:
                 self.duplicates += 1
                 return None
-            self._state[slot] = _RECEIVED
-        return SentPacket(seq & 0xFFFF, self._time[slot], self._size[slot],
-                          self._cluster[slot], arrival, state == _LOST)
+            self._received[slot] = unwrapped
+        return SentPacket(seq & 0xFFFF, entry[1], entry[2], entry[3], arrival, was_lost)
