@@ -10,9 +10,10 @@ import asyncio
 import struct
 
 from media_harness import VP8, VP8_DELTA_FRAME
+from test_simulcast_rid import rtcp_of
 
 from relay.rtp.packet import build_rtp
-from relay.rtp.rtcp import Remb, TransportFeedback, parse_compound
+from relay.rtp.rtcp import Remb, TransportFeedback
 from relay.rtp.transport_cc import TRANSPORT_CC_URI, parse_feedback
 
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -28,14 +29,6 @@ def produce(media, feedback: list[dict], extensions: list[dict]) -> None:
         "rtpMapping": {"codecs": [{"payloadType": 96, "mappedPayloadType": 101}],
                        "encodings": [{"ssrc": SSRC, "mappedSsrc": 5000}]},
     })
-
-
-def rtcp_of(peer, kind) -> list:
-    found = []
-    for data in peer.drain():
-        if len(data) >= 2 and 64 <= data[1] & 0x7F <= 95:
-            found += [p for p in parse_compound(data).packets if isinstance(p, kind)]
-    return found
 
 
 def test_transport_cc_feedback_reports_every_packet(run_media):
