@@ -1,12 +1,14 @@
 """Worker-side Producer: one sender's RTP streams on a transport, fanned out to its consumers.
 
-`receive()` is the hot path. Consumers of a stream are grouped by header-extension id table
-(usually one group: consumers get the router's ids): per inbound packet and group, the packet
-is copied once into a scratch buffer and its extension ids rewritten once; then per consumer
-only bytes 1–11 are rewritten (`RtpRewriter`), SRTP-protected if its transport has SRTP, and
-queued in the send ring. The groups hold only active consumers (not paused, producer not
-paused, remote known) and are rebuilt on every state change, so the loop has no checks for
-those. The transport flushes the ring after its drain loop.
+One idea, the producer object and the state of its streams (over 500 lines for that): the
+per-packet fan-out is `relay.worker.fanout`, VP8 temporal layers `relay.worker.temporal_layers`,
+the checks of its parameters `relay.worker.rtp_parameters`, the binding of unknown SSRCs
+`relay.transport.rtp_listener`, per-stream quality `relay.worker.stream_receiver`.
+
+`receive()` is the hot path: per inbound packet and stream, the stream's bookkeeping, then
+`fan_out` to the stream's groups of active consumers, which are rebuilt on every state change
+(`rebuild_fanout`), so the loop has no checks for those. The transport flushes the ring after
+its drain loop.
 
 Streams: each encoding with an `ssrc` is matched by it. An encoding with a `rid` and no `ssrc`
 (simulcast as mediasoup-client sends it) is bound to the first SSRC whose packets carry that
