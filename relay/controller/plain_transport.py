@@ -103,5 +103,7 @@ class PlainTransport(Transport):
         elif event == TransportEvent.RTCP_TUPLE:
             self._rtcp_tuple = data.get("rtcpTuple")
             self.emit("rtcptuple", self._rtcp_tuple)
+        elif event == TransportEvent.TRACE:
+            self.emit("trace", data)
         else:
             logger.debug("transport %s: ignored event %s", self._id, event)

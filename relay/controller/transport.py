@@ -59,6 +59,21 @@ class Transport(ChannelObject):
     async def get_stats(self) -> Any:
         return await self._request(TransportMethod.GET_STATS)
 
+    async def set_max_outgoing_bitrate(self, bitrate: int | None) -> None:
+        """Cap the send-side bandwidth estimate toward the remote (bits/s; None or 0: no
+        cap), and so what its video consumers are given (mediasoup's name)."""
+        if bitrate is not None and (not isinstance(bitrate, int) or isinstance(bitrate, bool)
+                                    or bitrate < 0):
+            raise ArgumentError("bitrate must be a non-negative integer or None")
+        await self._request(TransportMethod.SET_MAX_OUTGOING_BITRATE, {"bitrate": bitrate or None})
+
+    async def enable_trace_event(self, types: list[str]) -> None:
+        """Emit "trace" events of these types: "bwe" (each estimate update: the available
+        outgoing bitrate and the estimator's state)."""
+        if not isinstance(types, list) or not all(t in ("bwe",) for t in types):
+            raise ArgumentError('types must be a list of "bwe"')
+        await self._request(TransportMethod.ENABLE_TRACE_EVENT, {"types": types})
+
     async def set_max_incoming_bitrate(self, bitrate: int | None) -> None:
         """Cap what relay's congestion feedback (transport-cc / REMB) lets the remote sender
         send on this transport, in bits/s; None or 0 lifts the cap (mediasoup's name)."""

@@ -145,21 +145,6 @@ class WebRtcTransport(Transport):
         self._ice_parameters = result["iceParameters"]
         return self._ice_parameters
 
-    async def set_max_outgoing_bitrate(self, bitrate: int | None) -> None:
-        """Cap the send-side bandwidth estimate toward the remote (bits/s; None or 0: no
-        cap), and so what its video consumers are given (mediasoup's name)."""
-        if bitrate is not None and (not isinstance(bitrate, int) or isinstance(bitrate, bool)
-                                    or bitrate < 0):
-            raise ArgumentError("bitrate must be a non-negative integer or None")
-        await self._request(TransportMethod.SET_MAX_OUTGOING_BITRATE, {"bitrate": bitrate or None})
-
-    async def enable_trace_event(self, types: list[str]) -> None:
-        """Emit "trace" events of these types: "bwe" (each estimate update: the available
-        outgoing bitrate and the estimator's state)."""
-        if not isinstance(types, list) or not all(t in ("bwe",) for t in types):
-            raise ArgumentError('types must be a list of "bwe"')
-        await self._request(TransportMethod.ENABLE_TRACE_EVENT, {"types": types})
-
     # -- closing --------------------------------------------------------------------------------
 
     def _webrtc_server_closed(self) -> None:

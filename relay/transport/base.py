@@ -27,7 +27,7 @@ from relay.transport.rtp_listener import route_unknown_ssrc
 from relay.transport.send_estimation import SendEstimation
 from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
-from worker_proto.methods import TransportMethod
+from worker_proto.methods import TransportEvent, TransportMethod
 from worker_proto.validation import optional_int, require_dict
 
 if TYPE_CHECKING:
@@ -84,13 +84,21 @@ class Transport:
         # theirs up from the bitrate options)
         self.send_estimation = SendEstimation(clock=time.monotonic)
         self.prober: Prober | None = None
-        self._start_probing()
+        self._wire_send_estimation()
 
-    def _start_probing(self) -> None:
-        """Probe clusters the estimator asks for go out as padding (relay.transport.probing)."""
+    def _wire_send_estimation(self) -> None:
+        """Probe clusters the estimator asks for go out as padding (relay.transport.probing);
+        its updates become "trace" events when enabled."""
         self.prober = Prober(self._ctx.loop, self.consumers, self.send_estimation.history,
                              time.monotonic, self._ctx.ring.flush)
         self.send_estimation.on_probe = self.prober.send
+        self.send_estimation.on_trace = self._on_bwe_trace
+
+    def _on_bwe_trace(self, info: dict) -> None:
+        if not self.closed:
+            self._ctx.notify(self.id, TransportEvent.TRACE, {
+                "type": "bwe", "timestamp": int(time.time() * 1000), "direction": "out",
+                "info": info})
 
     def _start(self) -> None:
         """The subclass has its sockets: start reporting and take requests."""
@@ -123,6 +131,12 @@ class Transport:
         if method == TransportMethod.SET_MAX_OUTGOING_BITRATE:
             data = require_dict(data, "data")
             self.send_estimation.set_max(optional_int(data, "bitrate", 0, 10_000_000_000) or None)
+            return None
+        if method == TransportMethod.ENABLE_TRACE_EVENT:
+            types = require_dict(data, "data").get("types")
+            if not isinstance(types, list) or not all(t in ("bwe",) for t in types):
+                raise ArgumentError('types must be a list of "bwe"')
+            self.send_estimation.trace_enabled = "bwe" in types
             return None
         if method == TransportMethod.SET_MAX_INCOMING_BITRATE:
             data = require_dict(data, "data")

@@ -121,8 +121,7 @@ class WebRtcTransport(Transport):
         self.send_estimation = SendEstimation(
             min(max(initial_bps or DEFAULT_INITIAL_BPS, min_bps), max_bps), min_bps, max_bps,
             time.monotonic)
-        self.send_estimation.on_trace = self._on_bwe_trace
-        self._start_probing()
+        self._wire_send_estimation()
 
         self.ice = IceLiteAgent(on_state_change=self._on_ice_state,
                                 on_selected_tuple_change=self._on_selected_tuple)
@@ -185,12 +184,6 @@ class WebRtcTransport(Transport):
     def handle_other_request(self, method: str, data: dict) -> dict | list | None:
         if method == TransportMethod.RESTART_ICE:
             return self.restart_ice()
-        if method == TransportMethod.ENABLE_TRACE_EVENT:
-            types = require_dict(data, "data").get("types")
-            if not isinstance(types, list) or not all(t in ("bwe",) for t in types):
-                raise ArgumentError('types must be a list of "bwe"')
-            self.send_estimation.trace_enabled = "bwe" in types
-            return None
         return super().handle_other_request(method, data)
 
     def connect(self, data: dict) -> dict:
@@ -495,12 +488,6 @@ class WebRtcTransport(Transport):
         if self.tcp_listeners:  # its own ICE-TCP ports (a WebRtcServer reports its own)
             stats["tcpServers"] = [listener.stats() for listener in self.tcp_listeners]
         return self._srtp_stats(stats)
-
-    def _on_bwe_trace(self, info: dict) -> None:
-        if not self.closed:
-            self._ctx.notify(self.id, TransportEvent.TRACE, {
-                "type": "bwe", "timestamp": int(time.time() * 1000), "direction": "out",
-                "info": info})
 
     # -- closing ------------------------------------------------------------------------------
 

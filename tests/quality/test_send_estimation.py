@@ -123,7 +123,8 @@ def test_consumer_packets_carry_transport_wide_numbers_and_feedback_reaches_the_
         assert resent
         (number,) = struct.unpack("!H", parse_extensions(resent[0], len(resent[0]))[CONSUMER_TCC_ID])
         assert number > numbers[-1]
-        # the subscriber's feedback about them
+        # the subscriber's feedback about them (with "bwe" trace events on)
+        media.request("tc", "transport.enableTraceEvent", {"types": ["bwe"]})
         receiver = TransportCcReceiver()
         for i, p in enumerate(media_of(subscriber)):
             value = parse_extensions(p, len(p))[CONSUMER_TCC_ID]
@@ -136,6 +137,9 @@ def test_consumer_packets_carry_transport_wide_numbers_and_feedback_reaches_the_
         assert stats["sendEstimation"]["transportWideSequenceNumbersSent"] == len(numbers) + len(
             [p for p in media_of(subscriber)[len(got):]])
         assert stats["availableOutgoingBitrate"] > 0
+        traces = [d for h, e, d in media.notifications if h == "tc" and e == "trace"]
+        assert traces and traces[-1]["type"] == "bwe" and traces[-1]["direction"] == "out"
+        assert isinstance(traces[-1]["info"], dict)
         producer_stats = media.request("tp", "transport.getStats")[0]
         assert producer_stats["receiveFeedback"]["type"] == "transport-cc"
 
