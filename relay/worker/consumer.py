@@ -82,7 +82,7 @@ class Consumer:
         # simulcast (see set_preferred_layers)
         "type", "layer_streams", "target_spatial", "current_spatial", "switch_target",
         # bandwidth (relay.worker.bitrate_allocation)
-        "priority", "bwe_allocated", "bwe_spatial_limit", "bwe_downgraded_at",
+        "priority", "congestion_key_frame_at", "congestion_key_frames", "bwe_allocated", "bwe_spatial_limit", "bwe_downgraded_at",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
         "max_tid", "pending_max_tid", "temporal_drops",
     )
@@ -163,6 +163,8 @@ class Consumer:
         # transport-wide-cc: this consumer's extension id, and the transport's send history
         # that numbers what it sends (relay.transport.send_estimation); 0 / None: not numbered
         self.priority = 1
+        self.congestion_key_frame_at = -1e9  # a key frame instead of resends (retransmission)
+        self.congestion_key_frames = 0
         self.bwe_allocated: int | None = None  # the bitrate allocation's latest layer
         self.bwe_spatial_limit: int | None = None  # ... in effect (after the hysteresis)
         self.bwe_downgraded_at: float | None = None
@@ -478,6 +480,7 @@ class Consumer:
                 "retransmittedBytes": self.retransmitted_bytes,
                 "nackMisses": self.nack_misses,
                 "nackSuppressed": self.nack_suppressed,
+                "congestionKeyFrameRequests": self.congestion_key_frames,
                 "retransmissionShare": self.retransmission_share,
                 "pliCount": self.plis_received,
                 "firCount": self.firs_received,

@@ -107,31 +107,40 @@ class ResendHistory:
         self._counts[slot] = min(count, 255)
 
 
+KEY_FRAME_INTERVAL = 1.0  # seconds: at most one congestion key-frame request per consumer
+
+
 class Verdict(IntEnum):
     """What to do with one NACKed packet."""
 
     RESEND = 0
     TOO_SOON = 1  # resent less than one RTT ago: that resend may still be on its way
     TOO_OFTEN = 2  # resent MAX_RESENDS times already
+    KEY_FRAME = 3  # the path is full: a key frame repairs the loss without adding to it
 
 
 def resend_verdict(consumer: Consumer, count: int, last: float, now: float) -> Verdict:
     """Whether `consumer` gets a packet again that it NACKed at `now`, having been resent
-    `count` times, the last at `last`.
-
-    The one place that decides, given the consumer's state. The send-side estimator (issue
-    13) plugs in here: once the consumer has an available-bitrate estimate, a packet whose
-    resend would push the consumer's rate (`bitrate`, which includes retransmissions) over
-    it is not worth resending when a key frame repairs the loss too (video): return a new
-    verdict (KEY_FRAME) on which `retransmit` counts the refusal and asks for a key frame
-    through `consumer.request_key_frame()`, rate-limited per consumer (the producer's
-    `KeyFrameRequester` already coalesces requests in flight).
-    """
+    `count` times, the last at `last`. The one place that decides, given the consumer's
+    state: at most once per RTT and MAX_RESENDS times; and for video, not while its
+    transport already sends more than the send-side estimate says the path carries (the
+    estimate comes from the remote's feedback): a resend would feed the congestion that
+    lost the packet, so a key frame is asked for instead (`retransmit`)."""
     if count >= MAX_RESENDS:
         return Verdict.TOO_OFTEN
     if count and now - last <= (consumer.rtt or DEFAULT_RTT):
         return Verdict.TOO_SOON
+    if consumer.kind == "video" and _over_estimate(consumer):
+        return Verdict.KEY_FRAME
     return Verdict.RESEND
+
+
+def _over_estimate(consumer: Consumer) -> bool:
+    estimation = consumer.transport.send_estimation
+    if estimation is None or not (estimation.feedback_received or estimation.remb_received):
+        return False  # no word from the remote: no estimate to go by
+    sending = sum(c.bitrate for c in consumer.transport.consumers.values())
+    return sending > estimation.available_bitrate
 
 
 def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | None:
@@ -186,10 +195,14 @@ def retransmit(consumer: Consumer, lost: list[int], now: float, ring: SendRing) 
     if history is None:
         history = consumer.resend_history = ResendHistory.for_kind(consumer.kind)
     sent = 0
+    key_frame_wanted = False
     for out_seq in lost:
         count, last = history.lookup(out_seq, now)
-        if resend_verdict(consumer, count, last, now) is not Verdict.RESEND:
+        verdict = resend_verdict(consumer, count, last, now)
+        if verdict is not Verdict.RESEND:
             consumer.nack_suppressed += 1
+            if verdict is Verdict.KEY_FRAME:
+                key_frame_wanted = True
             continue
         packet = rebuild_packet(consumer, out_seq, now)
         if packet is None or consumer.addr is None:
@@ -220,4 +233,8 @@ def retransmit(consumer: Consumer, lost: list[int], now: float, ring: SendRing) 
             consumer.ring_drops += 1
     if sent:
         ring.flush()
+    if key_frame_wanted and now - consumer.congestion_key_frame_at >= KEY_FRAME_INTERVAL:
+        consumer.congestion_key_frame_at = now
+        consumer.congestion_key_frames += 1
+        consumer.request_key_frame()
     return sent

@@ -16,10 +16,11 @@ import asyncio
 import struct
 
 from quality_peers import NACK_FB
+from test_simulcast_rid import rtcp_of
 
 import relay.worker.bitrate_allocation as allocation
 from relay.rtp.packet import build_rtp, parse_extensions
-from relay.rtp.rtcp import Nack, Remb
+from relay.rtp.rtcp import Nack, Pli, Remb
 from relay.rtp.transport_cc import TRANSPORT_CC_URI, TransportCcReceiver
 
 MID_ID, RID_ID, TCC_ID = 1, 2, 5
@@ -226,5 +227,40 @@ def test_probes_are_padding_with_transport_wide_numbers(run_media):
         media_numbers = [struct.unpack("!H", parse_extensions(p, len(p))[CONSUMER_TCC_ID])[0]
                          for p in subscriber.received if not 64 <= p[1] & 0x7F <= 95]
         assert len(set(media_numbers)) == len(media_numbers)  # one counter, no number twice
+
+    run_media(body)
+
+
+def test_a_full_path_gets_a_key_frame_instead_of_resends(run_media):
+    """Issue 16: while the transport sends more than its estimate allows, a NACKed video
+    packet is not resent (that would feed the congestion); a key frame is asked for, at
+    most once a second; with room again, NACKs are answered."""
+    async def body(media):
+        tp, tc, publisher, subscriber = media.publish_subscribe()
+        produce(media)
+        consume(media, spatial=0)
+        sender = Sender(publisher, tp, subscriber)
+        await sender.run(2.0)  # the consumer's bitrate is measured at its SRs
+        consumer = media.ctx.handlers["c1"]
+        assert consumer.bitrate > 30_000
+        publisher.drain()
+        publisher.received.clear()
+        subscriber.send(Remb(0x1234, 20_000, [9999]).serialize(), tc["tuple"])  # full path
+        got = media_of(subscriber)
+        wanted = [struct.unpack_from("!H", p, 2)[0] for p in got[-6:-3]]
+        subscriber.send(Nack(0x1234, 9999, wanted).serialize(), tc["tuple"])
+        await sender.run(0.3)
+        stats = media.request("c1", "consumer.getStats")[0]
+        assert stats["retransmittedPackets"] == 0
+        assert stats["nackSuppressed"] == 3 and stats["congestionKeyFrameRequests"] == 1
+        assert rtcp_of(publisher, Pli), "no key frame asked of the publisher"
+        subscriber.send(Nack(0x1234, 9999, wanted).serialize(), tc["tuple"])  # within 1 s
+        await sender.run(0.2)
+        assert media.request("c1", "consumer.getStats")[0]["congestionKeyFrameRequests"] == 1
+        subscriber.send(Remb(0x1234, 10_000_000, [9999]).serialize(), tc["tuple"])  # room again
+        await asyncio.sleep(0.05)
+        subscriber.send(Nack(0x1234, 9999, wanted).serialize(), tc["tuple"])
+        await media.wait_for(
+            lambda: media.request("c1", "consumer.getStats")[0]["retransmittedPackets"] == 3)
 
     run_media(body)
