@@ -97,6 +97,7 @@ class RtpRewriter:
         "sync_seq",
         "skip_seq",
         "skip_runs",
+        "syncs",
     )
 
     def __init__(self, ssrc: int, payload_types: bytes, clock_rate: int) -> None:
@@ -114,6 +115,7 @@ class RtpRewriter:
         self.last_time = 0.0
         self.input_ssrc = -1
         self.sync_seq = 0
+        self.syncs = 0  # (re)starts so far: per-codec rewriters re-base on a change
         self.skip_seq = -1  # input seq of the last packet skipped while running
         # [input seq of a skipped run's last packet, the seq offset used before that run],
         # oldest first.
@@ -149,6 +151,7 @@ class RtpRewriter:
         self.input_ssrc = in_ssrc
         self.sync_seq = seq
         self.sync_required = False
+        self.syncs += 1
 
     def skip(self, seq: int) -> None:
         """The in-order input packet `seq` is not sent to this consumer (a temporal layer above

@@ -37,6 +37,7 @@ from relay.rtp.rtcp import (
 )
 from relay.rtp.score import StreamScore
 from relay.rtp.transport_cc import TRANSPORT_CC_URI
+from relay.rtp.vp8_rewriter import Vp8PictureRewriter
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -70,7 +71,7 @@ class Consumer:
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
         "packets_sent", "bytes_sent", "dropped", "ring_drops", "keyframe_requests",
-        "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history",
+        "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
         "nack_enabled", "rtx", "key_frame_pending", "payload_bytes", "retransmitted_packets",
         "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
@@ -163,6 +164,11 @@ class Consumer:
         # transport-wide-cc: this consumer's extension id, and the transport's send history
         # that numbers what it sends (relay.transport.send_estimation); 0 / None: not numbered
         self.priority = 1
+        # VP8 PictureID/TL0PICIDX continuity across layer switches (simulcast consumers)
+        self.vp8: Vp8PictureRewriter | None = (
+            Vp8PictureRewriter(self.rewriter)
+            if self.consumer_type == "simulcast" and media[0]["mimeType"].lower() == "video/vp8"
+            else None)
         self.congestion_key_frame_at = -1e9  # a key frame instead of resends (retransmission)
         self.congestion_key_frames = 0
         self.bwe_allocated: int | None = None  # the bitrate allocation's latest layer

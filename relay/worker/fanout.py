@@ -40,10 +40,13 @@ def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:
     groups: dict[tuple[bytes, int], list[Consumer]] = {}
     for consumer in consumers:
         if consumer.stream_index == index and consumer.active and not consumer.key_frame_pending:
-            key = (consumer.extension_table, consumer.max_tid, consumer.tcc_id)
+            # a group either rewrites VP8 PictureIDs (each consumer its own, in the shared
+            # copy) or leaves them alone, never both
+            key = (consumer.extension_table, consumer.max_tid, consumer.tcc_id,
+                   consumer.vp8 is not None)
             groups.setdefault(key, []).append(consumer)
     return tuple((table, tuple(members), max_tid, tcc_id)
-                 for (table, max_tid, tcc_id), members in groups.items())
+                 for (table, max_tid, tcc_id, _), members in groups.items())
 
 
 def fan_out(
@@ -103,6 +106,9 @@ def fan_out(
                 continue
             pack_header(scratch, 1, marker | pt, (seq + rw.seq_offset) & 0xFFFF,
                         (ts + rw.ts_offset) & 0xFFFFFFFF, rw.ssrc)
+            vp8 = consumer.vp8
+            if vp8 is not None:
+                vp8.rewrite(scratch, n - payload_size, n)
             if tcc_offset > 0:
                 history = consumer.tcc_history
                 if history is not None:

@@ -44,6 +44,7 @@ from relay.rtp.packet import (
     RTP_B1_SEQ_TS_SSRC,
     extension_bounds,
     rewrite_extension_ids,
+    rtp_payload_offset,
 )
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE
 from relay.rtp.transport_cc import extension_value_offset
@@ -175,6 +176,8 @@ def rebuild_packet(consumer: Consumer, out_seq: int, now: float) -> bytearray | 
         packet, 1, (stored[1] & 0x80) | pt, out_seq & 0xFFFF, (ts + rw.ts_offset) & 0xFFFFFFFF,
         rw.ssrc,
     )
+    if consumer.vp8 is not None:  # the PictureID it had when sent (same offsets)
+        consumer.vp8.rewrite(packet, rtp_payload_offset(packet, n), n, update=False)
     history = consumer.tcc_history
     if history is not None and consumer.tcc_id:
         # A resend is a new packet on the wire: it gets its own transport-wide number (the

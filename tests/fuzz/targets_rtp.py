@@ -172,6 +172,7 @@ class _OneConsumer:
     def __init__(self, rewriter: RtpRewriter) -> None:
         self.rewriter = rewriter
         self.srtp = None
+        self.vp8 = None
         self.fd, self.addr = -1, None
         self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
         self.payload_bytes = 0

@@ -33,7 +33,7 @@ from test_simulcast_rid import (
     rtcp_of,
 )
 
-from relay.rtp.packet import build_rtp
+from relay.rtp.packet import build_rtp, rtp_payload_offset
 from relay.rtp.rtcp import Pli
 
 FRAME = 0.03  # seconds between frames
@@ -178,5 +178,44 @@ def test_rtx_probes_are_not_media(run_media):
         assert repaired["rtxPacketsReceived"] == before["rtxPacketsReceived"] + 1
         assert repaired["packetsLost"] == 0 and repaired["probePackets"] == probes
         assert media_packets(subscriber)[-1][-2:] == bytes([0, 9])
+
+    run_media(body)
+
+
+def test_picture_ids_continue_across_a_layer_switch(run_media):
+    """Each layer numbers its VP8 pictures on its own; the consumer's output continues from
+    the last PictureID and TL0PICIDX it sent (a receiver that sees them jump stops
+    assembling frames until a key frame)."""
+    def packet(layer: int, k: int) -> bytes:
+        pid = (7000 * layer + k) & 0x7FFF
+        key = k % 10 == 0
+        descriptor = bytes([0x90, 0xC0, 0x80 | (pid >> 8), pid & 0xFF, (50 * layer + k) & 0xFF])
+        payload = (b"\x00\x9d\x01\x2a" if key else b"\x01") + bytes(30) + bytes([layer, k])
+        return build_rtp(payload_type=96, sequence_number=1000 * (layer + 1) + k,
+                         timestamp=3000 * k, ssrc=SENDER_SSRCS[layer],
+                         payload=descriptor + payload,
+                         extensions={MID_ID: b"0", 2: RIDS[layer].encode()})
+
+    async def body(media):
+        tp, _, publisher, subscriber = media.publish_subscribe()
+        produce_rid(media)
+        consume_simulcast(media, spatial=2)
+        for k in range(0, 25):
+            for layer in range(3):
+                publisher.send(packet(layer, k), tp["tuple"])
+            await asyncio.sleep(0.01)
+        media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0})
+        for k in range(25, 50):
+            for layer in range(3):
+                publisher.send(packet(layer, k), tp["tuple"])
+            await asyncio.sleep(0.01)
+        await media.wait_for(lambda: media_packets(subscriber)[-1][-2:] == bytes([0, 49]))
+        got = media_packets(subscriber)
+        assert {p[-2] for p in got[:20]} == {2} and got[-1][-2] == 0
+        offsets = [rtp_payload_offset(p, len(p)) for p in got]
+        pids = [((p[o + 2] & 0x7F) << 8) | p[o + 3] for p, o in zip(got, offsets, strict=True)]
+        tl0s = [p[o + 4] for p, o in zip(got, offsets, strict=True)]
+        assert pids == list(range(pids[0], pids[0] + len(pids))), pids
+        assert tl0s == [(tl0s[0] + i) & 0xFF for i in range(len(tl0s))], tl0s
 
     run_media(body)

@@ -19,6 +19,7 @@ class _Consumer:
     def __init__(self, rewriter):
         self.rewriter = rewriter
         self.srtp = None
+        self.vp8 = None
         self.fd, self.addr = -1, None
         self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
         self.payload_bytes = 0
