@@ -11,7 +11,9 @@ consume {transportId, producerId, rtpCapabilities} (the consumer starts paused),
 resumeConsumer {consumerId}, producerStats {producerId} (one of the peer's own producers:
 relay's per-encoding stats, which show the simulcast layers the browser sends by RID),
 consumerStats {consumerId} (one of the peer's consumers as relay sees it: packets sent,
-current simulcast layer, waiting for a key frame).
+current and target simulcast layer, waiting for a key frame, resends), transportStats
+{transportId} (one of the peer's transports: the selected ICE tuple, relay's estimate of the
+bitrate it may send there).
 """
 
 from __future__ import annotations
@@ -133,7 +135,17 @@ class Room:
             stats = (await consumer.get_stats())[0]
             return {key: stats.get(key) for key in (
                 "packetCount", "byteCount", "waitingForKeyFrame", "keyFrameRequests", "pliCount",
-                "score", "producerScore", "dropped")} | {"currentLayers": consumer.current_layers}
+                "score", "producerScore", "dropped", "bitrate", "retransmittedPackets",
+                "retransmittedBytes", "nackCount", "nackPacketCount", "nackMisses", "nackSuppressed",
+                "retransmissionShare")} | {
+                "currentLayers": consumer.current_layers,
+                "targetLayers": (await consumer.dump()).get("targetLayers")}
+        if method == "transportStats":
+            transport = peer.transports[data["transportId"]]
+            stats = (await transport.get_stats())[0]
+            return {"iceSelectedTuple": transport.ice_selected_tuple} | {
+                key: stats.get(key) for key in (
+                    "availableOutgoingBitrate", "bytesSent", "rtpPacketsSent", "probes")}
         raise ValueError(f"unknown method {method!r}")
 
 

@@ -1,7 +1,7 @@
 // The room page: mediasoup-client against relay. Query options: ?publish=0 (only watch),
 // ?subscribe=0 (only publish), ?simulcast=0 (one video encoding instead of three by RID).
-// window.roomState(), roomSenderStats(), roomReceiverStats(), roomPublished() and
-// roomRelayConsumers() report what a test needs.
+// window.roomState(), roomSenderStats(), roomReceiverStats(), roomPublished(),
+// roomRelayConsumers() and roomRecvTransport() report what a test needs.
 import { Device } from "mediasoup-client";
 
 const params = new URLSearchParams(location.search);
@@ -167,6 +167,11 @@ window.roomRelayConsumers = async () => {
   return consumers;
 };
 
+// For tests: this page's receive transport as relay sees it (the selected ICE tuple, whose
+// remotePort is this page's UDP port; relay's send-side estimate toward it).
+window.roomRecvTransport = async () =>
+  recvTransport ? request("transportStats", { transportId: recvTransport.id }) : null;
+
 // The transport's selected ICE candidate pair: Chrome puts its bandwidth estimate
 // (availableOutgoingBitrate) there.
 function selectedPair(report) {
@@ -221,7 +226,11 @@ window.roomReceiverStats = async () => {
                          frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
                          freezeCount: r.freezeCount ?? 0, pliCount: r.pliCount ?? 0,
                          packetsReceived: r.packetsReceived ?? 0,
-                         packetsLost: r.packetsLost ?? 0, bytesReceived: r.bytesReceived ?? 0 });
+                         packetsLost: r.packetsLost ?? 0, bytesReceived: r.bytesReceived ?? 0,
+                         framesReceived: r.framesReceived ?? 0, framesDropped: r.framesDropped ?? 0,
+                         nackCount: r.nackCount ?? 0,
+                         retransmittedPacketsReceived: r.retransmittedPacketsReceived ?? null,
+                         retransmittedBytesReceived: r.retransmittedBytesReceived ?? null });
   }
   return subscriptions;
 };
