@@ -15,6 +15,7 @@ from . import scenario as scenarios
 
 SEND_MODES = ("zerocopy", "copy", "socket")
 QUALITY_CHOICES = ("on", "off", "both")
+TRANSPORT_CC_CHOICES = ("on", "off", "both")
 MAX_SINKS = 2000
 MAX_PACKETS_PER_FRAME = 1000
 
@@ -46,6 +47,7 @@ class LoadtestConfig:
     threshold: float = 0.99
     send_mode: str = "auto"
     quality: str = "on"
+    transport_cc: str = "off"
     self_test: bool = False
     warmup: float = 0.5
     poll_interval_ms: float = 1.0
@@ -59,8 +61,9 @@ class LoadtestConfig:
     json: str | None = None
     plot: str | None = None
     modes: list[str] = field(default_factory=list)
-    # One worker each: (label, send mode, quality on); the label keys the report and JSON.
-    variants: list[tuple[str, str, bool]] = field(default_factory=list)
+    # One worker each: (label, send mode, quality on, transport-cc on); the label keys the
+    # report and JSON.
+    variants: list[tuple[str, str, bool, bool]] = field(default_factory=list)
 
     def build_scenario(self) -> scenarios.Scenario:
         if self.scenario == "fanout":
@@ -154,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "gaps upstream; off: no RTCP feedback negotiated (SR/RR reports run "
                         "either way); both: one worker each per send mode, steps interleaved, "
                         "compared side by side (default on)")
+    w.add_argument("--transport-cc", choices=TRANSPORT_CC_CHOICES, default="off",
+                   help="on: producers negotiate the transport-wide sequence number extension "
+                        "and transport-cc feedback, the generator numbers every packet per "
+                        "send transport, and the worker records each one and sends feedback "
+                        "every 50-250 ms; off: neither; both: one worker each, steps "
+                        "interleaved, off first as the baseline (default off)")
     w.add_argument("--self-test", action="store_true",
                    help="also run against a loopback reflector to show the harness sustains "
                         ">= 2x the rate it reports for relay")
@@ -247,10 +256,16 @@ def validate(cfg: LoadtestConfig) -> None:
         raise ConfigError("too many streams (at most 65535)")
     cfg.modes = list(SEND_MODES) if cfg.send_mode == "all" else [cfg.send_mode]
     qualities = ["off", "on"] if cfg.quality == "both" else [cfg.quality]  # baseline first
+    tccs = ["off", "on"] if cfg.transport_cc == "both" else [cfg.transport_cc]
     if cfg.soak is not None:
-        _validate_soak(cfg, len(cfg.modes) * len(qualities))
-    cfg.variants = [(mode if len(qualities) == 1 else f"{mode} quality-{quality}", mode,
-                     quality == "on") for mode in cfg.modes for quality in qualities]
+        _validate_soak(cfg, len(cfg.modes) * len(qualities) * len(tccs))
+
+    def label(mode: str, quality: str, tcc: str) -> str:
+        return " ".join([mode] + ([f"quality-{quality}"] if len(qualities) > 1 else [])
+                        + ([f"transport-cc-{tcc}"] if len(tccs) > 1 else []))
+
+    cfg.variants = [(label(mode, quality, tcc), mode, quality == "on", tcc == "on")
+                    for mode in cfg.modes for quality in qualities for tcc in tccs]
     ports = scenario.transports_needed() + 16
     last = cfg.port_min + ports * len(cfg.variants) - 1
     if not 1024 <= cfg.port_min or last > 65535:
@@ -288,8 +303,8 @@ def _validate_soak(cfg: LoadtestConfig, variants: int) -> None:
     if cfg.search or cfg.self_test:
         raise ConfigError("--soak runs one fixed --rate: drop --search and --self-test")
     if variants > 1:
-        raise ConfigError("--soak watches one worker: pick one --send-mode (not all) and "
-                          "one --quality (not both)")
+        raise ConfigError("--soak watches one worker: pick one --send-mode (not all), "
+                          "one --quality and one --transport-cc (not both)")
     if not 0 < cfg.soak_interval <= cfg.soak / 2:
         raise ConfigError(f"--soak-interval must be positive and at most half of --soak, so "
                           f"there are samples to compare (got {cfg.soak_interval:g} s for a "

@@ -17,8 +17,10 @@ import relay
 from .proc_stats import ProcessSample, sample_process
 from .scenario import (
     ROUTER_CODECS,
+    TRANSPORT_CC_EXT_ID,
     Scenario,
     consumer_rtp_capabilities,
+    negotiated_transport_cc,
     producer_rtp_parameters,
 )
 from .traffic import Traffic
@@ -35,26 +37,37 @@ from .webrtc_peer import (
 WEBRTC_LISTEN_INFOS = [{"protocol": "udp", "ip": "127.0.0.1"}]
 
 
+# Counters of a transport's getStats "receiveFeedback" summed over the send transports
+# (transportCc.* under their own names), compared before and after each step.
+FEEDBACK_COUNTERS = ("feedbackPacketsSent", "rembPacketsSent")
+TRANSPORT_CC_COUNTERS = ("packets", "duplicates", "refused", "evicted")
+
+
 def _key_of(parameters: dict) -> tuple[str, bytes]:
     return parameters["cryptoSuite"], base64.b64decode(parameters["keyBase64"])
 
 
 class RelayTarget:
     """One worker in one send mode, with the scenario built on it. ``quality``: whether its
-    producers and consumers negotiate NACK and PLI/FIR (see --quality); ``label`` names it
-    in the report (the send mode unless several variants share one)."""
+    producers and consumers negotiate NACK and PLI/FIR (see --quality); ``transport_cc``:
+    whether its producers negotiate transport-cc and the generator numbers every packet (see
+    --transport-cc); ``label`` names it in the report (the send mode unless several variants
+    share one)."""
 
     kind = "relay"
 
     def __init__(self, send_mode: str, port_range: tuple[int, int], *,
                  transport: str = "plain", consent_interval: float = CONSENT_INTERVAL,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT, quality: bool = True,
-                 label: str | None = None) -> None:
+                 transport_cc: bool = False, label: str | None = None) -> None:
         self.send_mode = send_mode
         self.label = label or send_mode
         self.quality = quality
         # What the worker actually negotiated, counted after the build (see _check_quality).
         self.quality_check: dict[str, Any] = {}
+        self.transport_cc = transport_cc
+        self.transport_cc_check: dict[str, Any] = {}  # likewise (see _check_transport_cc)
+        self._send_transports: list[Any] = []
         self._producers: list[Any] = []
         self._consumers: list[Any] = []
         self.port_range = port_range
@@ -86,11 +99,53 @@ class RelayTarget:
         self.initial_send_ring = (await self.worker.dump())["sendRing"]
 
     async def build(self, scenario: Scenario, traffic: Traffic, srtp_suite: str | None) -> None:
+        if self.transport_cc:
+            traffic.enable_transport_cc(TRANSPORT_CC_EXT_ID)
         if self.transport == "webrtc":
             await self._build_webrtc(scenario, traffic, srtp_suite or "AES_CM_128_HMAC_SHA1_80")
         else:
             await self._build_plain(scenario, traffic, srtp_suite)
         await self._check_quality()
+        await self._check_transport_cc(traffic)
+
+    async def _check_transport_cc(self, traffic: Traffic) -> None:
+        """Count what the worker negotiated, so a run cannot claim transport-cc was on (or
+        off) when it was not: producers with the extension and the feedback type, send
+        transports whose feedback is transport-cc (each step adds what they recorded and
+        sent, see receive_feedback)."""
+        types = []
+        for transport in self._send_transports:
+            (stats,) = await transport.get_stats()
+            types.append((stats.get("receiveFeedback") or {}).get("type"))
+        self.transport_cc_check = {
+            "requested": "on" if self.transport_cc else "off",
+            "producersNegotiated": sum(1 for p in self._producers
+                                       if negotiated_transport_cc(p.rtp_parameters)),
+            "producers": len(self._producers),
+            "sendTransportsWithTransportCc": types.count("transport-cc"),
+            "sendTransports": len(self._send_transports),
+            "generatorNumbersPackets": traffic.transport_cc}
+
+    async def receive_feedback(self) -> dict[str, Any]:
+        """The send transports' uplink feedback counters, summed (getStats
+        "receiveFeedback"), with the RTP packets they received."""
+        totals: dict[str, Any] = {"types": [], "rtpPacketsReceived": 0}
+        for key in FEEDBACK_COUNTERS:
+            totals[key] = 0
+        for key in TRANSPORT_CC_COUNTERS:
+            totals["transportCc" + key.capitalize()] = 0
+        for transport in self._send_transports:
+            (stats,) = await transport.get_stats()
+            feedback = stats.get("receiveFeedback") or {}
+            totals["rtpPacketsReceived"] += stats.get("rtpPacketsReceived", 0)
+            if feedback.get("type") not in totals["types"]:
+                totals["types"].append(feedback.get("type"))
+            for key in FEEDBACK_COUNTERS:
+                totals[key] += feedback.get(key) or 0
+            tcc = feedback.get("transportCc") or {}
+            for key in TRANSPORT_CC_COUNTERS:
+                totals["transportCc" + key.capitalize()] += tcc.get(key) or 0
+        return totals
 
     async def _check_quality(self) -> None:
         """Count what the worker negotiated, so a run cannot claim NACK was on (or off)
@@ -114,9 +169,11 @@ class RelayTarget:
     async def _produce(self, transport: Any, kind: str, streams: list[int],
                        producer_ids: dict[int, str]) -> None:
         """One producer per stream on a send transport (plain or WebRTC alike)."""
+        self._send_transports.append(transport)
         for stream in streams:
             producer = await transport.produce(
-                kind=kind, rtp_parameters=producer_rtp_parameters(kind, stream, self.quality))
+                kind=kind, rtp_parameters=producer_rtp_parameters(kind, stream, self.quality,
+                                                                  self.transport_cc))
             self._producers.append(producer)
             producer_ids[stream] = producer.id
 

@@ -101,6 +101,20 @@ def soak_table(result: dict) -> Table | None:
     return table
 
 
+def transport_cc_line(mode: str, check: dict, steps: list[dict]) -> str:
+    """What --transport-cc really did in one worker: negotiated, recorded, fed back."""
+    feedback = [s["receiveFeedback"] for s in steps if s.get("receiveFeedback")]
+    recorded = sum(f["transportCcPackets"] for f in feedback)
+    sent = sum(f["feedbackPacketsSent"] for f in feedback)
+    return (f"{mode}: transport-cc {check['requested']}: {check['producersNegotiated']} of "
+            f"{check['producers']} producers negotiated it, "
+            f"{check['sendTransportsWithTransportCc']} of {check['sendTransports']} send "
+            f"transports send it; in the steps the worker recorded {recorded:,} of "
+            f"{sum(s['packetsIn'] for s in steps):,} packets and sent {sent:,} feedback "
+            f"packets ({sum(s.get('transportCcFeedbackPackets', 0) for s in steps):,} "
+            f"counted at the producers' sockets)")
+
+
 def print_report(console: Console, result: dict) -> None:
     scenario = result["scenario"]
     srtp = f", SRTP {scenario['srtp']}" if scenario["srtp"] else ""
@@ -119,6 +133,9 @@ def print_report(console: Console, result: dict) -> None:
                           f"{q['consumers']} consumers negotiated NACK, "
                           f"{q['producerStreamsWithRetransmissionStore']} producer stream(s) "
                           f"keep a retransmission store")
+        tcc = entry.get("transportCc") or {}
+        if tcc and (tcc["requested"] == "on" or result["config"].get("transport_cc") == "both"):
+            console.print(transport_cc_line(mode, tcc, entry["steps"]))
         rtc = entry.get("webrtc")
         if rtc:
             setup = rtc["setupMs"]

@@ -151,7 +151,8 @@ class Run:
             entry = {"target": "relay", "workerPid": target.pid, "pinned": target.pinned,
                      "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None,
                      "webrtc": target.webrtc,  # the same dict: consent counts keep updating
-                     "sendMode": target.send_mode, "quality": target.quality_check}
+                     "sendMode": target.send_mode, "quality": target.quality_check,
+                     "transportCc": target.transport_cc_check}
             self.result["modes"][target.label] = entry
             entries.append((target, traffic, entry))
         for target, traffic, _ in entries:
@@ -251,14 +252,15 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, (label, mode, quality) in enumerate(self.cfg.variants):
+                for index, (label, mode, quality, tcc) in enumerate(self.cfg.variants):
                     if self.stopping:
                         break
                     await self._add_target(
                         RelayTarget(mode, port_range(self.cfg, index),
                                     transport=self.cfg.transport,
                                     consent_interval=self.cfg.consent_interval,
-                                    quality=quality, label=label), worker_cpus)
+                                    quality=quality, transport_cc=tcc, label=label),
+                        worker_cpus)
                 if not self.stopping:
                     await self._run_relay(progress)
                 if self.cfg.self_test and not self.stopping:

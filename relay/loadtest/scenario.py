@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from relay.rtp.transport_cc import TRANSPORT_CC_URI
+
 AUDIO_PACKET_SIZE = 200
 AUDIO_PPS_PER_STREAM = 50
 VIDEO_PACKET_SIZE = 1200
@@ -15,6 +17,7 @@ VP8_PAYLOAD_TYPE = 96
 AUDIO_LEVEL_EXT_ID = 1
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 SSRC_BASE = 0x10000000
+TRANSPORT_CC_EXT_ID = 5  # the router's preferred id, as a browser would take it
 
 ROUTER_CODECS = [
     {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
@@ -92,26 +95,38 @@ AUDIO_FEEDBACK = [{"type": "nack", "parameter": ""}]
 VIDEO_FEEDBACK = [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
                   {"type": "ccm", "parameter": "fir"}]
 
+# With --transport-cc on: the transport-wide sequence number extension and its feedback.
+TRANSPORT_CC_FEEDBACK = {"type": "transport-cc", "parameter": ""}
+TRANSPORT_CC_EXTENSION = {"uri": TRANSPORT_CC_URI, "id": TRANSPORT_CC_EXT_ID}
 
-def producer_rtp_parameters(kind: str, stream: int, feedback: bool = True) -> dict:
+
+def producer_rtp_parameters(kind: str, stream: int, feedback: bool = True,
+                            transport_cc: bool = False) -> dict:
+    """``feedback``: NACK (and PLI/FIR for video); ``transport_cc``: the transport-wide
+    sequence number extension and "transport-cc" feedback, as browsers negotiate them."""
     ssrc = SSRC_BASE + stream
     if kind == "audio":
-        return {
-            "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PAYLOAD_TYPE,
-                        "clockRate": 48000, "channels": 2,
-                        "rtcpFeedback": list(AUDIO_FEEDBACK) if feedback else []}],
-            "headerExtensions": [{"uri": AUDIO_LEVEL_URI, "id": AUDIO_LEVEL_EXT_ID}],
-            "encodings": [{"ssrc": ssrc}],
-            "rtcp": {"cname": f"loadtest-{stream}"},
-        }
-    return {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PAYLOAD_TYPE,
-                    "clockRate": 90000,
-                    "rtcpFeedback": list(VIDEO_FEEDBACK) if feedback else []}],
-        "headerExtensions": [],
-        "encodings": [{"ssrc": ssrc}],
-        "rtcp": {"cname": f"loadtest-{stream}"},
-    }
+        codec = {"mimeType": "audio/opus", "payloadType": OPUS_PAYLOAD_TYPE,
+                 "clockRate": 48000, "channels": 2,
+                 "rtcpFeedback": list(AUDIO_FEEDBACK) if feedback else []}
+        extensions = [{"uri": AUDIO_LEVEL_URI, "id": AUDIO_LEVEL_EXT_ID}]
+    else:
+        codec = {"mimeType": "video/VP8", "payloadType": VP8_PAYLOAD_TYPE, "clockRate": 90000,
+                 "rtcpFeedback": list(VIDEO_FEEDBACK) if feedback else []}
+        extensions = []
+    if transport_cc:
+        codec["rtcpFeedback"].append(dict(TRANSPORT_CC_FEEDBACK))
+        extensions.append(dict(TRANSPORT_CC_EXTENSION))
+    return {"codecs": [codec], "headerExtensions": extensions, "encodings": [{"ssrc": ssrc}],
+            "rtcp": {"cname": f"loadtest-{stream}"}}
+
+
+def negotiated_transport_cc(rtp_parameters: dict) -> bool:
+    """Whether producer parameters carry both the extension and the feedback type."""
+    return any(ext.get("uri") == TRANSPORT_CC_URI
+               for ext in rtp_parameters.get("headerExtensions", [])) and \
+        any(fb.get("type") == "transport-cc" for codec in rtp_parameters.get("codecs", [])
+            for fb in codec.get("rtcpFeedback", []))
 
 
 def consumer_rtp_capabilities(router_capabilities: dict, feedback: bool = True) -> dict:

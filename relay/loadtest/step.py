@@ -38,6 +38,15 @@ def ring_delta(before: dict, after: dict) -> dict[str, Any]:
     return delta
 
 
+def feedback_delta(before: dict, after: dict) -> dict[str, Any]:
+    """What the relay's send transports' uplink feedback did during a step."""
+    delta: dict[str, Any] = {"types": after["types"]}
+    for key, value in after.items():
+        if key != "types":
+            delta[key] = value - before.get(key, 0)
+    return delta
+
+
 BATCHING_ABOVE_PPS = 20000  # output rate above which the harness polls on a period
 
 
@@ -57,6 +66,8 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
     per_stream = rate / scenario.streams
     traffic.begin_step(int(per_stream * duration) + 64)
     ring_before = await target.send_ring()
+    feedback_of = getattr(target, "receive_feedback", None)  # the relay's, not the reflector
+    feedback_before = await feedback_of() if feedback_of else None
     cpu_before = target.sample()
     # A short epoll wait at low rates leaves the core to others; a busy loop at high ones.
     timeout_ms = 1 if rate < 5000 else 0
@@ -101,6 +112,7 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
     if on_progress:
         on_progress(elapsed, traffic.sent, traffic.received)
     ring_after = await target.send_ring()
+    feedback_after = await feedback_of() if feedback_of else None
     counts = traffic.counts()
     sent_of = counts.sent_per_stream
     expected = sum(sent_of[stream] for _, stream in traffic.consumers)
@@ -134,6 +146,9 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
         "stale": counts.stale,
         "malformed": counts.malformed,
         "rtcpPackets": counts.rtcp,
+        # of which reached the producers' sockets, and of those transport-cc feedback
+        "rtcpAtSenders": counts.rtcp_at_senders,
+        "transportCcFeedbackPackets": counts.transport_cc_feedback,
         # WebRTC: the answers to the peers' consent checks, and DTLS after the handshake
         "stunPackets": counts.stun,
         "stunErrors": counts.stun_errors,
@@ -147,6 +162,9 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
         # Runnable but not running: the share of the step the worker waited for its core.
         "workerRunqueueWaitPercent": runqueue_wait_percent(cpu_before, cpu_after),
         "sendRing": ring_delta(ring_before, ring_after),
+        # the send transports' uplink feedback (getStats "receiveFeedback") during the step
+        "receiveFeedback": feedback_delta(feedback_before, feedback_after)
+        if feedback_before is not None and feedback_after is not None else None,
         "harness": {
             "cpuPercent": round(100 * harness_cpu / elapsed, 1) if elapsed > 0 else None,
             "recvCalls": counts.recv_calls,

@@ -5,9 +5,13 @@ measures one-way added latency from the send time the generator writes into each
 
 WebRTC (`open_group_senders`): each send transport is its own peer, so each send group gets
 its own socket and SRTP session instead of the shared generator socket and key; the same C
-generator sends every stream from its group's socket. Those sockets are also drained by the
-sinks' loop, which counts what the worker sends them (consent-check answers, RTCP) apart
-from media."""
+generator sends every stream from its group's socket. The sending sockets (the generator's,
+and these) are also drained by the sinks' loop, which counts what the worker sends them
+(consent-check answers, RTCP reports and feedback) apart from media.
+
+transport-cc (`enable_transport_cc`): every packet carries its send transport's transport-wide
+sequence number (one counter per send group), and the transport-cc feedback the worker sends
+back is counted."""
 
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ SINK_RCVBUF = 8 * 1024 * 1024
 GENERATOR_SNDBUF = 4 * 1024 * 1024
 LATENCY_BUCKET_US = 1  # the C histogram's resolution
 KEYFRAME_INTERVAL_FRAMES = 60
+# The first transport-wide sequence number: close to the wrap, so every run crosses it.
+TRANSPORT_CC_FIRST_SEQ = 0xFF00
 
 
 def srtp_session(crypto_suite: str, key: bytes, *, outbound: bool) -> Session:
@@ -56,6 +62,8 @@ class StepCounts:
     stale: int
     malformed: int
     rtcp: int
+    rtcp_at_senders: int
+    transport_cc_feedback: int
     stun: int
     stun_errors: int
     dtls: int
@@ -79,6 +87,8 @@ class Traffic:
         self.generator = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.generator.bind(("127.0.0.1", 0))
         self.generator.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, GENERATOR_SNDBUF)
+        self.generator.setblocking(False)
+        lib.lt_enable_rx_timestamps(self.generator.fileno())
         self.sinks: list[socket.socket] = []
         for _ in range(scenario.sinks):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -118,8 +128,10 @@ class Traffic:
         self._per_consumer = ffi.new("int64_t[]", max(1, len(self.consumers)))
         self._late_per_consumer = ffi.new("int64_t[]", max(1, len(self.consumers)))
         self._hist = ffi.new("uint32_t[]", lib.LT_HIST_BUCKETS)
-        self._fds = ffi.new("int[]", [s.fileno() for s in self.sinks] or [0])
+        # Sinks, then the sending sockets (drained for what the worker sends back).
+        self._fds = ffi.new("int[]", [s.fileno() for s in self.sinks] + [self.generator.fileno()])
         self._send_groups: list[list[int]] = []  # stream ids per sender socket
+        self._tcc_counters: Any = None
         self._sink_srtp = ffi.new("void *[]", max(1, scenario.sinks))
         self._sink = ffi.new("struct lt_sink *")
         self._bitmaps: Any = None
@@ -134,6 +146,7 @@ class Traffic:
         st.late_after_ns = int(late_after * 1e9)
         st.hist = self._hist
         st.fds = self._fds
+        st.ncontrol = 1
         st.payload_skip = lib.LT_VP8_PREFIX if scenario.kind == "video" else 0
         st.srtp = self._sink_srtp if srtp_suite else ffi.NULL
         self._epfd = lib.lt_epoll_create()
@@ -143,6 +156,9 @@ class Traffic:
             rc = lib.lt_epoll_add(self._epfd, sock.fileno(), index)
             if rc < 0:
                 raise OSError(-rc, "epoll_ctl")
+        rc = lib.lt_epoll_add(self._epfd, self.generator.fileno(), len(self.sinks))
+        if rc < 0:
+            raise OSError(-rc, "epoll_ctl")
         self.step_id = 0
 
     # -- wiring -------------------------------------------------------------------------
@@ -176,12 +192,14 @@ class Traffic:
             for stream in group:
                 self._streams[stream].fd = sock.fileno()
                 self._streams[stream].srtp = ffi.NULL  # until set_sender_key
-        fds = [s.fileno() for s in self.sinks] + [s.fileno() for s in self.senders]
+        # The generator's socket keeps its tag (it is idle now); the senders' come after it.
+        fds = [s.fileno() for s in self.sinks] + [self.generator.fileno()] + \
+            [s.fileno() for s in self.senders]
         self._fds = ffi.new("int[]", fds)
         self._sink.fds = self._fds
-        self._sink.ncontrol = len(self.senders)
+        self._sink.ncontrol = 1 + len(self.senders)
         for index, sock in enumerate(self.senders):
-            rc = lib.lt_epoll_add(self._epfd, sock.fileno(), len(self.sinks) + index)
+            rc = lib.lt_epoll_add(self._epfd, sock.fileno(), len(self.sinks) + 1 + index)
             if rc < 0:
                 raise OSError(-rc, "epoll_ctl")
         self._send_groups = groups
@@ -193,6 +211,23 @@ class Traffic:
         self._sessions.append(session)
         for stream in self._send_groups[group]:
             self._streams[stream].srtp = srtp_context(session)
+
+    def enable_transport_cc(self, ext_id: int) -> None:
+        """Write a transport-wide sequence number (header extension element ``ext_id``) into
+        every packet from now on: one counter per send transport (send group), as a browser
+        numbers everything it sends on one transport."""
+        if not 1 <= ext_id <= 14:
+            raise ValueError(f"one-byte header extension ids are 1..14 (got {ext_id})")
+        groups = [group for room in self.scenario.rooms for group in room.send_groups]
+        self._tcc_counters = ffi.new("uint16_t[]", [TRANSPORT_CC_FIRST_SEQ] * len(groups))
+        for index, group in enumerate(groups):
+            for stream in group:
+                self._streams[stream].tcc_seq = self._tcc_counters + index
+                self._streams[stream].tcc_ext_id = ext_id
+
+    @property
+    def transport_cc(self) -> bool:
+        return self._tcc_counters is not None
 
     # -- steps --------------------------------------------------------------------------
 
@@ -216,7 +251,8 @@ class Traffic:
             ffi.memmove(array, b"\x00" * (8 * max(1, len(self.consumers))),
                         8 * max(1, len(self.consumers)))
         ffi.memmove(self._hist, b"\x00" * (4 * lib.LT_HIST_BUCKETS), 4 * lib.LT_HIST_BUCKETS)
-        for name in ("received", "bytes", "duplicates", "stale", "malformed", "rtcp", "stun",
+        for name in ("received", "bytes", "duplicates", "stale", "malformed", "rtcp",
+                     "rtcp_senders", "tcc_feedback", "stun",
                      "stun_errors", "dtls", "unknown",
                      "srtp_failures", "latency_max_ns", "latency_sum_ns", "recv_calls", "late",
                      "kernel_timestamps"):
@@ -254,7 +290,9 @@ class Traffic:
             per_consumer=[self._per_consumer[i] for i in range(len(self.consumers))],
             late_per_consumer=[self._late_per_consumer[i] for i in range(len(self.consumers))],
             duplicates=st.duplicates, stale=st.stale, malformed=st.malformed, rtcp=st.rtcp,
-            stun=st.stun, stun_errors=st.stun_errors, dtls=st.dtls, unknown=st.unknown, srtp_failures=st.srtp_failures,
+            rtcp_at_senders=st.rtcp_senders, transport_cc_feedback=st.tcc_feedback,
+            stun=st.stun, stun_errors=st.stun_errors, dtls=st.dtls, unknown=st.unknown,
+            srtp_failures=st.srtp_failures,
             send_errors=sum(self._streams[i].send_errors for i in range(self.scenario.streams)),
             latency_us=self._latency(),
             recv_calls=st.recv_calls, kernel_timestamps=st.kernel_timestamps,

@@ -63,7 +63,7 @@ static int build_packet(struct lt_stream *s, unsigned char *buf, int marker, uin
                         int64_t now, int frame_start)
 {
     int off = 12;
-    buf[0] = s->ext_id ? 0x90 : 0x80;
+    buf[0] = 0x80;
     buf[1] = (unsigned char)((marker ? 0x80 : 0) | (s->payload_type & 0x7f));
     buf[2] = (unsigned char)(s->seq >> 8);
     buf[3] = (unsigned char)s->seq;
@@ -71,10 +71,26 @@ static int build_packet(struct lt_stream *s, unsigned char *buf, int marker, uin
     memcpy(buf + 4, &v, 4);
     v = htonl(s->ssrc);
     memcpy(buf + 8, &v, 4);
-    if (s->ext_id) { /* one-byte header extension: audio level, one word */
-        buf[12] = 0xbe; buf[13] = 0xde; buf[14] = 0; buf[15] = 1;
-        buf[16] = (unsigned char)(s->ext_id << 4); buf[17] = 0x90; buf[18] = 0; buf[19] = 0;
-        off = 20;
+    if (s->ext_id || s->tcc_seq) { /* RFC 8285 one-byte header extension elements */
+        unsigned char *e = buf + 16;
+        int len = 0;
+        if (s->ext_id) { /* audio level: one byte */
+            e[0] = (unsigned char)(s->ext_id << 4);
+            e[1] = 0x90;
+            len = 2;
+        }
+        if (s->tcc_seq) { /* transport-wide sequence number: two bytes */
+            uint16_t t = (*s->tcc_seq)++;
+            e[len] = (unsigned char)((s->tcc_ext_id << 4) | 1);
+            e[len + 1] = (unsigned char)(t >> 8);
+            e[len + 2] = (unsigned char)t;
+            len += 3;
+        }
+        while (len & 3)
+            e[len++] = 0;
+        buf[0] = 0x90;
+        buf[12] = 0xbe; buf[13] = 0xde; buf[14] = 0; buf[15] = (unsigned char)(len >> 2);
+        off = 16 + len;
     }
     if (s->vp8) { /* RFC 7741 descriptor (S=1 at a frame's start) and a payload header byte
                      whose P bit is 0 on key frames: the first frame of a step, then every
@@ -206,7 +222,7 @@ int lt_epoll_add(int epfd, int fd, uint32_t tag)
 /* What is not media (RFC 7983 demux by first byte, then RFC 5761 for RTCP); returns 1 if
  * the datagram was counted here. STUN and DTLS reach a WebRTC peer's socket: the answers to
  * its consent checks, and DTLS the worker may still send after the handshake. */
-static int count_control(struct lt_sink *st, const unsigned char *buf, int n)
+static int count_control(struct lt_sink *st, int sink, const unsigned char *buf, int n)
 {
     if (n >= 1 && buf[0] < 4) {
         st->stun++;
@@ -221,6 +237,12 @@ static int count_control(struct lt_sink *st, const unsigned char *buf, int n)
     if (n >= 2 && buf[1] >= 192 && buf[1] <= 223) { /* (S)RTCP: the worker's reports; its
                                                         header is in clear */
         st->rtcp++;
+        if (sink >= st->nsinks) {
+            st->rtcp_senders++;
+            /* the worker sends each transport-cc feedback as its own packet */
+            if (buf[1] == 205 && (buf[0] & 0x1f) == 15)
+                st->tcc_feedback++;
+        }
         return 1;
     }
     return 0;
@@ -229,7 +251,7 @@ static int count_control(struct lt_sink *st, const unsigned char *buf, int n)
 static void count_packet(struct lt_sink *st, int sink, unsigned char *buf, int n, int64_t now,
                          lt_srtp_fn unprotect)
 {
-    if (count_control(st, buf, n))
+    if (count_control(st, sink, buf, n))
         return;
     if (sink >= st->nsinks) { /* a send socket: the worker sends it no media */
         st->unknown++;

@@ -37,6 +37,11 @@ struct lt_stream {
     int64_t send_errors;
     void *srtp;             /* srtp_t, or NULL for clear RTP */
     unsigned char addr[16];
+    /* transport-cc: the send transport's transport-wide sequence number, shared by the
+     * streams of one transport and written (one-byte header extension element tcc_ext_id,
+     * 2 bytes) into every packet; NULL: no such extension */
+    uint16_t *tcc_seq;
+    uint8_t tcc_ext_id;
 };
 
 struct lt_sink {
@@ -60,6 +65,8 @@ struct lt_sink {
     int64_t stale;
     int64_t malformed;
     int64_t rtcp;
+    int64_t rtcp_senders;   /* of which on send sockets: the worker's feedback to producers */
+    int64_t tcc_feedback;   /* of those, transport-cc feedback (RTPFB FMT 15) */
     int64_t stun;           /* STUN (RFC 7983 first byte 0..3): consent-check answers */
     int64_t stun_errors;    /* of which error responses */
     int64_t dtls;           /* DTLS records (first byte 20..63), e.g. a retransmitted flight */
@@ -71,7 +78,7 @@ struct lt_sink {
     int64_t kernel_timestamps;
     void **srtp;            /* per sink (nsinks entries) */
     int *fds;               /* nsinks sinks, then ncontrol send sockets */
-    int ncontrol;           /* send sockets drained only for STUN/DTLS/RTCP (WebRTC) */
+    int ncontrol;           /* send sockets, drained only for STUN/DTLS/RTCP */
 };
 
 int64_t lt_now_ns(void);

@@ -21,6 +21,7 @@ STEP_FIELDS = {
     "perConsumerMinPackets", "perConsumer", "duplicates", "stale", "malformed", "unknown",
     "rtcpPackets", "stunPackets", "stunErrors", "dtlsPackets", "srtpFailures", "sendErrors", "latencyUs", "workerCpuPercent", "workerRssBytes",
     "sendRing", "passed", "workerRunqueueWaitPercent", "latePackets", "onTimeRatio", "harness", "loadAverage1m",
+    "rtcpAtSenders", "transportCcFeedbackPackets", "receiveFeedback",
 }
 HARNESS_FIELDS = {"cpuPercent", "recvCalls", "packetsPerRecvCall", "kernelTimestamps",
                   "pollIntervalMs", "runqueueWaitPercent"}

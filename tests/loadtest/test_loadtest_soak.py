@@ -121,6 +121,7 @@ def test_a_soak_whose_worker_grows_exits_3(tmp_path, monkeypatch, capsys):
     (["--soak", "10", "--search"], "--soak runs one fixed --rate"),
     (["--soak", "10", "--send-mode", "all"], "--soak watches one worker"),
     (["--soak", "10", "--quality", "both"], "--soak watches one worker"),
+    (["--soak", "10", "--transport-cc", "both"], "--soak watches one worker"),
     (["--soak", "10", "--soak-interval", "6"], "--soak-interval must be positive"),
     (["--soak", "0"], "--soak must be a positive duration"),
     (["--soak", "ten"], "not a duration"),
