@@ -52,7 +52,8 @@ class Transport:
 
     kind_name = "transport"  # in error messages: "a plain transport does not handle ..."
 
-    def __init__(self, transport_id: str, router: Router, ctx: WorkerContext) -> None:
+    def __init__(self, transport_id: str, router: Router, ctx: WorkerContext,
+                 send_estimation: SendEstimation | None = None) -> None:
         self.id = transport_id
         self.router = router
         self._ctx = ctx
@@ -80,15 +81,10 @@ class Transport:
         # transport-cc / REMB to the senders (relay.transport.receive_feedback)
         self.feedback = ReceiveFeedback(ctx.loop, self.send_rtcp, time.monotonic)
         # send-side estimation toward the remote: numbers what consumers that negotiated
-        # transport-wide-cc send, and reads the remote's feedback (WebRTC transports set
-        # theirs up from the bitrate options)
-        self.send_estimation = SendEstimation(clock=time.monotonic)
-        self.prober: Prober | None = None
-        self._wire_send_estimation()
-
-    def _wire_send_estimation(self) -> None:
-        """Probe clusters the estimator asks for go out as padding (relay.transport.probing);
-        its updates become "trace" events when enabled."""
+        # transport-wide-cc send, and reads the remote's feedback (WebRTC transports give
+        # theirs, set up from the bitrate options). Probe clusters it asks for go out as
+        # padding (relay.transport.probing); its updates become "trace" events when enabled.
+        self.send_estimation = send_estimation or SendEstimation(clock=time.monotonic)
         self.prober = Prober(self._ctx.loop, self.consumers, self.send_estimation.history,
                              time.monotonic, self._ctx.ring.flush)
         self.send_estimation.on_probe = self.prober.send
@@ -270,7 +266,7 @@ class Transport:
             "receiveFeedback": self.feedback.stats(),
             "availableOutgoingBitrate": self.send_estimation.available_bitrate,
             "sendEstimation": self.send_estimation.stats(),
-            "probes": None if self.prober is None else {
+            "probes": {
                 "clustersSent": self.prober.clusters_sent,
                 "packetsSent": self.prober.packets_sent,
                 "noCarrier": self.prober.no_carrier},
@@ -299,8 +295,7 @@ class Transport:
         if self.rtcp_reporter is not None:
             self.rtcp_reporter.close()
         self.feedback.close()
-        if self.prober is not None:
-            self.prober.close()
+        self.prober.close()
         for consumer in list(self.consumers.values()):
             consumer.close(notify=None)
         for producer in list(self.producers.values()):

@@ -47,7 +47,7 @@ from relay.transport.webrtc_sockets import (
     TcpConnection,
     TcpListener,
     UdpSocket,
-    open_udp,
+    open_endpoint,
 )
 from worker_proto.errors import (
     ArgumentError,
@@ -116,12 +116,10 @@ class WebRtcTransport(Transport):
         max_bps = optional_int(data, "maxOutgoingBitrate", 0, MAX_BITRATE) or DEFAULT_MAX_BPS
         if min_bps > max_bps:
             raise ArgumentError("minOutgoingBitrate is above maxOutgoingBitrate")
-        super().__init__(transport_id, router, ctx)
-        self.server = server
-        self.send_estimation = SendEstimation(
+        super().__init__(transport_id, router, ctx, SendEstimation(
             min(max(initial_bps or DEFAULT_INITIAL_BPS, min_bps), max_bps), min_bps, max_bps,
-            time.monotonic)
-        self._wire_send_estimation()
+            time.monotonic))
+        self.server = server
 
         self.ice = IceLiteAgent(on_state_change=self._on_ice_state,
                                 on_selected_tuple_change=self._on_selected_tuple)
@@ -146,14 +144,9 @@ class WebRtcTransport(Transport):
             if server is None:
                 infos = parse_listen_infos(data, enable_udp, enable_tcp)
                 for i, info in enumerate(infos):
-                    if info["protocol"] == "udp":
-                        endpoint: Any = open_udp(ctx, info["ip"], info["port"],
-                                                 info["announcedAddress"], self.on_udp)
-                        self.udp_sockets.append(endpoint)
-                    else:
-                        endpoint = TcpListener(ctx, info["ip"], info["port"],
-                                               info["announcedAddress"], self.on_tcp_frame)
-                        self.tcp_listeners.append(endpoint)
+                    endpoint = open_endpoint(ctx, info, self.on_udp, self.on_tcp_frame)
+                    (self.udp_sockets if info["protocol"] == "udp" else self.tcp_listeners).append(
+                        endpoint)
                     self.ice_candidates.append(host_candidate(
                         endpoint.announced or endpoint.ip, endpoint.port, info["protocol"],
                         local_preference=local_preference(i, info["protocol"], prefer_udp,

@@ -19,7 +19,7 @@ from aioice import stun
 
 from relay.transport.ice_lite import host_candidate
 from relay.transport.webrtc import local_preference, parse_listen_infos
-from relay.transport.webrtc_sockets import TcpConnection, TcpListener, UdpSocket, open_udp
+from relay.transport.webrtc_sockets import TcpConnection, TcpListener, UdpSocket, open_endpoint
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import WorkerMethod
 from worker_proto.validation import require_dict, require_str
@@ -65,14 +65,9 @@ class WebRtcServer:
         infos = parse_listen_infos(data, True, True)
         try:
             for info in infos:
-                if info["protocol"] == "udp":
-                    endpoint: Any = open_udp(ctx, info["ip"], info["port"],
-                                             info["announcedAddress"], self._on_udp)
-                    self.udp_sockets.append(endpoint)
-                else:
-                    endpoint = TcpListener(ctx, info["ip"], info["port"],
-                                           info["announcedAddress"], self._on_tcp_frame)
-                    self.tcp_listeners.append(endpoint)
+                endpoint = open_endpoint(ctx, info, self._on_udp, self._on_tcp_frame)
+                (self.udp_sockets if info["protocol"] == "udp" else self.tcp_listeners).append(
+                    endpoint)
                 self._infos.append((info["protocol"], endpoint))
         except OSError as exc:
             self._close_sockets()

@@ -424,3 +424,12 @@ def open_udp(ctx: WorkerContext, ip: str, port: int | None, announced: str | Non
         sock.close()
         ctx.ports.release(port_number)
         raise
+
+
+def open_endpoint(ctx: WorkerContext, info: dict, on_udp: Callable[[UdpSocket, int, Any], int],
+                  on_tcp_frame: Callable[[TcpConnection, bytearray], None]) -> Any:
+    """The UdpSocket or TcpListener of one parsed listen info ({protocol, ip, port,
+    announcedAddress}), for a WebRTC transport or a WebRtcServer."""
+    if info["protocol"] == "udp":
+        return open_udp(ctx, info["ip"], info["port"], info["announcedAddress"], on_udp)
+    return TcpListener(ctx, info["ip"], info["port"], info["announcedAddress"], on_tcp_frame)

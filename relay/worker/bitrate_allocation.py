@@ -17,16 +17,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from .consumer import MISSING_LAYER_SILENCE  # a layer silent this long is not offered
+
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
 
 UPGRADE_HOLD = 10.0  # seconds without a spatial up-switch after a bandwidth downgrade
-LAYER_SILENCE = 1.0  # a layer without packets for this long is not offered
 
 
 def _flowing(consumer: Consumer, spatial: int, now: float) -> bool:
     stream = consumer.producer.streams[consumer.layer_streams[spatial]]
-    return stream.started and now - stream.last_time <= LAYER_SILENCE
+    return stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE
 
 
 def _cost(consumer: Consumer, spatial: int) -> int:
