@@ -91,9 +91,23 @@ def check_encodings(rtp_parameters: dict, name: str) -> list[dict]:
 # -- lookup tables ----------------------------------------------------------------------------
 
 
+# Extensions whose values name the sender's own m-line or encoding: forwarded as they are,
+# a browser's demuxer routes the consumer's packets by the publisher's MID to whatever m-line
+# of its own has that MID (the wrong receiver, or none: every packet of a subscription lost).
+# They are blanked (relay does not grow packets to write the consumer's own MID; receivers
+# then match the signalled SSRC).
+SENDER_ONLY_EXTENSIONS = frozenset({
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+})
+
+
 def extension_id_table(producer_ids: dict[int, str], consumer_ids: dict[int, str]) -> bytes:
-    """256 entries: producer id → the consumer's id for the same URI, 0 if not negotiated."""
-    consumer_by_uri = {uri: ext_id for ext_id, uri in consumer_ids.items()}
+    """256 entries: producer id → the consumer's id for the same URI, 0 if not negotiated or
+    sender-only (`SENDER_ONLY_EXTENSIONS`)."""
+    consumer_by_uri = {uri: ext_id for ext_id, uri in consumer_ids.items()
+                       if uri not in SENDER_ONLY_EXTENSIONS}
     table = bytearray(256)
     for ext_id, uri in producer_ids.items():
         table[ext_id] = consumer_by_uri.get(uri, 0)

@@ -4,7 +4,6 @@ packets byte for byte (draft-alvestrand-rmcat-remb-03)."""
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -167,14 +166,13 @@ def test_ssrc_list_is_bounded_and_forgets_stopped_streams():
     assert due is not None and due[1] == [10_000]
 
 
-def test_silence_restarts_the_estimator_quickly():
+def test_silence_restarts_the_estimator():
     est = RembEstimator()
     stream(est, 0.0, 5.0, 1_000_000)
     estimate = est.estimate
-    # Ten minutes of silence: aiortc's rate window would walk every millisecond of it.
-    t = time.perf_counter()
+    # Ten minutes of silence: aiortc's rate window would walk every millisecond of it, so the
+    # estimator starts over instead (counted; no wall-clock assertion, which load would flake).
     est.on_packet(100.0 + 600.0, abs_send_time(600.0), PACKET, 1111)
-    assert time.perf_counter() - t < 0.05
     assert est.resets == 1 and est.estimate == estimate  # kept until a new one comes
     rembs = stream(est, 600.0, 5.0, 500_000)
     assert rembs and rembs[-1][1] < estimate

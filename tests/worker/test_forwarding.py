@@ -252,3 +252,28 @@ def test_packet_too_large_for_a_ring_slot_is_dropped(run_media):
         assert media.request("tp", "transport.getStats")[0]["dropped"] == {"tooLarge": 1}
 
     run_media(body)
+
+
+def test_the_publishers_mid_is_not_forwarded(run_media):
+    """A consumer that negotiated the MID extension gets it blanked, not the publisher's
+    value: a browser routes packets by MID to its own m-line of that MID (the wrong one),
+    and with the value gone it matches the consumer's signalled SSRC."""
+    async def body(media):
+        media.router()
+        media.transport("tp")
+        sender = media.peer()
+        media.connect("tp", sender)
+        media.produce("tp")  # sender ids: audio level 1, abs-send-time 3, mid 4
+        media.transport("tc")
+        receiver = media.peer()
+        media.connect("tc", receiver)
+        media.consume("tc", "c0", ssrc=7000, extensions=[
+            {"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 10},
+            {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 9}])
+        tuple_ = media.request("tp", "transport.dump")["tuple"]
+        sender.send(rtp(1, 960, extensions={1: b"\x90", 4: b"1"}), tuple_)
+        await media.wait_for(lambda: len(receiver.drain()) == 1)
+        got = receiver.received[0]
+        assert parse_extensions(got, len(got)) == {10: b"\x90"}
+
+    run_media(body)
