@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 RECV_BUFFER_SIZE = 2048  # > any UDP payload we accept on a 1500-byte MTU path, + SRTP room
 MAX_PACKETS_PER_DRAIN = 256
-# Sends queued in the ring by one drain before it flushes and yields (the ring has 4096 slots
-# by default; half leaves room for other transports' batches and completions in flight).
+# Sends queued in the ring by one drain before it yields (the ring has 4096 slots by default;
+# half leaves room for other transports' batches and completions in flight; the ring submits
+# by itself when it runs out, and once per loop turn otherwise: SendRing.flush_soon).
 MAX_SENDS_PER_DRAIN = 2048
 
 _unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
@@ -86,7 +87,7 @@ class Transport:
         # padding (relay.transport.probing); its updates become "trace" events when enabled.
         self.send_estimation = send_estimation or SendEstimation(clock=time.monotonic)
         self.prober = Prober(self._ctx.loop, self.consumers, self.send_estimation.history,
-                             time.monotonic, self._ctx.ring.flush)
+                             time.monotonic, self._ctx.ring.flush_soon)
         self.send_estimation.on_probe = self.prober.send
         self.send_estimation.on_trace = self._on_bwe_trace
 

@@ -4,7 +4,8 @@ separate RTCP port, optional SRTP with SDES-style keys.
 Inbound (hot): the socket is non-blocking and registered with `loop.add_reader`; each readable
 event drains it with `recvfrom_into` on one preallocated buffer until EAGAIN (or a budget, so a
 flood can't starve the loop or overfill the send ring), hands every valid RTP packet to its
-producer (which fans it out into the send ring) and ends with ONE `ring.flush()`.
+producer (which fans it out into the send ring) and ends with `ring.flush_soon()`: ONE submit
+per event-loop turn for every socket drained in it.
 Per packet: RTP/RTCP demux (RFC 5761) → source check → SRTP unprotect in place → header
 validation → producer by SSRC (an unknown SSRC is bound by MID/RID header extensions or to
 the producer without a signalled SSRC: `relay.transport.rtp_listener`). Anything else is
@@ -254,7 +255,7 @@ class PlainTransport(Transport):
         except Exception:  # a bug must cost one packet, not the transport
             logger.exception("RTP handling failed on transport %s", self.id)
             self.dropped["internalError"] += 1
-        ring.flush()  # one per drained batch (also when a send failed half-way through)
+        ring.flush_soon()  # one submit per loop turn for every socket drained in it
 
     def _learn_remote(self, addr: tuple[str, int]) -> None:
         """comedia: the first valid RTP packet tells where the remote is."""
@@ -288,7 +289,7 @@ class PlainTransport(Transport):
         except Exception:
             logger.exception("RTCP handling failed on transport %s", self.id)
             self.dropped["internalError"] += 1
-        self._ctx.ring.flush()
+        self._ctx.ring.flush_soon()
 
     def _on_rtcp(self, n: int, addr: tuple[str, int], expected: tuple[str, int] | None) -> None:
         """Defensive: count it, unprotect it, forward key-frame requests; never raise."""
@@ -336,7 +337,7 @@ class PlainTransport(Transport):
         ring = self._ctx.ring
         try:
             sent = ring.send(self.rtcp_fd, data, self.rtcp_remote)
-            ring.flush()
+            ring.flush_soon()
         except (ValueError, RuntimeError) as exc:  # ring closed or refused: count, don't raise
             self.dropped[f"rtcp send {type(exc).__name__}"] += 1
             return False

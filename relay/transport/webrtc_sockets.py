@@ -2,8 +2,8 @@
 
 `UdpSocket`: a non-blocking UDP socket drained on each readable event into ONE preallocated
 buffer (with a libsrtp pointer to it, so SRTP is unprotected in place); every datagram goes to
-`handler(udp, n, addr)`, which returns the media sends it queued; the drain ends with one
-`ring.flush()`, as the plain transport does.
+`handler(udp, n, addr)`, which returns the media sends it queued; the drain ends with
+`ring.flush_soon()` (one submit per event-loop turn for all sockets), as the plain transport does.
 
 `TcpListener` / `TcpConnection`: ICE-TCP, passive (RFC 6544), RFC 4571 framing. Reads are
 taken in whatever chunks TCP gives (`FrameDecoder`); writes are plain socket writes (copies,
@@ -107,7 +107,7 @@ class UdpSocket:
         except Exception:  # a bug must cost one packet, not the socket
             logger.exception("UDP datagram handling failed")
             self.errors["internalError"] += 1
-        self._ctx.ring.flush()
+        self._ctx.ring.flush_soon()  # one submit per loop turn for all sockets
 
     def sendto(self, data: bytes | memoryview, addr: Any) -> bool:
         """A control-path copy send (STUN, DTLS, RTCP)."""
@@ -196,7 +196,7 @@ class TcpConnection:
             except Exception:  # a bug must cost one packet, not the connection
                 logger.exception("ICE-TCP frame handling failed")
                 self.dropped["internalError"] += 1
-        self._ctx.ring.flush()  # media fanned out to UDP consumers
+        self._ctx.ring.flush_soon()  # media fanned out to UDP consumers
 
     def send(self, data: bytes | bytearray | memoryview) -> bool:
         """Frame `data` and write it (a copy); False if dropped (buffer full or closed)."""

@@ -52,6 +52,10 @@ struct rc_fdent {
     uint64_t eagain_drops;
     uint64_t cap_drops;
     uint64_t send_errors;
+    /* auto: the current window of its zero-copy notifications, and the decision */
+    uint16_t zc_window;
+    uint16_t zc_window_copied;
+    uint8_t copy_sends; /* 1: its sends go as copy sends (the kernel copied them anyway) */
 };
 
 struct rc_ring {
@@ -60,6 +64,7 @@ struct rc_ring {
     int registered;
     int mode;
     int zc_report;
+    int auto_copy; /* rc_set_auto_copy */
     int closing;
     int efd;
 
@@ -150,6 +155,8 @@ static void fdt_remove(struct rc_ring *r, uint32_t e)
             i = j;
         }
     }
+    if (r->fdt[e].copy_sends)
+        r->st.auto_copy_fds--;
     r->fdt[e].fd = -1;
     r->fdt_free[r->fdt_nfree++] = e;
 }
@@ -165,7 +172,8 @@ static void fdt_sweep(struct rc_ring *r)
             struct rc_fdent *ent = &r->fdt[e];
             if (ent->fd < 0 || ent->slots)
                 continue;
-            if (pass == 0 && fdt_has_counts(ent))
+            /* an auto decision is worth keeping too: dropping it costs a new window */
+            if (pass == 0 && (fdt_has_counts(ent) || ent->copy_sends))
                 continue;
             if (pass == 1)
                 r->st.fd_evictions++;
@@ -274,6 +282,7 @@ struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
         r->free_stack[i] = nslots - 1 - i;
     r->nfree = nslots;
     r->st.slots_total = nslots;
+    r->st.first_switch_fd = -1;
     r->mode = RC_MODE_SOCKET;
     for (unsigned i = 0; i < r->fd_max; i++) {
         r->fdt[i].fd = -1;
@@ -443,6 +452,46 @@ void rc_set_mode(struct rc_ring *r, int mode, int zc_report)
     r->st.mode = mode;
 }
 
+void rc_set_auto_copy(struct rc_ring *r, int on)
+{
+    r->auto_copy = on && r->mode == RC_MODE_ZEROCOPY && r->zc_report;
+    r->st.auto_copy = r->auto_copy;
+}
+
+unsigned long long rc_auto_switches(struct rc_ring *r)
+{
+    return r->st.auto_switches;
+}
+
+/* auto: the notification of a zero-copy send on slot's fd says whether the kernel copied
+ * it anyway (loopback; a device without scatter-gather). Windows of RC_AUTO_WINDOW
+ * notifications per fd: one at least 3/4 copied switches the fd to copy sends, cheaper
+ * when the kernel copies (one CQE, no pinning); a mostly zero-copied one starts the next.
+ * Called before the slot is released (slot_ent is still its fd's entry). */
+static void auto_note(struct rc_ring *r, uint32_t slot, int copied)
+{
+    struct rc_fdent *ent;
+
+    if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT)
+        return;
+    ent = &r->fdt[r->slot_ent[slot]];
+    if (ent->copy_sends)
+        return; /* a zero-copy send still in flight when its fd switched */
+    ent->zc_window++;
+    ent->zc_window_copied += copied ? 1 : 0;
+    if (ent->zc_window < RC_AUTO_WINDOW)
+        return;
+    if (ent->zc_window_copied * 4 >= ent->zc_window * 3) {
+        ent->copy_sends = 1;
+        r->st.auto_copy_fds++;
+        if (r->st.auto_switches++ == 0) {
+            r->st.first_switch_fd = ent->fd;
+            r->st.first_switch_copied = ent->zc_window_copied;
+        }
+    }
+    ent->zc_window = ent->zc_window_copied = 0;
+}
+
 int rc_make_sockaddr(const char *ip, int port, void *out)
 {
     struct rc_slot_addr *a = out;
@@ -596,9 +645,12 @@ static int reap(struct rc_ring *r, unsigned max)
         if ((ud >> 32) == TAG_SEND) {
             r->st.completions++;
             if (cqe->flags & IORING_CQE_F_NOTIF) {
+                int copied = r->zc_report && (cqe->res & IORING_NOTIF_USAGE_ZC_COPIED);
                 r->st.zc_notifications++;
-                if (r->zc_report && (cqe->res & IORING_NOTIF_USAGE_ZC_COPIED))
+                if (copied)
                     r->st.zc_copied++;
+                if (r->auto_copy)
+                    auto_note(r, slot, copied);
                 release_slot(r, slot);
             } else {
                 if (cqe->res < 0) {
@@ -720,11 +772,14 @@ int rc_send(struct rc_ring *r, int fd, const void *data, unsigned len, const voi
     /* MSG_DONTWAIT: a full socket buffer fails this send with -EAGAIN at once (the kernel
      * sets REQ_F_NOWAIT for it) instead of arming poll and holding the slot until the
      * socket drains. */
-    if (r->mode == RC_MODE_ZEROCOPY)
+    if (r->mode == RC_MODE_ZEROCOPY && !ent->copy_sends) {
         io_uring_prep_send_zc_fixed(sqe, fd, buf, len, MSG_DONTWAIT,
                                     r->zc_report ? IORING_SEND_ZC_REPORT_USAGE : 0, 0);
-    else
+        r->st.zc_sends++;
+    } else {
         io_uring_prep_send(sqe, fd, buf, len, MSG_DONTWAIT);
+        r->st.copy_sends++;
+    }
     if (addrlen)
         io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&r->addrs[s].sa, (__u16)addrlen);
     sqe->user_data = UD(TAG_SEND, s);
@@ -893,6 +948,7 @@ static void fill_fd_stats(const struct rc_fdent *ent, struct rc_fd_stats *out)
     out->eagain_drops = ent->eagain_drops;
     out->cap_drops = ent->cap_drops;
     out->send_errors = ent->send_errors;
+    out->copy_sends = ent->copy_sends;
 }
 
 int rc_fd_stats(struct rc_ring *r, int fd, struct rc_fd_stats *out)
@@ -914,6 +970,11 @@ int rc_forget_fd(struct rc_ring *r, int fd)
     if (e < 0)
         return 0;
     r->fdt[e].eagain_drops = r->fdt[e].cap_drops = r->fdt[e].send_errors = 0;
+    /* a new socket given this number learns afresh */
+    if (r->fdt[e].copy_sends)
+        r->st.auto_copy_fds--;
+    r->fdt[e].copy_sends = 0;
+    r->fdt[e].zc_window = r->fdt[e].zc_window_copied = 0;
     /* With slots still held the entry must stay (they release through it); holding no
      * counts, the next sweep takes it once they are back. */
     if (r->fdt[e].slots == 0)

@@ -34,6 +34,10 @@
 
 #define RC_MAX_ERRNO 134
 
+/* auto (rc_set_auto_copy): an fd's sends become copy sends when the kernel copied at least
+ * 3/4 of a window of this many of its zero-copy sends (IORING_NOTIF_USAGE_ZC_COPIED). */
+#define RC_AUTO_WINDOW 32
+
 /* Size of the opaque destination address rc_make_sockaddr() fills and rc_send() takes. */
 #define RC_ADDR_SIZE 32
 
@@ -60,6 +64,13 @@ struct rc_stats {
     unsigned fd_entries;              /* fds in the per-fd table now */
     unsigned fd_table_size;
     unsigned long long fd_evictions;  /* idle fds whose counters were dropped for room */
+    unsigned long long zc_sends;      /* uring modes: sends queued as SEND_ZC ... */
+    unsigned long long copy_sends;    /* ... and as SEND */
+    int auto_copy;                    /* rc_set_auto_copy() is on */
+    unsigned auto_copy_fds;           /* fds in the table that auto switched to copy sends */
+    unsigned long long auto_switches; /* fds switched since the start */
+    int first_switch_fd;              /* the first switch: its fd (-1: none yet), */
+    unsigned first_switch_copied;     /* and how many of its window the kernel copied */
 };
 
 /* One socket's share of the ring (rc_fd_stats, rc_fd_top). */
@@ -69,6 +80,7 @@ struct rc_fd_stats {
     unsigned long long eagain_drops;
     unsigned long long cap_drops;
     unsigned long long send_errors;   /* other failed sends (ECONNREFUSED, EBADF, ...) */
+    int copy_sends;                   /* 1: auto switched this fd to copy sends */
 };
 
 struct rc_ring;
@@ -91,6 +103,15 @@ int rc_opcode_supported(struct rc_ring *r, int zerocopy);
 int rc_self_test(struct rc_ring *r, int zerocopy, int *zc_report);
 
 void rc_set_mode(struct rc_ring *r, int mode, int zc_report);
+
+/* send mode "auto" in zero-copy mode with usage reports: watch each fd's notifications and
+ * switch the fd to copy sends when the kernel copies anyway (see RC_AUTO_WINDOW). Its
+ * zero-copy sends already in flight still release their slots on their notification. An
+ * fd's decision is dropped with its entry (rc_forget_fd, or an eviction). */
+void rc_set_auto_copy(struct rc_ring *r, int on);
+
+/* How many fds auto switched to copy sends since the start (cheap: no stats copy). */
+unsigned long long rc_auto_switches(struct rc_ring *r);
 
 /* Build a destination for ip (IPv4 or IPv6 text) and port into out (RC_ADDR_SIZE bytes).
  * Returns the sockaddr length, or -1 when ip is not an address or port is out of range. */

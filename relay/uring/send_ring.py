@@ -37,6 +37,21 @@ naming RLIMIT_MEMLOCK, its limits and how to raise it). A kernel whose ``IORING_
 cannot take a destination address (before 6.1) fails the copy self-test and also lands in
 ``"socket"``.
 
+``"auto"`` then chooses by what the kernel reports. With zero-copy chosen and usage reports
+accepted (``IORING_SEND_ZC_REPORT_USAGE``, Linux 6.2; ``zcUsageReporting``), every
+notification says whether the kernel copied the datagram anyway (loopback always does; so
+does a device without scatter-gather). For each socket, a window of its first
+``RC_AUTO_WINDOW`` (32) zero-copy sends of which the kernel copied at least 3/4 switches that
+socket to copy sends, the cheaper send when the kernel copies (one CQE instead of two, no
+pinned pages); a mostly zero-copied window starts the next one. Zero-copy sends in flight at
+the switch complete as they are (their slots come back on their notifications). The
+switch is logged once, at its first occurrence, and reported in ``stats()``:
+``autoCopyFds`` (sockets on copy sends now), ``autoSwitches``, ``autoSwitchReason``, and
+``zcSends`` / ``copySends`` (sends queued each way). ``mode`` and ``zero_copy_enabled``
+keep meaning what start-up decided. A socket never switches back; a socket number given to
+``forget_fd`` learns afresh. An explicit ``"zerocopy"`` never switches, and without usage
+reports (before 6.2) ``"auto"`` keeps zero-copy sends (``autoCopy`` false).
+
 Only ``"auto"`` degrades. An explicit ``"zerocopy"`` or ``"copy"`` that cannot be had
 (any of the failures above that would lower the tier) raises ``SendModeUnavailableError``
 naming the mode, the errno and, for ENOMEM, how to raise RLIMIT_MEMLOCK: configuration is
@@ -60,6 +75,11 @@ datagrams to one shared socket in one event-loop turn is not capped. Per-fd coun
 ``fd_stats(fd)``; ``forget_fd(fd)`` when the socket closes. The table is bounded (2 x slots
 fds; idle fds without counts are swept first, then idle ones with counts, counted in
 ``fdTableEvictions``).
+
+One submit per event-loop turn: ``flush_soon()`` (what transports call after draining a
+socket) flushes once, from a ``loop.call_soon`` callback, for every socket read in that turn,
+so many small transports batch as well as one big fan-out. Before ``attach(loop)`` it
+flushes at once.
 
 ``close()`` drains: it submits what is queued, waits (bounded) for every slot's completion,
 cancels stragglers once and waits for their CQEs; only then is the region unregistered and
@@ -150,8 +170,13 @@ class SendRing:
         self.leaked_slots = 0
         self._closed = False
         self._final_stats: dict[str, Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching the eventfd
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # flush_soon's loop
+        self._flush_scheduled = False
         self._efd = -1
+        self.auto_copy = False  # "auto" may switch sockets to copy sends (see the module doc)
+        self.auto_switch_reason: str | None = None
+        self._auto_logged = False
         self._addrs: dict[Any, Any] = {}
         self._cstats = ffi.new("struct rc_stats *")
         self._cfd = ffi.new("struct rc_fd_stats *")
@@ -260,6 +285,10 @@ class SendRing:
         self.mode = "zerocopy"
         self.zero_copy_enabled = True
         self.zc_usage_reporting = bool(zc_report[0])
+        if self.requested_mode == "auto":
+            # auto chooses per socket by what the kernel reports; it cannot without reports.
+            lib.rc_set_auto_copy(self._r, 1)
+            self.auto_copy = self.zc_usage_reporting
 
     def _register(self, attempts: int) -> int:
         delay = 0.01
@@ -401,7 +430,25 @@ class SendRing:
         n = lib.rc_flush(self._r)
         if reap:
             lib.rc_poll(self._r)
+            if self.auto_copy and not self._auto_logged:
+                self._check_auto_switch()
         return n
+
+    def flush_soon(self) -> None:
+        """Flush once at the end of this event-loop turn, however many sockets queued sends
+        in it (the first call schedules it). Before ``attach()``, flush now."""
+        if self._flush_scheduled:
+            return
+        loop = self._flush_loop
+        if loop is None:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def poll(self, max_completions: int | None = None) -> int:
         """Reap ready completions without blocking, releasing their slots."""
@@ -422,9 +469,10 @@ class SendRing:
         (an eventfd registered with the ring), instead of busy-polling."""
         if self._closed:
             raise SendRingClosed("attach on a closed SendRing")
+        loop = loop or asyncio.get_running_loop()
+        self._flush_loop = loop
         if self._loop is not None or self.mode == "socket":
             return  # socket sends complete inside flush(): nothing to watch
-        loop = loop or asyncio.get_running_loop()
         efd = lib.rc_eventfd(self._r)
         if efd < 0:
             raise OSError(-efd, f"send ring eventfd: {os.strerror(-efd)}")
@@ -433,6 +481,9 @@ class SendRing:
         self._loop = loop
 
     def detach(self) -> None:
+        if self._flush_scheduled:
+            self._scheduled_flush()  # what was queued goes now, not never
+        self._flush_loop = None
         if self._loop is not None:
             if not self._loop.is_closed():
                 self._loop.remove_reader(self._efd)
@@ -444,17 +495,44 @@ class SendRing:
         except BlockingIOError:
             pass
         self.poll()
+        if self.auto_copy and not self._auto_logged:
+            self._check_auto_switch()
+
+    def _check_auto_switch(self) -> None:
+        """Log the first time "auto" switched a socket to copy sends (once)."""
+        if lib.rc_auto_switches(self._r) == 0:
+            return
+        self._auto_logged = True
+        st = self._cstats
+        lib.rc_get_stats(self._r, st)
+        log.info("send ring: %s", self._auto_reason(st))
+
+    def _auto_reason(self, st: Any) -> str | None:
+        """Why "auto" switched sockets to copy sends (None until it did), from rc stats."""
+        if st.auto_switches == 0:
+            return None
+        if self.auto_switch_reason is None:
+            window = lib.RC_AUTO_WINDOW
+            self.auto_switch_reason = (
+                f"auto: the kernel copied {st.first_switch_copied} of {window} zero-copy sends "
+                f"on socket fd {st.first_switch_fd} (IORING_NOTIF_USAGE_ZC_COPIED: loopback, or "
+                "a device without scatter-gather), so that socket sends by copy from now on, "
+                "the cheaper send when the kernel copies anyway; so does every socket whose "
+                f"window of {window} zero-copy sends is at least 3/4 copied (autoCopyFds)")
+        return self.auto_switch_reason
 
     # -- per-socket accounting -----------------------------------------------------------
 
     def fd_stats(self, fd: int) -> dict[str, int]:
         """What the ring counted for socket ``fd``: ``eagainDrops`` (sends that found its
         buffer full), ``capDrops`` (sends refused because it held its share of slots),
-        ``sendErrors`` (other failed sends) and ``inFlight`` (its slots not yet released).
+        ``sendErrors`` (other failed sends), ``inFlight`` (its slots not yet released) and
+        ``copySends`` (True once "auto" switched it to copy sends).
         Zeros for an fd the ring has no entry for (never sent on, or forgotten)."""
         out = self._cfd
         if self._closed or not isinstance(fd, int):
-            return {"eagainDrops": 0, "capDrops": 0, "sendErrors": 0, "inFlight": 0}
+            return {"eagainDrops": 0, "capDrops": 0, "sendErrors": 0, "inFlight": 0,
+                    "copySends": False}
         lib.rc_fd_stats(self._r, fd, out)
         return _fd_dict(out)
 
@@ -502,6 +580,13 @@ class SendRing:
             "completions": st.completions,
             "zcNotifications": st.zc_notifications,
             "zcCopied": st.zc_copied,
+            "zcSends": st.zc_sends,
+            "copySends": st.copy_sends,
+            # "auto" switching sockets whose zero-copy sends the kernel copies anyway
+            "autoCopy": self.auto_copy,
+            "autoCopyFds": st.auto_copy_fds,
+            "autoSwitches": st.auto_switches,
+            "autoSwitchReason": self._auto_reason(st),
             "cqeErrors": st.cqe_errors,
             "cqeErrorsByErrno": by_errno,
             "exhaustionDrops": st.exhaustion_drops,
@@ -594,4 +679,5 @@ def _ring_bytes(slots: int, sq_entries: int) -> int:
 
 def _fd_dict(st: Any) -> dict[str, int]:
     return {"eagainDrops": st.eagain_drops, "capDrops": st.cap_drops,
-            "sendErrors": st.send_errors, "inFlight": st.in_flight}
+            "sendErrors": st.send_errors, "inFlight": st.in_flight,
+            "copySends": bool(st.copy_sends)}

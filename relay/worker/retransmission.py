@@ -235,7 +235,7 @@ def retransmit(consumer: Consumer, lost: list[int], now: float, ring: SendRing) 
         else:
             consumer.ring_drops += 1
     if sent:
-        ring.flush()
+        ring.flush_soon()
     if key_frame_wanted and now - consumer.congestion_key_frame_at >= KEY_FRAME_INTERVAL:
         consumer.congestion_key_frame_at = now
         consumer.congestion_key_frames += 1

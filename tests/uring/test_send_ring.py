@@ -176,7 +176,8 @@ def test_a_full_socket_fails_fast_and_costs_only_its_own_packets(mode, receiver,
         assert st["eagainDrops"] == full["eagainDrops"]
         assert st["cqeErrorsByErrno"] == {"EAGAIN": full["eagainDrops"]}
         assert ring.fd_stats(sender.fileno()) == {"eagainDrops": 0, "capDrops": 0,
-                                                  "sendErrors": 0, "inFlight": 0}
+                                                  "sendErrors": 0, "inFlight": 0,
+                                                  "copySends": False}
         assert st["fdDrops"] == {str(a.fileno()): full}
         assert receiver.recv_n(len(healthy)) == healthy
         delivered = 0
