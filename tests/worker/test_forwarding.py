@@ -4,6 +4,7 @@ timestamp and header-extension checks, including across pause/resume and an SSRC
 from __future__ import annotations
 
 import struct
+import time
 
 from media_harness import MAPPED_SSRC, PRODUCER_SSRC, rtp
 
@@ -228,6 +229,38 @@ def test_one_submit_per_drained_batch(run_media):
         assert after["sqesSubmitted"] - before["sqesSubmitted"] == 100
 
     run_media(body)
+
+
+def test_transports_drained_in_one_loop_turn_share_one_submit(run_media):
+    """A room: four publishers on their own transports, one subscriber of all four. Packets
+    that wait on all four sockets when the loop polls leave with one submit, not four."""
+    async def body(media):
+        media.router()
+        senders, tuples = [], []
+        for k in range(4):
+            media.transport(f"tp{k}")
+            senders.append(media.peer())
+            media.connect(f"tp{k}", senders[-1])
+            media.produce(f"tp{k}", producer_id=f"p{k}", ssrc=1000 + k)
+            tuples.append(media.request(f"tp{k}", "transport.dump")["tuple"])
+        media.transport("tc")
+        receiver = media.peer()
+        media.connect("tc", receiver)
+        for k in range(4):
+            media.consume("tc", f"c{k}", ssrc=7000 + k, producer_id=f"p{k}")
+        ring = media.ctx.ring
+        for rnd in range(3):
+            before = ring.stats()
+            for k in range(4):
+                senders[k].send(rtp(rnd, rnd * 960, ssrc=1000 + k), tuples[k])
+            time.sleep(0.02)  # the loop is busy here: all four sockets are readable at once
+            await media.wait_for(lambda: len(receiver.drain()) == 4 * (rnd + 1))
+            after = ring.stats()
+            assert after["sendsQueued"] - before["sendsQueued"] == 4
+            assert after["submits"] - before["submits"] == 1
+            assert after["sqesSubmitted"] - before["sqesSubmitted"] == 4
+
+    run_media(body, ring_mode="copy")
 
 
 def test_packet_too_large_for_a_ring_slot_is_dropped(run_media):
