@@ -630,6 +630,11 @@ int rc_flush(struct rc_ring *r)
     return submit_pending(r);
 }
 
+int rc_queued(struct rc_ring *r)
+{
+    return (int)(r->mode == RC_MODE_SOCKET ? r->nqueued : r->sq_pending);
+}
+
 static int reap(struct rc_ring *r, unsigned max)
 {
     struct io_uring_cqe *cqe;

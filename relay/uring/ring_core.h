@@ -132,6 +132,9 @@ int rc_send_many(struct rc_ring *r, const void *buf, const unsigned *lens, unsig
 /* Submit everything queued. Returns the number of datagrams handed to the kernel. */
 int rc_flush(struct rc_ring *r);
 
+/* Datagrams queued and not yet submitted (cheap: no stats copy). */
+int rc_queued(struct rc_ring *r);
+
 /* Reap every ready completion without blocking. Returns completions reaped. */
 int rc_poll(struct rc_ring *r);
 

@@ -8,9 +8,11 @@ import pytest
 import uvloop
 
 from relay.uring import SendRing
+from relay.uring.send_ring import SUBMIT_BATCH
 
 SOCKETS = 6
 PER_SOCKET = 5  # datagrams waiting on each socket when the loop looks
+assert SOCKETS * PER_SOCKET < SUBMIT_BATCH  # else flush_soon() submits at once
 
 
 def test_sockets_drained_in_one_turn_share_one_submit(receiver):
@@ -82,7 +84,7 @@ def test_sockets_drained_in_one_turn_share_one_submit(receiver):
 
 
 @pytest.mark.parametrize("mode", ["copy", "socket"])
-def test_flush_soon_without_a_loop_flushes_at_once_and_detach_flushes_what_waits(
+def test_flush_soon_flushes_at_once_without_a_loop_or_with_a_full_batch(
         mode, receiver, sender):
     ring = SendRing(mode=mode)
     try:
@@ -98,8 +100,15 @@ def test_flush_soon_without_a_loop_flushes_at_once_and_detach_flushes_what_waits
             assert ring.stats()["slotsQueued"] == 1
             ring.detach()  # what was scheduled goes now
             assert ring.stats()["slotsQueued"] == 0
+            # A full batch does not wait for the end of the turn.
+            ring.attach()
+            for i in range(SUBMIT_BATCH):
+                ring.send(sender.fileno(), b"batch", receiver.addr)
+            ring.flush_soon()
+            assert ring.stats()["slotsQueued"] == 0
+            ring.detach()
 
         asyncio.run(main())
-        assert receiver.recv_n(1) == [b"later"]
+        assert receiver.recv_n(1 + SUBMIT_BATCH) == [b"later"] + [b"batch"] * SUBMIT_BATCH
     finally:
         ring.close()
