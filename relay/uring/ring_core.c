@@ -100,6 +100,7 @@ struct rc_ring {
     unsigned hash_mask;
     unsigned hash_shift;
     uint32_t *slot_ent; /* uring modes: the fd entry of each slot in flight */
+    uint8_t *zc_failed; /* its zero-copy send failed: its notification says nothing (auto) */
     unsigned fd_cap;
 
     struct rc_stats st;
@@ -270,8 +271,10 @@ struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
     r->fdt_free = calloc(r->fd_max, sizeof(*r->fdt_free));
     r->fd_hash = calloc((size_t)r->hash_mask + 1, sizeof(*r->fd_hash));
     r->slot_ent = calloc(nslots, sizeof(*r->slot_ent));
+    r->zc_failed = calloc(nslots, sizeof(*r->zc_failed));
     if (!r->state || !r->lens || !r->fds || !r->addrs || !r->free_stack || !r->queue ||
-        !r->mm || !r->iov || !r->fdt || !r->fdt_free || !r->fd_hash || !r->slot_ent) {
+        !r->mm || !r->iov || !r->fdt || !r->fdt_free || !r->fd_hash || !r->slot_ent ||
+        !r->zc_failed) {
         *err = ENOMEM;
         r->st.slots_in_flight = 0;
         rc_destroy(r);
@@ -464,15 +467,16 @@ unsigned long long rc_auto_switches(struct rc_ring *r)
 }
 
 /* auto: the notification of a zero-copy send on slot's fd says whether the kernel copied
- * it anyway (loopback; a device without scatter-gather). Windows of RC_AUTO_WINDOW
- * notifications per fd: one at least 3/4 copied switches the fd to copy sends, cheaper
- * when the kernel copies (one CQE, no pinning); a mostly zero-copied one starts the next.
- * Called before the slot is released (slot_ent is still its fd's entry). */
+ * it anyway (loopback; a device without scatter-gather). A send that failed (EAGAIN, ...)
+ * used no buffer, which the kernel reports as copied too: it is not counted. Windows of
+ * RC_AUTO_WINDOW notifications per fd: one at least 3/4 copied switches the fd to copy
+ * sends, cheaper when the kernel copies (one CQE, no pinning); a mostly zero-copied one
+ * starts the next. Called before the slot is released (slot_ent is still its fd's entry). */
 static void auto_note(struct rc_ring *r, uint32_t slot, int copied)
 {
     struct rc_fdent *ent;
 
-    if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT)
+    if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT || r->zc_failed[slot])
         return;
     ent = &r->fdt[r->slot_ent[slot]];
     if (ent->copy_sends)
@@ -656,6 +660,8 @@ static int reap(struct rc_ring *r, unsigned max)
                     r->st.zc_copied++;
                 if (r->auto_copy)
                     auto_note(r, slot, copied);
+                if (slot < r->nslots)
+                    r->zc_failed[slot] = 0;
                 release_slot(r, slot);
             } else {
                 if (cqe->res < 0) {
@@ -663,6 +669,8 @@ static int reap(struct rc_ring *r, unsigned max)
                     count_errno(r, cqe->res);
                     if (slot < r->nslots && r->state[slot] == SLOT_IN_FLIGHT) {
                         struct rc_fdent *ent = &r->fdt[r->slot_ent[slot]];
+                        if (cqe->flags & IORING_CQE_F_MORE)
+                            r->zc_failed[slot] = 1; /* for auto_note, on its notification */
                         if (cqe->res == -EAGAIN) { /* MSG_DONTWAIT: the socket was full */
                             r->st.eagain_drops++;
                             ent->eagain_drops++;
@@ -926,6 +934,7 @@ int rc_destroy(struct rc_ring *r)
         free(r->fdt_free);
         free(r->fd_hash);
         free(r->slot_ent);
+        free(r->zc_failed);
         free(r);
     }
     /* else: the region stays mapped for the life of the process, on purpose. */

@@ -6,8 +6,9 @@ import logging
 import socket
 import time
 
-from relay.uring import SendRing
 from relay.uring._ring import lib
+
+from relay.uring import SendRing
 from relay.worker.handlers import send_ring_summary
 
 WINDOW = lib.RC_AUTO_WINDOW
@@ -148,3 +149,23 @@ def test_no_slot_is_released_before_the_kernel_is_done_across_the_switch(receive
         assert sorted(receiver.recv_n(len(sent))) == sorted(sent)
     finally:
         ring.close()
+
+
+def test_failed_zero_copy_sends_do_not_count_as_copied():
+    """The kernel reports a send that used no buffer (it failed) as copied too; only real
+    sends count. AF_UNIX has no zero-copy: every send fails (ENOTSUP), nothing switches."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ring = SendRing()
+    try:
+        for _ in range(3):
+            for _ in range(WINDOW):
+                ring.send(a.fileno(), b"x" * 100, None)
+            ring.flush()
+            st = settle(ring)
+        assert st["zcSends"] == st["zcNotifications"] == st["zcCopied"] == 3 * WINDOW
+        assert st["cqeErrors"] == 3 * WINDOW
+        assert st["autoSwitches"] == 0 and ring.fd_stats(a.fileno())["copySends"] is False
+    finally:
+        ring.close()
+        a.close()
+        b.close()

@@ -102,7 +102,7 @@ def test_flush_soon_flushes_at_once_without_a_loop_or_with_a_full_batch(
             assert ring.stats()["slotsQueued"] == 0
             # A full batch does not wait for the end of the turn.
             ring.attach()
-            for i in range(SUBMIT_BATCH):
+            for _ in range(SUBMIT_BATCH):
                 ring.send(sender.fileno(), b"batch", receiver.addr)
             ring.flush_soon()
             assert ring.stats()["slotsQueued"] == 0

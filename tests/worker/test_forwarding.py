@@ -254,7 +254,7 @@ def test_transports_drained_in_one_loop_turn_share_one_submit(run_media):
             for k in range(4):
                 senders[k].send(rtp(rnd, rnd * 960, ssrc=1000 + k), tuples[k])
             time.sleep(0.02)  # the loop is busy here: all four sockets are readable at once
-            await media.wait_for(lambda: len(receiver.drain()) == 4 * (rnd + 1))
+            await media.wait_for(lambda n=4 * (rnd + 1): len(receiver.drain()) == n)
             after = ring.stats()
             assert after["sendsQueued"] - before["sendsQueued"] == 4
             assert after["submits"] - before["submits"] == 1
