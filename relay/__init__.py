@@ -20,9 +20,10 @@ from worker_proto.errors import (
 )
 
 from .controller.consumer import Consumer
+from .controller.pipe_transport import PipeTransport
 from .controller.plain_transport import PlainTransport
 from .controller.producer import Producer
-from .controller.router import Router
+from .controller.router import PipeToRouterResult, Router
 from .controller.rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
 from .controller.webrtc_server import WebRtcServer
 from .controller.webrtc_transport import WebRtcTransport
@@ -37,6 +38,8 @@ __all__ = [
     "Consumer",
     "InvalidStateError",
     "NotFoundError",
+    "PipeToRouterResult",
+    "PipeTransport",
     "PlainTransport",
     "Producer",
     "ProtocolError",
