@@ -144,6 +144,11 @@ class PipeTransport(Transport):
         self._update_routes()
         return {"tuple": self.tuple()}
 
+    @property
+    def rtcp_remote(self) -> tuple[str, int] | None:
+        """Where RTCP goes (muxed: the remote)."""
+        return self.remote
+
     def route(self) -> tuple[int, tuple[str, int] | None, SrtpSession | None]:
         return self.fd, self.remote, self.srtp_send
 

@@ -13,6 +13,7 @@ import relay
 OPUS = {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2}
 VP8 = {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000}
 MEDIA_CODECS = [OPUS, VP8]
+TEST_TIMEOUT = 40.0
 OPUS_PT = 111
 VP8_PT = 96
 VP8_KEY = b"\x10\x00\x9d\x01\x2a" + b"\xab" * 35
@@ -70,6 +71,22 @@ class Endpoint:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def run(coro) -> None:
+    """Run one test coroutine with a deadline."""
+    asyncio.run(asyncio.wait_for(coro, TEST_TIMEOUT))
+
+
+async def send_paced(sender: Endpoint, address: tuple[str, int], packets: list[bytes],
+                     receivers: tuple[Endpoint, ...] = (), interval: float = 0.001) -> None:
+    """Send `packets` one per `interval`, draining `receivers` on the way (their socket
+    buffers never fill)."""
+    for packet in packets:
+        sender.send(packet, address)
+        for receiver in receivers:
+            receiver.drain()
+        await asyncio.sleep(interval)
 
 
 async def collect(endpoint: Endpoint, until, timeout: float = 5.0) -> None:
