@@ -211,6 +211,8 @@ class Router(ChannelObject):
         producer = self._producers.get(producer_id) if isinstance(producer_id, str) else None
         if producer is None:
             raise NotFoundError(f"producer {producer_id!r} not found")
+        if producer_id in router._producers:
+            raise InvalidStateError(f"producer {producer_id} is already in router {router.id}")
         pair = await self._pipe_pair(router, listen_info, enable_srtp, enable_rtx)
         local, remote = pair[self._id], pair[router.id]
         pipe_consumer: Consumer | None = None
