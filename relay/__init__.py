@@ -28,6 +28,7 @@ from .controller.rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, 
 from .controller.webrtc_server import WebRtcServer
 from .controller.webrtc_transport import WebRtcTransport
 from .controller.worker import Worker, create_worker
+from .controller.worker_pool import WorkerPool
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "WebRtcTransport",
     "Worker",
     "WorkerDiedError",
+    "WorkerPool",
     "WorkerStartError",
     "__version__",
     "create_worker",
