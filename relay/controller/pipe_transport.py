@@ -114,8 +114,8 @@ class PipeTransport(Transport):
                                 "characters")
         return await self._produce(id, kind, rtp_parameters, paused, app_data)
 
-    async def consume(self, *, producer_id: str, app_data: Any = None,  # type: ignore[override]
-                      **_ignored: Any) -> Consumer:
+    async def consume(self, *, producer_id: str,  # type: ignore[override]
+                      app_data: Any = None) -> Consumer:
         """A pipe consumer of the router's producer ``producer_id``: every encoding, fresh
         SSRCs, for the router at the other end."""
         self._ensure_open()

@@ -161,11 +161,13 @@ class Router:
             "mediaCodecs": self.media_codecs,
             "transportIds": list(self.transports),
             "producerIds": list(self.producers),
+            # a pipe consumer once, not each of its streams
             "mapProducerIdConsumerIds": {
-                pid: [c.id for c in p.consumers] for pid, p in self.producers.items()
+                pid: list(dict.fromkeys(_handler_id(c) for c in p.consumers))
+                for pid, p in self.producers.items()
             },
             "mapConsumerIdProducerId": {
-                c.id: pid for pid, p in self.producers.items() for c in p.consumers
+                _handler_id(c): pid for pid, p in self.producers.items() for c in p.consumers
             },
         }
 
@@ -178,3 +180,8 @@ class Router:
         for transport in list(self.transports.values()):
             transport.close()
         self._ctx.handlers.pop(self.id, None)
+
+
+def _handler_id(consumer: Consumer) -> str:
+    """The consumer's id for the controller (a pipe consumer's stream: the pipe consumer's)."""
+    return getattr(consumer, "pipe_consumer_id", consumer.id)
