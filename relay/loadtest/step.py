@@ -157,7 +157,7 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
         "srtpFailures": counts.srtp_failures,
         "sendErrors": counts.send_errors,
         "latencyUs": counts.latency_us,
-        "workerCpuPercent": cpu_percent(cpu_before, cpu_after),  # all its workers summed
+        "workerCpuPercent": cpu_percent(cpu_before, cpu_after),
         "workerRssBytes": cpu_after.rss_bytes if cpu_after else None,
         # Runnable but not running: the share of the step the worker waited for its core.
         "workerRunqueueWaitPercent": runqueue_wait_percent(cpu_before, cpu_after),
