@@ -20,13 +20,15 @@ from worker_proto.errors import (
 )
 
 from .controller.consumer import Consumer
+from .controller.pipe_transport import PipeTransport
 from .controller.plain_transport import PlainTransport
 from .controller.producer import Producer
-from .controller.router import Router
+from .controller.router import PipeToRouterResult, Router
 from .controller.rtp_observer import ActiveSpeakerObserver, AudioLevelObserver, RtpObserver
 from .controller.webrtc_server import WebRtcServer
 from .controller.webrtc_transport import WebRtcTransport
 from .controller.worker import Worker, create_worker
+from .controller.worker_pool import WorkerPool
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ __all__ = [
     "Consumer",
     "InvalidStateError",
     "NotFoundError",
+    "PipeToRouterResult",
+    "PipeTransport",
     "PlainTransport",
     "Producer",
     "ProtocolError",
@@ -51,6 +55,7 @@ __all__ = [
     "WebRtcTransport",
     "Worker",
     "WorkerDiedError",
+    "WorkerPool",
     "WorkerStartError",
     "__version__",
     "create_worker",

@@ -21,6 +21,7 @@ class RouterMethod:
     DUMP = "router.dump"
     CREATE_PLAIN_TRANSPORT = "router.createPlainTransport"
     CREATE_WEBRTC_TRANSPORT = "router.createWebRtcTransport"
+    CREATE_PIPE_TRANSPORT = "router.createPipeTransport"  # {transportId, listenInfo, enableSrtp, enableRtx}
     CREATE_AUDIO_LEVEL_OBSERVER = "router.createAudioLevelObserver"  # {rtpObserverId, maxEntries, threshold, interval}
     CREATE_ACTIVE_SPEAKER_OBSERVER = "router.createActiveSpeakerObserver"  # {rtpObserverId, interval}
 

@@ -72,6 +72,7 @@ class ChannelObject(AsyncIOEventEmitter):
         self._channel.remove_listener(self._id)
         self._close_children()
         self._on_close(self)
+        self.emit("@close")  # however it closed (pipe_to_router ties pairs of objects by it)
 
     def _close_children(self) -> None:
         pass

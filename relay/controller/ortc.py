@@ -557,3 +557,40 @@ def get_consumer_rtp_parameters(consumable: dict, caps: Any, enable_rtx: bool = 
         encoding["scalabilityMode"] = mode
     params["encodings"].append(encoding)
     return params
+
+
+# Header extensions a pipe does not carry: MID names the publisher's m-line, the other two
+# feed bandwidth estimation, which a pipe between routers does not run (as mediasoup).
+PIPE_DROPPED_EXTENSIONS = frozenset({"urn:ietf:params:rtp-hdrext:sdes:mid", ABS_SEND_TIME_URI,
+                                     TRANSPORT_CC_URI})
+
+
+def get_pipe_consumer_rtp_parameters(consumable: dict, enable_rtx: bool = False) -> dict:
+    """A pipe consumer's RTP parameters: every encoding of the producer with fresh SSRCs,
+    the router's codecs with feedback limited to PLI/FIR (and NACK with RTX)."""
+    params: dict[str, Any] = {"codecs": [], "headerExtensions": [], "encodings": [],
+                              "rtcp": copy.deepcopy(consumable["rtcp"])}
+    for codec in copy.deepcopy(consumable["codecs"]):
+        if not enable_rtx and is_rtx_codec(codec):
+            continue
+        codec["rtcpFeedback"] = [
+            fb for fb in codec.get("rtcpFeedback", [])
+            if (fb["type"] == "nack" and fb["parameter"] == "pli")
+            or (fb["type"] == "ccm" and fb["parameter"] == "fir")
+            or (enable_rtx and fb["type"] == "nack" and not fb["parameter"])]
+        params["codecs"].append(codec)
+    params["headerExtensions"] = [copy.deepcopy(ext) for ext in consumable["headerExtensions"]
+                                  if ext["uri"] not in PIPE_DROPPED_EXTENSIONS]
+    base_ssrc = _random_ssrc()
+    base_rtx_ssrc = _random_ssrc()
+    count = len(consumable["encodings"])
+    while enable_rtx and abs(base_rtx_ssrc - base_ssrc) < count:  # the two ranges must not meet
+        base_rtx_ssrc = _random_ssrc()
+    for i, encoding in enumerate(copy.deepcopy(consumable["encodings"])):
+        encoding["ssrc"] = base_ssrc + i
+        if enable_rtx:
+            encoding["rtx"] = {"ssrc": base_rtx_ssrc + i}
+        else:
+            encoding.pop("rtx", None)
+        params["encodings"].append(encoding)
+    return params

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from worker_proto.errors import ArgumentError, InvalidStateError, RelayError
+from worker_proto.errors import ArgumentError, InvalidStateError, NotFoundError, RelayError
 from worker_proto.methods import RouterMethod
 
 from . import ortc
 from .channel import Channel
 from .channel_object import ChannelObject
+from .consumer import Consumer
+from .pipe_transport import PipeTransport, validate_listen_info
 from .plain_transport import (
     SRTP_CRYPTO_SUITES,
     PlainTransport,
@@ -27,6 +31,15 @@ from .webrtc_transport import WebRtcTransport, validate_listen_infos
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class PipeToRouterResult:
+    """What `Router.pipe_to_router` made: the pipe consumer on this router and the producer
+    re-created (same id) on the other router."""
+
+    pipe_consumer: Consumer
+    pipe_producer: Producer
+
+
 class Router(ChannelObject):
     """Routes producers to consumers across its transports. Events: "workerclose"."""
 
@@ -38,9 +51,12 @@ class Router(ChannelObject):
                  on_close: Callable[[Router], None]) -> None:
         super().__init__(channel, router_id, app_data, on_close)
         self._rtp_capabilities = rtp_capabilities
-        self._transports: dict[str, PlainTransport | WebRtcTransport] = {}
+        self._transports: dict[str, PlainTransport | WebRtcTransport | PipeTransport] = {}
         self._producers: dict[str, Producer] = {}
         self._observers: dict[str, RtpObserver] = {}
+        # the other router's id -> the pair of pipe transports to it ({router id: transport}),
+        # shared by both routers and made once even when pipe_to_router calls race
+        self._pipe_pairs: dict[str, asyncio.Future[dict[str, PipeTransport]]] = {}
 
     @property
     def rtp_capabilities(self) -> dict:
@@ -48,7 +64,7 @@ class Router(ChannelObject):
         return self._rtp_capabilities
 
     @property
-    def transports(self) -> list[PlainTransport | WebRtcTransport]:
+    def transports(self) -> list[PlainTransport | WebRtcTransport | PipeTransport]:
         return list(self._transports.values())
 
     def _worker_closed(self) -> None:
@@ -150,6 +166,134 @@ class Router(ChannelObject):
             webrtc_server._add_transport(transport)
         return transport
 
+    async def create_pipe_transport(
+        self, *, listen_info: dict | None = None, enable_srtp: bool = False,
+        enable_rtx: bool = False, app_data: Any = None,
+    ) -> PipeTransport:
+        """A transport to another router (``listen_info``: {ip, port?, announcedAddress?},
+        default 127.0.0.1 on a port from the worker's range): one UDP socket, RTP and RTCP
+        muxed, no ICE or DTLS; SRTP (AEAD_AES_256_GCM) with ``enable_srtp``; NACK answered
+        with RTX by its pipe consumers with ``enable_rtx``."""
+        self._ensure_open()
+        info = validate_listen_info({"ip": "127.0.0.1"} if listen_info is None else listen_info)
+        for name, value in (("enable_srtp", enable_srtp), ("enable_rtx", enable_rtx)):
+            if not isinstance(value, bool):
+                raise ArgumentError(f"{name} must be a bool")
+        transport_id = str(uuid.uuid4())
+        data = await self._channel.request(RouterMethod.CREATE_PIPE_TRANSPORT, self._id, {
+            "transportId": transport_id, "listenInfo": info, "enableSrtp": enable_srtp,
+            "enableRtx": enable_rtx})
+        transport = PipeTransport(self._channel, self, transport_id,
+                                  data if isinstance(data, dict) else {}, app_data,
+                                  on_close=self._transport_closed)
+        if self._closed:
+            transport._router_closed()
+            raise InvalidStateError(f"router {self._id} closed")
+        self._transports[transport_id] = transport
+        return transport
+
+    async def pipe_to_router(
+        self, *, producer_id: str, router: Router, listen_info: dict | None = None,
+        enable_srtp: bool = False, enable_rtx: bool = False,
+    ) -> PipeToRouterResult:
+        """Make this router's producer ``producer_id`` a producer of ``router`` too (same id;
+        the routers may be in two workers of this controller): through the pair of pipe
+        transports between the two routers (made and connected at the first call, reused
+        after; closing either closes both), a pipe consumer here and a producer there.
+        Pause, resume and close of the producer follow it across; key-frame requests of
+        the other router's consumers come back."""
+        self._ensure_open()
+        if not isinstance(router, Router):
+            raise ArgumentError("router must be a Router")
+        if router is self:
+            raise ArgumentError("cannot pipe a producer to its own router")
+        router._ensure_open()
+        producer = self._producers.get(producer_id) if isinstance(producer_id, str) else None
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id!r} not found")
+        if producer_id in router._producers:
+            raise InvalidStateError(f"producer {producer_id} is already in router {router.id}")
+        pair = await self._pipe_pair(router, listen_info, enable_srtp, enable_rtx)
+        local, remote = pair[self._id], pair[router.id]
+        pipe_consumer: Consumer | None = None
+        pipe_producer: Producer | None = None
+        try:
+            pipe_consumer = await local.consume(producer_id=producer_id)
+            pipe_producer = await remote.produce(
+                id=producer_id, kind=pipe_consumer.kind,
+                rtp_parameters=pipe_consumer.rtp_parameters,
+                paused=pipe_consumer.producer_paused, app_data=producer.app_data)
+            if producer.closed:
+                raise InvalidStateError("the producer closed while it was piped")
+            if pipe_consumer.closed:
+                raise InvalidStateError("the pipe consumer closed while it was piped")
+        except BaseException:
+            if pipe_consumer is not None:
+                pipe_consumer.close()
+            if pipe_producer is not None:
+                pipe_producer.close()
+            raise
+        _follow(pipe_consumer, pipe_producer)
+        return PipeToRouterResult(pipe_consumer, pipe_producer)
+
+    async def _pipe_pair(self, router: Router, listen_info: dict | None, enable_srtp: bool,
+                         enable_rtx: bool) -> dict[str, PipeTransport]:
+        future = self._pipe_pairs.get(router.id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pipe_pairs[router.id] = future
+            router._pipe_pairs[self._id] = future
+            try:
+                future.set_result(await self._connect_pipe_pair(router, listen_info,
+                                                                enable_srtp, enable_rtx))
+            except BaseException as exc:
+                self._forget_pipe_pair(router, future)
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters get it, no "never retrieved" warning
+                raise
+        return await asyncio.shield(future)
+
+    async def _connect_pipe_pair(self, router: Router, listen_info: dict | None,
+                                 enable_srtp: bool, enable_rtx: bool) -> dict[str, PipeTransport]:
+        options = {"listen_info": listen_info, "enable_srtp": enable_srtp,
+                   "enable_rtx": enable_rtx}
+        made = await asyncio.gather(self.create_pipe_transport(**options),
+                                    router.create_pipe_transport(**options),
+                                    return_exceptions=True)
+        local, remote = made
+        try:
+            for result in made:
+                if isinstance(result, BaseException):
+                    raise result
+            assert isinstance(local, PipeTransport) and isinstance(remote, PipeTransport)
+            await asyncio.gather(
+                local.connect(ip=remote.tuple["localAddress"], port=remote.tuple["localPort"],
+                              srtp_parameters=remote.srtp_parameters),
+                remote.connect(ip=local.tuple["localAddress"], port=local.tuple["localPort"],
+                               srtp_parameters=local.srtp_parameters))
+        except BaseException:
+            for transport in made:
+                if isinstance(transport, PipeTransport):
+                    transport.close()
+            raise
+        future = self._pipe_pairs[router.id]
+
+        def closed(other: PipeTransport) -> Callable[[], None]:
+            def on_close() -> None:
+                self._forget_pipe_pair(router, future)
+                other.close()
+            return on_close
+
+        local.on("@close", closed(remote))
+        remote.on("@close", closed(local))
+        return {self._id: local, router.id: remote}
+
+    def _forget_pipe_pair(self, router: Router, future: asyncio.Future) -> None:
+        if self._pipe_pairs.get(router.id) is future:
+            del self._pipe_pairs[router.id]
+        if router._pipe_pairs.get(self._id) is future:
+            del router._pipe_pairs[self._id]
+
     async def create_audio_level_observer(self, *, max_entries: int = 1, threshold: int = -80,
                                           interval: int = 1000,
                                           app_data: Any = None) -> AudioLevelObserver:
@@ -204,7 +348,7 @@ class Router(ChannelObject):
             logger.error("can_consume: %s", exc)
             return False
 
-    def _transport_closed(self, transport: PlainTransport | WebRtcTransport) -> None:
+    def _transport_closed(self, transport: PlainTransport | WebRtcTransport | PipeTransport) -> None:
         self._transports.pop(transport.id, None)
 
     def _add_producer(self, producer: Producer) -> None:
@@ -216,3 +360,24 @@ class Router(ChannelObject):
     def _get_producer(self, producer_id: str) -> Producer | None:
         return self._producers.get(producer_id)
 
+
+
+def _follow(pipe_consumer: Consumer, pipe_producer: Producer) -> None:
+    """The pipe producer follows the producer behind the pipe consumer (pause, resume,
+    close), and closing either end closes the other (mediasoup's observers)."""
+
+    def run(coro_fn: Callable[[], Any]) -> None:
+        if pipe_producer.closed:
+            return
+        task = asyncio.ensure_future(coro_fn())
+        task.add_done_callback(_log_failure)
+
+    pipe_consumer.on("producerpause", lambda: run(pipe_producer.pause))
+    pipe_consumer.on("producerresume", lambda: run(pipe_producer.resume))
+    pipe_consumer.on("@close", pipe_producer.close)
+    pipe_producer.on("@close", pipe_consumer.close)
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("pipe producer did not follow its producer: %s", task.exception())

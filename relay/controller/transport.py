@@ -85,6 +85,10 @@ class Transport(ChannelObject):
     async def produce(self, *, kind: str, rtp_parameters: dict, paused: bool = False,
                       app_data: Any = None) -> Producer:
         """Receive media described by ``rtp_parameters`` (ORTC shape, camelCase keys)."""
+        return await self._produce(str(uuid.uuid4()), kind, rtp_parameters, paused, app_data)
+
+    async def _produce(self, producer_id: str, kind: str, rtp_parameters: dict, paused: bool,
+                       app_data: Any) -> Producer:
         self._ensure_open()
         if kind not in ("audio", "video"):
             raise ArgumentError(f"kind must be 'audio' or 'video', got {kind!r}")
@@ -102,7 +106,6 @@ class Transport(ChannelObject):
         caps = self._router.rtp_capabilities
         mapping = ortc.get_producer_rtp_parameters_mapping(params, caps)
         consumable = ortc.get_consumable_rtp_parameters(kind, params, caps, mapping)
-        producer_id = str(uuid.uuid4())
         result = await self._channel.request(TransportMethod.PRODUCE, self._id, {
             "producerId": producer_id, "kind": kind, "rtpParameters": params,
             "rtpMapping": mapping, "paused": paused,

@@ -18,6 +18,7 @@ QUALITY_CHOICES = ("on", "off", "both")
 TRANSPORT_CC_CHOICES = ("on", "off", "both")
 MAX_SINKS = 2000
 MAX_PACKETS_PER_FRAME = 1000
+MAX_WORKERS = 16
 
 
 class ConfigError(ValueError):
@@ -61,9 +62,11 @@ class LoadtestConfig:
     json: str | None = None
     plot: str | None = None
     modes: list[str] = field(default_factory=list)
-    # One worker each: (label, send mode, quality on, transport-cc on); the label keys the
-    # report and JSON.
-    variants: list[tuple[str, str, bool, bool]] = field(default_factory=list)
+    # One target each: (label, send mode, quality on, transport-cc on, workers); the label
+    # keys the report and JSON.
+    # With --workers N (> 1) each comes twice: on one worker, and spread over N.
+    variants: list[tuple[str, str, bool, bool, int]] = field(default_factory=list)
+    workers: int = 1
 
     def build_scenario(self) -> scenarios.Scenario:
         if self.scenario == "fanout":
@@ -163,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "send transport, and the worker records each one and sends feedback "
                         "every 50-250 ms; off: neither; both: one worker each, steps "
                         "interleaved, off first as the baseline (default off)")
+    w.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="also run the scenario spread over N workers (sinks round-robin, the "
+                        "producers piped from the first worker's router to the others'), "
+                        "next to one worker, and compare forwarded packets per worker-CPU "
+                        "second (plain transports; default 1: one worker only)")
     w.add_argument("--self-test", action="store_true",
                    help="also run against a loopback reflector to show the harness sustains "
                         ">= 2x the rate it reports for relay")
@@ -222,6 +230,10 @@ def validate(cfg: LoadtestConfig) -> None:
                               f"drops a peer after 30 s without a check (got "
                               f"{cfg.consent_interval})")
         cfg.srtp = True  # DTLS-SRTP: the media is always encrypted
+    if not 1 <= cfg.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be in 1..{MAX_WORKERS} (got {cfg.workers})")
+    if cfg.workers > 1 and cfg.transport != "plain":
+        raise ConfigError("--workers spreads plain transports only: drop --transport webrtc")
     positive_ints = {"--consumers": cfg.consumers, "--streams": cfg.streams,
                      "--rooms": cfg.rooms, "--max-steps": cfg.max_steps}
     for name, value in positive_ints.items():
@@ -258,15 +270,19 @@ def validate(cfg: LoadtestConfig) -> None:
     qualities = ["off", "on"] if cfg.quality == "both" else [cfg.quality]  # baseline first
     tccs = ["off", "on"] if cfg.transport_cc == "both" else [cfg.transport_cc]
     if cfg.soak is not None:
-        _validate_soak(cfg, len(cfg.modes) * len(qualities) * len(tccs))
+        _validate_soak(cfg, len(cfg.modes) * len(qualities) * len(tccs)
+                       * (2 if cfg.workers > 1 else 1))
 
     def label(mode: str, quality: str, tcc: str) -> str:
         return " ".join([mode] + ([f"quality-{quality}"] if len(qualities) > 1 else [])
                         + ([f"transport-cc-{tcc}"] if len(tccs) > 1 else []))
 
-    cfg.variants = [(label(mode, quality, tcc), mode, quality == "on", tcc == "on")
-                    for mode in cfg.modes for quality in qualities for tcc in tccs]
-    ports = scenario.transports_needed() + 16
+    counts = [1, cfg.workers] if cfg.workers > 1 else [1]
+    cfg.variants = [(label(mode, quality, tcc) + (f" x{workers}" if cfg.workers > 1 else ""),
+                     mode, quality == "on", tcc == "on", workers)
+                    for mode in cfg.modes for quality in qualities for tcc in tccs
+                    for workers in counts]
+    ports = port_range_size(cfg)
     last = cfg.port_min + ports * len(cfg.variants) - 1
     if not 1024 <= cfg.port_min or last > 65535:
         raise ConfigError(f"--port-min {cfg.port_min}: the workers need {ports} ports each "
@@ -314,8 +330,15 @@ def _validate_soak(cfg: LoadtestConfig, variants: int) -> None:
     cfg.duration = cfg.soak
 
 
+def port_range_size(cfg: LoadtestConfig) -> int:
+    """Ports per variant: each of its workers gets the scenario's transports, its pipe
+    transports and some slack."""
+    return (cfg.build_scenario().transports_needed() + 16
+            + 2 * len(cfg.build_scenario().rooms)) * cfg.workers
+
+
 def port_range(cfg: LoadtestConfig, index: int) -> tuple[int, int]:
-    """The rtc port range of the index-th worker."""
-    size = cfg.build_scenario().transports_needed() + 16
+    """The rtc port range of the index-th variant (split among its workers)."""
+    size = port_range_size(cfg)
     low = cfg.port_min + index * size
     return low, low + size - 1

@@ -1,4 +1,4 @@
-"""The system under test: a relay worker, spawned and wired through the public controller
+"""The system under test: a relay worker (or several, --workers), spawned and wired through the public controller
 API (routers, plain transports with optional SRTP or WebRTC transports, produce, consume).
 
 With WebRTC every send and receive transport is a synthetic peer (webrtc_peer.py) on its
@@ -59,8 +59,13 @@ class RelayTarget:
     def __init__(self, send_mode: str, port_range: tuple[int, int], *,
                  transport: str = "plain", consent_interval: float = CONSENT_INTERVAL,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT, quality: bool = True,
-                 transport_cc: bool = False, label: str | None = None) -> None:
+                 transport_cc: bool = False, label: str | None = None,
+                 workers: int = 1) -> None:
         self.send_mode = send_mode
+        # --workers: each room's producers on the first worker, its sinks spread over all of
+        # them, each other worker's router fed through a pipe transport (pipe_to_router)
+        self.worker_count = workers
+        self.workers: list[relay.Worker] = []
         self.label = label or send_mode
         self.quality = quality
         # What the worker actually negotiated, counted after the build (see _check_quality).
@@ -87,12 +92,17 @@ class RelayTarget:
         return self.worker.pid if self.worker else None
 
     async def start(self, cpus: set[int] | None) -> None:
-        self.worker = await relay.create_worker(
-            log_level="error", rtc_min_port=self.port_range[0], rtc_max_port=self.port_range[1],
-            send_mode=self.send_mode)
-        if cpus:
+        share = (self.port_range[1] - self.port_range[0] + 1) // self.worker_count
+        for index in range(self.worker_count):
+            low = self.port_range[0] + index * share
+            self.workers.append(await relay.create_worker(
+                log_level="error", rtc_min_port=low, rtc_max_port=low + share - 1,
+                send_mode=self.send_mode))
+        self.worker = self.workers[0]
+        if cpus:  # every worker on the workers' cores: worker CPU is then comparable
             try:
-                os.sched_setaffinity(self.worker.pid, cpus)
+                for worker in self.workers:
+                    os.sched_setaffinity(worker.pid, cpus)
                 self.pinned = sorted(cpus)
             except OSError:
                 self.pinned = None
@@ -192,7 +202,9 @@ class RelayTarget:
         enable = srtp_suite is not None
         suite = srtp_suite or "AES_CM_128_HMAC_SHA1_80"
         for room in scenario.rooms:
-            router = await self.worker.create_router(media_codecs=ROUTER_CODECS)
+            routers = [await worker.create_router(media_codecs=ROUTER_CODECS)
+                       for worker in self.workers]
+            router = routers[0]
             producer_ids: dict[int, str] = {}
             for group in room.send_groups:
                 transport = await router.create_plain_transport(
@@ -205,8 +217,15 @@ class RelayTarget:
                 await self._produce(transport, scenario.kind, group, producer_ids)
                 for stream in group:
                     traffic.set_destination(stream, ("127.0.0.1", transport.tuple["localPort"]))
-            for sink in room.sinks:
-                transport = await router.create_plain_transport(
+            # sink i of the room on worker i mod N; the others' routers get the room's
+            # producers through the pipe transport pair to the first router
+            for edge in routers[1:len(room.sinks)]:
+                for producer_id in producer_ids.values():
+                    await router.pipe_to_router(producer_id=producer_id, router=edge,
+                                                enable_srtp=enable)
+            for index, sink in enumerate(room.sinks):
+                sink_router = routers[index % len(routers)]
+                transport = await sink_router.create_plain_transport(
                     listen_ip="127.0.0.1", enable_srtp=enable, srtp_crypto_suite=suite)
                 ip, port = traffic.sink_address(sink)
                 await transport.connect(ip=ip, port=port, srtp_parameters={
@@ -215,7 +234,7 @@ class RelayTarget:
                     .decode()} if enable else None)
                 if enable:
                     traffic.set_sink_key(sink, *_key_of(transport.srtp_parameters))
-                await self._consume(transport, router, scenario.streams_of_sink(sink),
+                await self._consume(transport, sink_router, scenario.streams_of_sink(sink),
                                     producer_ids)
 
     async def _build_webrtc(self, scenario: Scenario, traffic: Traffic, suite: str) -> None:
@@ -279,15 +298,23 @@ class RelayTarget:
         return (await self.worker.dump())["sendRing"]
 
     def sample(self) -> ProcessSample | None:
-        return sample_process(self.pid) if self.pid else None
+        """The workers' CPU time, RSS and run-queue wait, summed over all of them."""
+        samples = [sample_process(w.pid) for w in self.workers]
+        if not samples or any(s is None for s in samples):
+            return None
+        waits = [s.runqueue_wait_seconds for s in samples]
+        return ProcessSample(
+            max(s.wall for s in samples), sum(s.cpu_seconds for s in samples),
+            sum(s.rss_bytes for s in samples),
+            None if any(w is None for w in waits) else sum(waits))
 
     async def close(self) -> Any:
         if self._consent is not None:
             await self._consent.stop()
             self._on_consent(self._consent.rounds)
             self._consent = None
-        if self.worker is not None and not self.worker.closed:
-            self.worker.close()
-        if self.worker is not None:
-            return await self.worker.wait_closed()
-        return None
+        for worker in self.workers:
+            if not worker.closed:
+                worker.close()
+        codes = [await worker.wait_closed() for worker in self.workers]
+        return next((code for code in codes if code), codes[0] if codes else None)

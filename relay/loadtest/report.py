@@ -159,6 +159,12 @@ def print_report(console: Console, result: dict) -> None:
                       f"{comparison['baseline']}: " + ", ".join(
                           f"{m} {_fmt(r, '.2f', 'x')}"
                           for m, r in comparison["forwardedRatio"].items()))
+    if comparison and result["config"].get("workers", 1) > 1:
+        per_cpu = comparison["forwardedPerWorkerCpuSecond"]
+        console.print("forwarded pkt per worker-CPU second (all workers summed; ratio to "
+                      f"{comparison['baseline']}): " + ", ".join(
+                          f"{m} {_fmt(v)} ({_fmt(comparison['perWorkerCpuSecondRatio'][m], '.2f', 'x')})"
+                          for m, v in per_cpu.items()))
     st = result.get("selfTest")
     if st:
         console.print(steps_table("Self-test against a loopback reflector (harness ceiling)",

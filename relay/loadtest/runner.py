@@ -149,6 +149,8 @@ class Run:
             if target.kind != "relay":
                 continue
             entry = {"target": "relay", "workerPid": target.pid, "pinned": target.pinned,
+                     "workers": target.worker_count,
+                     "workerPids": [w.pid for w in target.workers],
                      "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None,
                      "webrtc": target.webrtc,  # the same dict: consent counts keep updating
                      "sendMode": target.send_mode, "quality": target.quality_check,
@@ -252,14 +254,16 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, (label, mode, quality, tcc) in enumerate(self.cfg.variants):
+                for index, (label, mode, quality, tcc, workers) in enumerate(
+                        self.cfg.variants):
                     if self.stopping:
                         break
                     await self._add_target(
                         RelayTarget(mode, port_range(self.cfg, index),
                                     transport=self.cfg.transport,
                                     consent_interval=self.cfg.consent_interval,
-                                    quality=quality, transport_cc=tcc, label=label),
+                                    quality=quality, transport_cc=tcc, label=label,
+                                    workers=workers),
                         worker_cpus)
                 if not self.stopping:
                     await self._run_relay(progress)
@@ -315,6 +319,7 @@ def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:
     --quality both the first send mode with quality off)."""
     headline: dict[str, float | None] = {}
     cpu: dict[str, float | None] = {}
+    per_cpu: dict[str, float | None] = {}
     for mode, entry in modes.items():
         if searching:
             summary = entry.get("search") or {}
@@ -324,6 +329,8 @@ def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:
             step = entry["steps"][-1] if entry["steps"] else {}
             headline[mode] = step.get("forwardedPps")
             cpu[mode] = step.get("workerCpuPercent")
+        per_cpu[mode] = (round(headline[mode] / (cpu[mode] / 100), 1)
+                         if headline[mode] and cpu[mode] else None)
     names = list(headline)
     base = names[0] if names else None
 
@@ -335,4 +342,8 @@ def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:
             "metric": "bestForwardedPps" if searching else "forwardedPps",
             "forwardedPps": headline, "workerCpuPercent": cpu,
             "forwardedRatio": {m: ratio(headline, m) for m in names},
-            "cpuRatio": {m: ratio(cpu, m) for m in names}}
+            "cpuRatio": {m: ratio(cpu, m) for m in names},
+            # forwarded packets per second of worker CPU (all workers of a variant summed):
+            # with --workers, what the pipes between them cost
+            "forwardedPerWorkerCpuSecond": per_cpu,
+            "perWorkerCpuSecondRatio": {m: ratio(per_cpu, m) for m in names}}

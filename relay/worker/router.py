@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from relay.transport.base import Transport
+from relay.transport.pipe import PipeTransport
 from relay.transport.plain import PlainTransport
 from relay.transport.webrtc import WebRtcTransport
 from relay.transport.webrtc_server import WebRtcServer
@@ -17,6 +18,7 @@ from worker_proto.validation import require_dict, require_id
 
 from .bitrate_allocation import distribute
 from .consumer import Consumer
+from .pipe_consumer import PipeConsumer
 from .producer import Producer
 from .rtp_observer import ActiveSpeakerObserver, AudioLevelObserver
 from .simulcast_consumer import SimulcastConsumer
@@ -52,6 +54,8 @@ class Router:
             return self.dump()
         if method == RouterMethod.CREATE_PLAIN_TRANSPORT:
             return self.create_plain_transport(require_dict(data, "data"))
+        if method == RouterMethod.CREATE_PIPE_TRANSPORT:
+            return self.create_pipe_transport(require_dict(data, "data"))
         if method == RouterMethod.CREATE_WEBRTC_TRANSPORT:
             return self.create_webrtc_transport(require_dict(data, "data"))
         if method in (RouterMethod.CREATE_AUDIO_LEVEL_OBSERVER, RouterMethod.CREATE_ACTIVE_SPEAKER_OBSERVER):
@@ -64,6 +68,15 @@ class Router:
             raise ArgumentError(f"an object with id {transport_id!r} already exists")
         transport = PlainTransport(transport_id, self, data, self._ctx)
         self._allocate_bitrate(transport)
+        self.transports[transport_id] = transport
+        return transport.description()
+
+    def create_pipe_transport(self, data: dict) -> dict:
+        """A transport to another router (no bandwidth estimation: no bitrate allocation)."""
+        transport_id = require_id(data, "transportId")
+        if transport_id in self._ctx.handlers:
+            raise ArgumentError(f"an object with id {transport_id!r} already exists")
+        transport = PipeTransport(transport_id, self, data, self._ctx)
         self.transports[transport_id] = transport
         return transport.description()
 
@@ -117,7 +130,7 @@ class Router:
         self.producers[producer_id] = producer
         return producer
 
-    def consume(self, transport: Transport, data: dict) -> Consumer:
+    def consume(self, transport: Transport, data: dict) -> Consumer | PipeConsumer:
         """transport.consume: a consumer on `transport` of any producer of this router."""
         consumer_id = require_id(data, "consumerId")
         if consumer_id in self._ctx.handlers:
@@ -126,6 +139,13 @@ class Router:
         producer = self.producers.get(producer_id)
         if producer is None:
             raise ArgumentError(f"no producer with id {producer_id!r} in this router")
+        # A pipe transport carries pipe consumers only, and only it carries them.
+        is_pipe = isinstance(transport, PipeTransport)
+        if (data.get("type") == "pipe") != is_pipe:
+            raise ArgumentError('type "pipe" is the one consumer type of a pipe transport'
+                                if is_pipe else 'type "pipe" needs a pipe transport')
+        if is_pipe:
+            return PipeConsumer(consumer_id, transport, producer, data, self._ctx)
         consumer_class = SimulcastConsumer if data.get("type") == "simulcast" else Consumer
         return consumer_class(consumer_id, transport, producer, data, self._ctx)
 
@@ -141,11 +161,13 @@ class Router:
             "mediaCodecs": self.media_codecs,
             "transportIds": list(self.transports),
             "producerIds": list(self.producers),
+            # a pipe consumer once, not each of its streams
             "mapProducerIdConsumerIds": {
-                pid: [c.id for c in p.consumers] for pid, p in self.producers.items()
+                pid: list(dict.fromkeys(_handler_id(c) for c in p.consumers))
+                for pid, p in self.producers.items()
             },
             "mapConsumerIdProducerId": {
-                c.id: pid for pid, p in self.producers.items() for c in p.consumers
+                _handler_id(c): pid for pid, p in self.producers.items() for c in p.consumers
             },
         }
 
@@ -158,3 +180,8 @@ class Router:
         for transport in list(self.transports.values()):
             transport.close()
         self._ctx.handlers.pop(self.id, None)
+
+
+def _handler_id(consumer: Consumer) -> str:
+    """The consumer's id for the controller (a pipe consumer's stream: the pipe consumer's)."""
+    return getattr(consumer, "pipe_consumer_id", consumer.id)

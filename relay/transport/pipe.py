@@ -1,0 +1,279 @@
+"""Worker-side pipe transport: carries producers between two routers (in two workers, maybe
+on two hosts), as mediasoup's PipeTransport does.
+
+One UDP socket, RTP and RTCP multiplexed on it (RFC 5761), no ICE, no DTLS: both ends are
+relay routers told each other's address by their controllers (`connect`). Optional SRTP with
+AEAD_AES_256_GCM: each side makes a random key and hands it over in `srtpParameters`. Packets
+are taken only from the connected remote; before `connect` nothing is received or sent.
+
+What travels on it is decided by the router: pipe consumers (`relay.worker.pipe_consumer`)
+send every encoding of a producer with fresh SSRCs, and the remote router re-creates the
+producer with the same id on its own pipe transport. No bandwidth estimation runs here (the
+pipe is a trunk between servers, not a subscriber's path), and no congestion feedback goes
+to the sending router.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from relay.transport.base import (
+    MAX_PACKETS_PER_DRAIN,
+    MAX_SENDS_PER_DRAIN,
+    RECV_BUFFER_SIZE,
+    Transport,
+)
+from relay.transport.srtp_session import (
+    SrtpError,
+    SrtpSession,
+    buffer_pointer,
+    decode_key,
+    encode_key,
+    generate_key,
+)
+from worker_proto.errors import ArgumentError, InvalidStateError, UnsupportedError
+from worker_proto.validation import (
+    optional_bool,
+    optional_int,
+    require_dict,
+    require_int,
+    require_str,
+)
+
+if TYPE_CHECKING:
+    from relay.worker.context import WorkerContext
+    from relay.worker.router import Router
+
+logger = logging.getLogger(__name__)
+
+# The one suite pipe transports speak (as mediasoup): authenticated encryption, 256-bit key.
+PIPE_SRTP_CRYPTO_SUITE = "AEAD_AES_256_GCM"
+
+
+def _check_ip(value: str, name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ArgumentError(f"{name} must be an IP address, got {value!r}") from None
+
+
+class PipeTransport(Transport):
+    """One pipe transport of a router (handler id = its transportId)."""
+
+    kind_name = "pipe transport"
+
+    def __init__(self, transport_id: str, router: Router, data: dict, ctx: WorkerContext) -> None:
+        listen = require_dict(data.get("listenInfo"), "listenInfo")
+        protocol = listen.get("protocol", "udp")
+        if protocol != "udp":
+            raise UnsupportedError(f"listenInfo.protocol must be \"udp\", got {protocol!r}")
+        listen_ip = _check_ip(require_str(listen, "ip", name="listenInfo.ip"), "listenInfo.ip")
+        announced = listen.get("announcedAddress")
+        if announced is not None and (not isinstance(announced, str) or not announced
+                                      or len(announced) > 255):
+            raise ArgumentError("listenInfo.announcedAddress must be a non-empty string "
+                                "of at most 255 characters or null")
+        port = optional_int(listen, "port", 1, 65535, name="listenInfo.port")
+        enable_srtp = optional_bool(data, "enableSrtp", False)
+        self.enable_rtx = optional_bool(data, "enableRtx", False)
+        if ctx.ports is None:
+            raise UnsupportedError("this worker has no UDP port allocator")
+
+        super().__init__(transport_id, router, ctx)
+        self.local_ip = listen_ip
+        self.announced_address: str | None = announced
+        self._ipv6 = ":" in listen_ip
+        self.remote: tuple[str, int] | None = None
+        self._remote_match: tuple | None = None  # as recvfrom() returns it (IPv6: 4-tuple)
+        self.connected = False
+        self.srtp_local_key: bytes | None = (
+            generate_key(PIPE_SRTP_CRYPTO_SUITE) if enable_srtp else None)
+        if self.srtp_local_key is not None:
+            self.srtp_send = SrtpSession(PIPE_SRTP_CRYPTO_SUITE, self.srtp_local_key,
+                                         outbound=True)
+        self._rbuf = bytearray(RECV_BUFFER_SIZE)
+        self._rview = memoryview(self._rbuf)
+        self._rptr = buffer_pointer(self._rbuf)
+        self._sock = ctx.ports.allocate(listen_ip, port)
+        try:
+            self.local_port = self._sock.getsockname()[1]
+            self.fd = self._sock.fileno()
+            ctx.loop.add_reader(self.fd, self._on_readable)
+        except BaseException:
+            self._close_socket()
+            raise
+        self._start()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def connect(self, data: dict) -> dict:
+        """{ip, port, srtpParameters}: the other pipe transport's tuple and key."""
+        if self.connected:
+            raise InvalidStateError("connect() was already called")
+        ip = _check_ip(require_str(data, "ip"), "ip")
+        if (":" in ip) != self._ipv6:
+            raise ArgumentError(f"ip {ip} is not of the listen address family ({self.local_ip})")
+        port = require_int(data, "port", 1, 65535)
+        srtp_parameters = data.get("srtpParameters")
+        recv: SrtpSession | None = None
+        if self.srtp_send is None:
+            if srtp_parameters is not None:
+                raise ArgumentError("srtpParameters given but SRTP is not enabled on this "
+                                    "pipe transport")
+        else:
+            if srtp_parameters is None:
+                raise ArgumentError("srtpParameters are required (SRTP is enabled)")
+            require_dict(srtp_parameters, "srtpParameters")
+            suite = require_str(srtp_parameters, "cryptoSuite",
+                                name="srtpParameters.cryptoSuite")
+            if suite != PIPE_SRTP_CRYPTO_SUITE:
+                raise UnsupportedError(f"srtpParameters.cryptoSuite must be "
+                                       f"{PIPE_SRTP_CRYPTO_SUITE}, got {suite!r}")
+            try:
+                key = decode_key(srtp_parameters.get("keyBase64"), suite)
+            except SrtpError as exc:
+                raise ArgumentError(f"srtpParameters.keyBase64: {exc}") from None
+            recv = SrtpSession(suite, key, outbound=False)
+        self.srtp_recv = recv
+        self.remote = (ip, port)
+        self._remote_match = (ip, port, 0, 0) if self._ipv6 else (ip, port)
+        self.connected = True
+        self._update_routes()
+        return {"tuple": self.tuple()}
+
+    @property
+    def rtcp_remote(self) -> tuple[str, int] | None:
+        """Where RTCP goes (muxed: the remote)."""
+        return self.remote
+
+    def route(self) -> tuple[int, tuple[str, int] | None, SrtpSession | None]:
+        return self.fd, self.remote, self.srtp_send
+
+    # -- inbound (hot) ------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        recv = self._sock.recvfrom_into
+        buf = self._rbuf
+        view = self._rview
+        now = time.monotonic()
+        sends = 0
+        try:
+            for _ in range(MAX_PACKETS_PER_DRAIN):
+                n, addr = recv(buf)
+                if addr != self._remote_match:
+                    self.dropped["notFromRemote"] += 1
+                    continue
+                if n < 8:
+                    self.dropped["tooShort"] += 1
+                    continue
+                if 64 <= (buf[1] & 0x7F) <= 95:  # RTCP (RFC 5761)
+                    self._on_rtcp(n)
+                    continue
+                if n < 12:
+                    self.dropped["tooShort"] += 1
+                    continue
+                srtp = self.srtp_recv
+                if srtp is not None:
+                    n = srtp.unprotect_rtp(self._rptr, n)
+                    if n < 0:
+                        self.dropped["srtp"] += 1
+                        continue
+                if not self._rtp_fits(buf, n):
+                    continue
+                sends += self._route_rtp(buf, view, n, now)
+                if sends >= MAX_SENDS_PER_DRAIN:
+                    break
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: count, go on
+            self.dropped[f"recv {exc.errno}"] += 1
+        except Exception:  # a bug must cost one packet, not the transport
+            logger.exception("RTP handling failed on pipe transport %s", self.id)
+            self.dropped["internalError"] += 1
+        self._ctx.ring.flush()  # one per drained batch
+
+    def _on_rtcp(self, n: int) -> None:
+        if self.srtp_recv is not None:
+            n = self.srtp_recv.unprotect_rtcp(self._rptr, n)
+            if n < 0:
+                self.dropped["srtcp"] += 1
+                return
+        self._handle_rtcp(self._rview[:n])
+
+    # -- outbound RTCP (control path) ---------------------------------------------------------
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        if self.closed or self.remote is None:
+            self.dropped["rtcpNoRemote"] += 1
+            return False
+        data: Any = packet
+        if self.srtp_send is not None:
+            data = self.srtp_send.protect_rtcp(packet, len(packet))
+            if data is None:
+                self.dropped["srtcpProtect"] += 1
+                return False
+        ring = self._ctx.ring
+        try:
+            sent = ring.send(self.fd, data, self.remote)
+            ring.flush()
+        except (ValueError, RuntimeError) as exc:  # ring closed or refused: count, don't raise
+            self.dropped[f"rtcp send {type(exc).__name__}"] += 1
+            return False
+        if sent:
+            self.rtcp_packets_sent += 1
+        else:
+            self.dropped["rtcpRingFull"] += 1
+        return sent
+
+    # -- description --------------------------------------------------------------------------
+
+    def tuple(self) -> dict:
+        result: dict[str, Any] = {
+            "localAddress": self.announced_address or self.local_ip,
+            "localIp": self.local_ip,
+            "localPort": self.local_port,
+            "protocol": "udp",
+        }
+        if self.remote is not None:
+            result["remoteIp"], result["remotePort"] = self.remote
+        return result
+
+    def srtp_parameters(self) -> dict | None:
+        if self.srtp_local_key is None:
+            return None
+        return {"cryptoSuite": PIPE_SRTP_CRYPTO_SUITE,
+                "keyBase64": encode_key(self.srtp_local_key)}
+
+    def description(self) -> dict:
+        """The createPipeTransport response."""
+        return {"id": self.id, "tuple": self.tuple(), "srtpParameters": self.srtp_parameters(),
+                "rtx": self.enable_rtx}
+
+    def dump(self) -> dict:
+        dump = super().dump()
+        # one entry per pipe consumer, not per encoding it forwards
+        dump["consumerIds"] = list(dict.fromkeys(
+            getattr(c, "pipe_consumer_id", c.id) for c in self.consumers.values()))
+        return {**dump, "connected": self.connected}
+
+    def get_stats(self) -> list[dict]:
+        stats = {"type": "pipe-transport", **self._common_stats(), "tuple": self.tuple(),
+                 "rtx": self.enable_rtx}
+        return self._srtp_stats(stats)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _close_io(self) -> None:
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        sock = self._sock
+        if sock.fileno() < 0:
+            return
+        port = sock.getsockname()[1]
+        self._ctx.loop.remove_reader(sock.fileno())
+        sock.close()
+        self._ctx.ports.release(port)
