@@ -2,7 +2,7 @@
 headless Chromium pages of the room demo (examples/room): one publishes its fake camera as
 three simulcast layers (r0..r2, lowest first) + microphone, two only watch (?publish=0).
 Once both watchers' receive transports are connected (t = 0), the test holds watcher 1's
-downlink to 600 kbit/s from LIMIT_AT to LIFT_AT: a token bucket (`tc` tbf) in an htb class on
+downlink to RATE (350 kbit/s, see there) from LIMIT_AT to LIFT_AT: a token bucket (`tc` tbf) in an htb class on
 loopback, and a u32 filter that sends there only UDP to watcher 1's port (the browser's side
 of its receive transport, from relay's iceSelectedTuple). Every page is sampled once a
 second (room_downlink_driver.mjs); then:
@@ -12,8 +12,10 @@ second (room_downlink_driver.mjs); then:
   until the lift (no try of a higher layer the path cannot carry);
 - neither watcher goes WINDOW seconds without a new decoded frame from DECODING_AFTER on
   (checked in every second: no WINDOW-long run of samples without new frames);
-- watcher 2 stays on the top layer (r2: the highest layer the publisher sends; on a busy
-  machine Chrome scales it to 960x540 for CPU, not relay's doing) from LIMIT_AT on;
+- watcher 2's target (what relay's bandwidth allocation allows it) is the top layer in every
+  sample from LIMIT_AT on, and it is on the top layer (r2) whenever the publisher sends r2
+  (on a busy 2-core machine Chrome stops encoding r2 for seconds, or scales it to 960x540,
+  for CPU: not relay's doing; `top_flowing`);
 - watcher 1 is back on the top layer for good (relay's layer, then Chrome decoding r2's
   width) within COME_BACK_WITHIN of the lift;
 - while limited, resends are under MAX_RETRANSMISSION_SHARE of what relay sends watcher 1
@@ -48,7 +50,12 @@ DRIVER = Path(__file__).with_name("room_downlink_driver.mjs")
 SECONDS = 64  # the lift, COME_BACK_WITHIN, and 4 s on the top layer to show it stays
 LIMIT_AT = 15  # s: both watchers have ramped up to the top layer by then
 LIFT_AT = 40  # s
-RATE = "600kbit"
+# The issue says about 600 kbit/s, sized for a camera's layers (r1 500-700 kbit/s), so that
+# only the lowest layer fits. Chrome's fake camera encodes r0/r1/r2 at ~170/~390/~750 kbit/s:
+# 600 kbit/s carries r1 and audio, and relay rightly tried r1 now and then (measured in 5 of
+# 5 runs, with no frame gap). 350 kbit/s keeps the issue's point: r0 and audio (~230 kbit/s)
+# fit, r1 and audio (~430) do not.
+RATE = "350kbit"
 # A token bucket of a few packets and a queue of 150 ms at the rate: a home router's uplink.
 TBF = ["rate", RATE, "burst", "4500", "latency", "150ms"]
 WINDOW = 5  # s
@@ -109,6 +116,22 @@ def lift_limit() -> None:
 
 
 # -- reading the samples --------------------------------------------------------------------
+
+def publisher_frames(sample: dict) -> dict[str, int]:
+    """Frames encoded so far on every layer the publisher sends, by rid."""
+    sender = sample["pages"][0]["sender"] or {"outbound": []}
+    return {o["rid"]: o["framesEncoded"] for o in sender["outbound"] if o["kind"] == "video"}
+
+
+def top_flowing(samples: list[dict], i: int) -> bool:
+    """Whether the publisher encoded r2 frames in each of the 3 seconds up to sample i. On a
+    busy 2-core machine Chrome stops encoding r2 for seconds (CPU); relay then rightly moves
+    every consumer of it down until r2 comes back with a key frame. Not relay's doing."""
+    if i < 3:
+        return False
+    frames = [publisher_frames(samples[j]).get("r2", 0) for j in range(i - 3, i + 1)]
+    return all(b > a for a, b in zip(frames, frames[1:], strict=False))
+
 
 def publisher_widths(sample: dict) -> dict[str, int]:
     """The width of every layer the publisher encodes, by rid."""
@@ -200,7 +223,9 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
     down = first_time(samples, LIMIT_AT, LIFT_AT, lambda s: watcher(s, 1)["layer"] == LOWEST)
     down_decoded = decoding(LIMIT_AT, "r0")
     # Back means back for good: relay may try the top layer once and step down again.
-    back = settled_time(samples, LIFT_AT, lambda s: watcher(s, 1)["layer"] == TOP)
+    flowing = {id(s): top_flowing(samples, i) for i, s in enumerate(samples)}
+    back = settled_time(samples, LIFT_AT, lambda s: watcher(s, 1)["layer"] == TOP
+                        or not flowing[id(s)])
     back_decoded = decoding(back, "r2") if back is not None else None
     limited = [s for s in samples if LIMIT_AT <= s["t"] <= LIFT_AT]
     # Once stepped down, while still limited: seconds on another layer (by relay or by what
@@ -283,17 +308,31 @@ def failures(samples: list[dict], figures: dict[str, Any]) -> list[str]:
         if longest_gap(samples, n) >= WINDOW:
             found.append(f"watcher {n} decoded no frame for {longest_gap(samples, n)} s "
                          f"(from {DECODING_AFTER} s on)")
-    off_top = [(s["t"], watcher(s, 2)["layer"], watcher(s, 2)["width"]) for s in samples
-               if s["t"] >= LIMIT_AT and watcher(s, 2)["layer"] != TOP]
+    # Watcher 2: relay's target (what the bandwidth allows it) is the top layer in every
+    # sample, and it is on it (and Chrome decodes r2's width) whenever the publisher sends r2.
+    low_target = [(s["t"], watcher(s, 2)["target"]) for s in samples
+                  if s["t"] >= LIMIT_AT and watcher(s, 2)["target"] != TOP]
+    if low_target:
+        found.append(f"watcher 2's target left layer {TOP} in {len(low_target)} samples from "
+                     f"{LIMIT_AT} s on (t, target): {low_target[:5]}")
+    off_top = [(s["t"], watcher(s, 2)["layer"], watcher(s, 2)["width"])
+               for i, s in enumerate(samples)
+               if s["t"] >= LIMIT_AT and watcher(s, 2)["layer"] != TOP and top_flowing(samples, i)]
     if off_top:
-        found.append(f"watcher 2 left layer {TOP} in {len(off_top)} samples from {LIMIT_AT} s "
-                     f"on (t, layer, width): {off_top[:5]}")
-    wrong_width = [(s["t"], watcher(s, 2)["width"], publisher_widths(s).get("r2")) for s in samples
-                   if s["t"] >= LIMIT_AT + 2
+        found.append(f"watcher 2 left layer {TOP} while r2 flowed in {len(off_top)} samples from "
+                     f"{LIMIT_AT} s on (t, layer, width): {off_top[:5]}")
+    wrong_width = [(s["t"], watcher(s, 2)["width"], publisher_widths(s).get("r2"))
+                   for i, s in enumerate(samples)
+                   if s["t"] >= LIMIT_AT + 2 and top_flowing(samples, i)
                    and watcher(s, 2)["width"] not in (publisher_widths(s).get("r2"), 0)]
     if len(wrong_width) > 0.1 * (SECONDS - LIMIT_AT):
         found.append(f"watcher 2 decodes other than the r2 width in {len(wrong_width)} samples "
                      f"(t, decoded, r2): {wrong_width[:5]}")
+    stalled = [round(s["t"]) for i, s in enumerate(samples)
+               if s["t"] >= LIMIT_AT and not top_flowing(samples, i)]
+    if len(stalled) > 0.25 * (SECONDS - LIMIT_AT):
+        found.append(f"the publisher encoded no r2 frame in some second around {stalled}: "
+                     "the machine is too busy for this test")
     if figures["relay_retransmission_share"] > MAX_RETRANSMISSION_SHARE:
         found.append(f"relay's resends to watcher 1 while limited: "
                      f"{figures['relay_retransmission_share']:.0%} of its bytes")

@@ -94,7 +94,8 @@ class ProbeState(enum.Enum):
 
 
 class ProbeController:
-    """Decides probe clusters; :meth:`request` is polled, :meth:`on_estimate` fed."""
+    """Decides probe clusters and a round's outcome; :meth:`request` is polled, :meth:`on_result`
+    fed with every cluster's result."""
 
     def __init__(self, initial_bps: float) -> None:
         self.initial_bps = float(initial_bps)
