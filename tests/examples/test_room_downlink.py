@@ -47,9 +47,12 @@ import pytest
 from room_server import ARTIFACTS, missing_browser_setup, room_server
 
 DRIVER = Path(__file__).with_name("room_downlink_driver.mjs")
-SECONDS = 64  # the lift, COME_BACK_WITHIN, and 4 s on the top layer to show it stays
-LIMIT_AT = 15  # s: both watchers have ramped up to the top layer by then
-LIFT_AT = 40  # s
+SECONDS = 69  # the lift, COME_BACK_WITHIN, and 4 s on the top layer to show it stays
+# s: both watchers have ramped up to the top layer by then (~11 s), and a stall of the busy
+# machine while three pages start their encoders and decoders (seen at 6-9 s: relay's
+# estimate drops, and holds a watcher low for UPGRADE_HOLD) is over
+LIMIT_AT = 20
+LIFT_AT = 45  # s
 # The issue says about 600 kbit/s, sized for a camera's layers (r1 500-700 kbit/s), so that
 # only the lowest layer fits. Chrome's fake camera encodes r0/r1/r2 at ~170/~390/~750 kbit/s:
 # 600 kbit/s carries r1 and audio, and relay rightly tried r1 now and then (measured in 5 of
@@ -62,7 +65,7 @@ WINDOW = 5  # s
 DECODING_AFTER = 10  # s
 STEP_DOWN_WITHIN = 5  # s after LIMIT_AT
 # s after LIFT_AT, as the issue asks. Relay holds a spatial up-switch 10 s after a bandwidth
-# downgrade (the one at the limit, 25 s earlier), then the next probe round (every 5 s while
+# downgrade (the one at the limit, LIFT_AT - LIMIT_AT earlier), then the next probe round (every 5 s while
 # the consumers want more) finds the room: measured 2 s.
 COME_BACK_WITHIN = 20
 MAX_RETRANSMISSION_SHARE = 0.2
@@ -243,10 +246,9 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
     rtx_share = (b["relay_rtx_bytes"] - a["relay_rtx_bytes"]) / max(
         1, b["relay_bytes"] - a["relay_bytes"])
     chrome_rtx = None
-    if b["retransmittedBytesReceived"] is not None \
-            and a["retransmittedBytesReceived"] is not None:
-        chrome_rtx = (b["retransmittedBytesReceived"] - a["retransmittedBytesReceived"]) / max(
-            1, b["bytesReceived"] - a["bytesReceived"])
+    if b["retransmittedBytesReceived"] is not None:  # absent until the first one came
+        chrome_rtx = (b["retransmittedBytesReceived"] - (a["retransmittedBytesReceived"] or 0)
+                      ) / max(1, b["bytesReceived"] - a["bytesReceived"])
     last = counters[-1]["tbf"] if counters else None
     return {
         "step_down_s": after(down, LIMIT_AT),
