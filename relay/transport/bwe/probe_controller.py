@@ -6,8 +6,9 @@ carries that rate (:mod:`relay.transport.bwe.probe_result`). The rules follow li
 ``ProbeController``, driven by what the consumers want (``wanted_bps``, the sum of their
 preferred layers) instead of an encoder's allocation, as mediasoup does:
 
-- nothing is probed while consumers want no more than the estimate (+5 %: a probe that
-  close tells nothing), nor while the delay detector sees overuse or loss is high;
+- nothing is probed while consumers want no more than the estimate (what they want counts
+  1.35 times, as in mediasoup, for headroom; +5 %: a probe that close tells nothing), nor
+  while the delay detector sees overuse or loss is high;
 - the first time consumers want more: exponential probes at 3 × and 6 × the initial rate;
 - while a probe's result comes back above 70 % of its rate, probe further at 2 × the
   result; a result not back within 1 s ends the round;
@@ -57,6 +58,10 @@ MIN_PROBE_PACKETS = 5  # min_probe_packets_sent
 MIN_PROBE_DURATION = 0.015  # min_probe_duration (libwebrtc's; ours is longer, see above)
 PROBE_DURATION = 0.1
 WANTED_GROWTH = 0.1  # mediasoup MaxBitrateMarginFactor
+# mediasoup MaxBitrateIncrementFactor: it tells libwebrtc 1.35 x what the consumers want as
+# the max allocated bitrate. A layer's bitrate swings (key frames, the encoder's own ramp):
+# an estimate only just above its average would read each swing as a bandwidth downgrade.
+WANTED_HEADROOM = 1.35
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ class ProbeController:
             self.state = ProbeState.COMPLETE
             self._min_to_probe_further = math.inf
             self._further_bps = None
-        wanted = min(wanted_bps, max_bps)
+        wanted = min(WANTED_HEADROOM * wanted_bps, max_bps)
         if not allowed or wanted <= estimate_bps * (1 + PROBE_UNCERTAINTY):
             return []
         cap = min(max_bps, MAX_PROBE_OVER_WANTED * wanted)
