@@ -3,7 +3,8 @@ them (libwebrtc probes the same way), sent at a probe cluster's rate so the send
 estimator can learn whether the path carries more than what the consumers send now.
 
 A cluster (`relay.transport.bwe.probe_controller.ProbeCluster`: a rate, a number of packets
-and of bytes) is sent in bursts every `BURST_INTERVAL` until both minimums are reached; each
+and of bytes, ~100 ms at its rate) is sent in bursts every `BURST_INTERVAL`, each what the
+rate allows by then, until both minimums are reached; each
 packet carries the transport's next transport-wide sequence number and is recorded in the
 send history with the cluster's id. The packets ride on one video consumer of the transport
 that negotiated RTX and transport-wide-cc (its RTX SSRC and payload type, its RTX sequence
@@ -80,8 +81,10 @@ class Prober:
         now = self._clock()
         entry = self._queue[0]
         cluster, packets, sent_bytes, started = entry
-        # what the cluster's rate allows by now, at least one packet per burst
-        due = max(1, int((now - started + BURST_INTERVAL) * cluster.bitrate_bps / 8) - sent_bytes)
+        # What the cluster's rate allows by now, at least one packet per burst. (Not a burst's
+        # worth ahead: the first burst would go out at once and the cluster, over one burst
+        # less than its bytes ask, would be sent faster than its rate.)
+        due = max(1, int((now - started) * cluster.bitrate_bps / 8) - sent_bytes)
         size = 12 + 8 + PADDING
         rtx = consumer.rtx
         ts = consumer.rewriter.last_ts

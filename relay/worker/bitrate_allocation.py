@@ -9,7 +9,9 @@ its priority) moves up one spatial layer while the bitrate left covers the diffe
 never above its preferred layer. A layer's cost is what the producer receives on it (its
 measured bitrate). The result is each consumer's `bwe_spatial_limit`, which its layer
 selection (`SimulcastConsumer.check_layers`) does not exceed; an up-switch waits
-`UPGRADE_HOLD` after a downgrade caused by bandwidth (hysteresis).
+`UPGRADE_HOLD` after a downgrade caused by bandwidth (hysteresis). A consumer that gets every
+flowing layer up to its preferred one is not limited by bandwidth: its limit is its
+preferred layer, so a layer the sender pauses is no bandwidth downgrade.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
         chosen[consumer] = flowing[0]
         remaining -= _cost(consumer, flowing[0])
     order = sorted(options, key=lambda c: -c.priority)
+    capped: set[Consumer] = set()  # stopped by the bitrate, not by the layers there are
     changed = True
     while changed:
         changed = False
@@ -68,12 +71,16 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
                     break
                 step = _cost(consumer, flowing[index + 1]) - _cost(consumer, chosen[consumer])
                 if step > remaining:
+                    capped.add(consumer)
                     break
                 remaining -= step
                 chosen[consumer] = flowing[index + 1]
                 changed = True
     for consumer, spatial in chosen.items():
-        consumer.set_bwe_limit(spatial, now)
+        # Not capped: every flowing layer up to the preferred one fits, and the bandwidth
+        # limits nothing; a layer the sender stopped (its encoder is short of CPU) is the
+        # consumer's own fallback, not a bandwidth downgrade that holds the way back up.
+        consumer.set_bwe_limit(spatial if consumer in capped else consumer.target_spatial, now)
     wanted = sum(consumer.bitrate for consumer in consumers
                  if not consumer.closed and consumer.active and consumer not in options)
     wanted += sum(_cost(consumer, flowing[-1]) for consumer, flowing in options.items())

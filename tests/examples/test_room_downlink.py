@@ -2,23 +2,27 @@
 headless Chromium pages of the room demo (examples/room): one publishes its fake camera as
 three simulcast layers (r0..r2, lowest first) + microphone, two only watch (?publish=0).
 Once both watchers' receive transports are connected (t = 0), the test holds watcher 1's
-downlink to 600 kbit/s from LIMIT_AT to LIFT_AT: a token bucket (`tc` tbf) in an htb class on
+downlink to RATE (350 kbit/s, see there) from LIMIT_AT to LIFT_AT: a token bucket (`tc` tbf) in an htb class on
 loopback, and a u32 filter that sends there only UDP to watcher 1's port (the browser's side
 of its receive transport, from relay's iceSelectedTuple). Every page is sampled once a
 second (room_downlink_driver.mjs); then:
 
 - watcher 1 is on the lowest spatial layer (relay's consumer currentLayers, and new frames of
-  r0's width in Chrome) within STEP_DOWN_WITHIN of the limit (staying there until the lift
-  only with RELAY_DOWNLINK_STRICT=1, see STRICT);
-- neither watcher goes WINDOW seconds without a new decoded frame from DECODING_AFTER on;
-- watcher 2 stays on the top layer (r2: the highest layer the publisher sends; on a busy
-  machine Chrome scales it to 960x540 for CPU, not relay's doing) from LIMIT_AT on;
+  r0's width in Chrome) within STEP_DOWN_WITHIN of the limit; from then until the lift never
+  on the top layer, and on the lowest in at least 90 % of the seconds (MAX_OFF_LOWEST);
+- neither watcher goes WINDOW seconds without a new decoded frame from DECODING_AFTER on
+  (checked in every second: no WINDOW-long run of samples without new frames);
+- watcher 2's target (what relay's bandwidth allocation allows it) is the top layer in every
+  sample from LIMIT_AT on, and it is on the top layer (r2) whenever the publisher sends r2
+  (on a busy 2-core machine Chrome stops encoding r2 for seconds, or scales it to 960x540,
+  for CPU: not relay's doing; `top_flowing`);
 - watcher 1 is back on the top layer for good (relay's layer, then Chrome decoding r2's
   width) within COME_BACK_WITHIN of the lift;
 - while limited, resends are under MAX_RETRANSMISSION_SHARE of what relay sends watcher 1
-  (relay's retransmittedBytes / byteCount, and Chrome's retransmittedPacketsReceived /
-  packetsReceived), and the bottleneck drops at most MAX_DROPS_PER_DELIVERED packets per
-  packet it delivers (`tc -s`: a sender that answers congestion with resends made it ~9).
+  (relay's retransmittedBytes / byteCount, and Chrome's retransmittedBytesReceived /
+  bytesReceived: by bytes, as Chrome counts relay's padding-only probes as retransmitted
+  packets), and the bottleneck drops at most MAX_DROPS_PER_DELIVERED packets per packet it
+  delivers (`tc -s`: a sender that answers congestion with resends made it ~9).
 
 The per-second samples, the tc counters and a per-second table go to
 artifacts/room-downlink.json (the table is printed too). Runs as root (tc); needs what
@@ -43,29 +47,35 @@ import pytest
 from room_server import ARTIFACTS, missing_browser_setup, room_server
 
 DRIVER = Path(__file__).with_name("room_downlink_driver.mjs")
-SECONDS = 70
-LIMIT_AT = 15  # s: both watchers have ramped up to the top layer by then
-LIFT_AT = 40  # s
-RATE = "600kbit"
+SECONDS = 69  # the lift, COME_BACK_WITHIN, and 4 s on the top layer to show it stays
+# s: both watchers have ramped up to the top layer by then (~11 s), and a stall of the busy
+# machine while three pages start their encoders and decoders (seen at 6-9 s: relay's
+# estimate drops, and holds a watcher low for UPGRADE_HOLD) is over
+LIMIT_AT = 20
+LIFT_AT = 45  # s
+# The issue says about 600 kbit/s, sized for a camera's layers (r1 500-700 kbit/s), so that
+# only the lowest layer fits. Chrome's fake camera encodes r0/r1/r2 at ~170/~390/~750 kbit/s:
+# 600 kbit/s carries r1 and audio, and relay rightly tried r1 now and then (measured in 5 of
+# 5 runs, with no frame gap). 350 kbit/s keeps the issue's point: r0 and audio (~230 kbit/s)
+# fit, r1 and audio (~430) do not.
+RATE = "350kbit"
 # A token bucket of a few packets and a queue of 150 ms at the rate: a home router's uplink.
 TBF = ["rate", RATE, "burst", "4500", "latency", "150ms"]
 WINDOW = 5  # s
 DECODING_AFTER = 10  # s
 STEP_DOWN_WITHIN = 5  # s after LIMIT_AT
-# s after LIFT_AT. The issue asks 20 s; relay holds a spatial up-switch 10 s after a
-# bandwidth downgrade (and one came with each failed try of r2 while limited), then its
-# estimate climbs from ~850 kbit/s: measured 9, 9 and 20 s.
-COME_BACK_WITHIN = 25
+# s after LIFT_AT, as the issue asks. Relay holds a spatial up-switch 10 s after a bandwidth
+# downgrade (the one at the limit, LIFT_AT - LIMIT_AT earlier), then the next probe round (every 5 s while
+# the consumers want more) finds the room: measured 2 s.
+COME_BACK_WITHIN = 20
 MAX_RETRANSMISSION_SHARE = 0.2
 MAX_DROPS_PER_DELIVERED = 1.0
-# With RELAY_DOWNLINK_STRICT=1 watcher 1 must also stay on the lowest layer from the step
-# down to the lift. Today it does not: probe clusters of ~300-byte padding packets fit in the
-# bucket's burst, so the estimate jumps to ~1.5 Mbit/s, and after each 10-s hold relay
-# switches to r2, which overflows the bottleneck (2-3 s without frames), then back to r0.
-# Separately, on r0 Chrome at times assembles no frame for 2-7 s while every packet arrives
-# (no loss, no NACK) until its PLI brings a key frame; measured in limited_seconds_frozen.
-STRICT = os.environ.get("RELAY_DOWNLINK_STRICT") == "1"
 TOP, LOWEST = 2, 0  # spatial layers: r2, r0
+# While limited, after the step down: never the top layer (what the probe overshoot did: 2-3 s
+# without frames each try), and the lowest layer in at least 90 % of the seconds. When the
+# busy machine starves Chrome's encoder, r1 drops to ~260 kbit/s and with audio nearly fits
+# 350 kbit/s; the estimate (~0.85-1.1 x the limit) then lets relay try it for a second or two.
+MAX_OFF_LOWEST = 0.1
 
 
 # -- the bottleneck -------------------------------------------------------------------------
@@ -115,6 +125,22 @@ def lift_limit() -> None:
 
 # -- reading the samples --------------------------------------------------------------------
 
+def publisher_frames(sample: dict) -> dict[str, int]:
+    """Frames encoded so far on every layer the publisher sends, by rid."""
+    sender = sample["pages"][0]["sender"] or {"outbound": []}
+    return {o["rid"]: o["framesEncoded"] for o in sender["outbound"] if o["kind"] == "video"}
+
+
+def top_flowing(samples: list[dict], i: int) -> bool:
+    """Whether the publisher encoded r2 frames in each of the 3 seconds up to sample i. On a
+    busy 2-core machine Chrome stops encoding r2 for seconds (CPU); relay then rightly moves
+    every consumer of it down until r2 comes back with a key frame. Not relay's doing."""
+    if i < 3:
+        return False
+    frames = [publisher_frames(samples[j]).get("r2", 0) for j in range(i - 3, i + 1)]
+    return all(b > a for a, b in zip(frames, frames[1:], strict=False))
+
+
 def publisher_widths(sample: dict) -> dict[str, int]:
     """The width of every layer the publisher encodes, by rid."""
     sender = sample["pages"][0]["sender"] or {"outbound": []}
@@ -136,6 +162,8 @@ def watcher(sample: dict, n: int) -> dict[str, Any]:
         "framesDecoded": chrome.get("framesDecoded", 0),
         "packetsReceived": chrome.get("packetsReceived", 0),
         "retransmittedPacketsReceived": chrome.get("retransmittedPacketsReceived"),
+        "bytesReceived": chrome.get("bytesReceived", 0),
+        "retransmittedBytesReceived": chrome.get("retransmittedBytesReceived"),
         "relay_bytes": relay.get("byteCount") or 0,
         "relay_packets": relay.get("packetCount") or 0,
         "relay_rtx_bytes": relay.get("retransmittedBytes") or 0,
@@ -144,6 +172,7 @@ def watcher(sample: dict, n: int) -> dict[str, Any]:
         "nack_misses": relay.get("nackMisses") or 0,
         "retransmissionShare": relay.get("retransmissionShare"),
         "estimate": transport.get("availableOutgoingBitrate"),
+        "probe_clusters": (transport.get("probes") or {}).get("clustersSent", 0),
         "transport_bytes": transport.get("bytesSent") or 0,
     }
 
@@ -202,25 +231,30 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
     down = first_time(samples, LIMIT_AT, LIFT_AT, lambda s: watcher(s, 1)["layer"] == LOWEST)
     down_decoded = decoding(LIMIT_AT, "r0")
     # Back means back for good: relay may try the top layer once and step down again.
-    back = settled_time(samples, LIFT_AT, lambda s: watcher(s, 1)["layer"] == TOP)
+    flowing = {id(s): top_flowing(samples, i) for i, s in enumerate(samples)}
+    back = settled_time(samples, LIFT_AT, lambda s: watcher(s, 1)["layer"] == TOP
+                        or not flowing[id(s)])
     back_decoded = decoding(back, "r2") if back is not None else None
     limited = [s for s in samples if LIMIT_AT <= s["t"] <= LIFT_AT]
     # Once stepped down, while still limited: seconds on another layer (by relay or by what
     # Chrome decodes), and seconds in which Chrome decoded no frame.
     held = [(a, b) for a, b in zip(samples, samples[1:], strict=False)
             if down is not None and down < b["t"] <= LIFT_AT]
+    # relay's layer from the step down on; Chrome's width from its first r0 frame on
     off_lowest = [round(b["t"]) for a, b in held
-                  if watcher(b, 1)["layer"] != LOWEST or not decodes(b, "r0")]
+                  if watcher(b, 1)["layer"] != LOWEST
+                  or (down_decoded is not None and b["t"] >= down_decoded
+                      and not decodes(b, "r0"))]
+    on_top = [round(b["t"]) for a, b in held if watcher(b, 1)["layer"] == TOP]
     frozen = [round(b["t"]) for a, b in held
               if watcher(b, 1)["framesDecoded"] == watcher(a, 1)["framesDecoded"]]
     a, b = watcher(limited[0], 1), watcher(limited[-1], 1)
     rtx_share = (b["relay_rtx_bytes"] - a["relay_rtx_bytes"]) / max(
         1, b["relay_bytes"] - a["relay_bytes"])
     chrome_rtx = None
-    if b["retransmittedPacketsReceived"] is not None \
-            and a["retransmittedPacketsReceived"] is not None:
-        chrome_rtx = (b["retransmittedPacketsReceived"] - a["retransmittedPacketsReceived"]) / max(
-            1, b["packetsReceived"] - a["packetsReceived"])
+    if b["retransmittedBytesReceived"] is not None:  # absent until the first one came
+        chrome_rtx = (b["retransmittedBytesReceived"] - (a["retransmittedBytesReceived"] or 0)
+                      ) / max(1, b["bytesReceived"] - a["bytesReceived"])
     last = counters[-1]["tbf"] if counters else None
     return {
         "step_down_s": after(down, LIMIT_AT),
@@ -228,6 +262,8 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
         "come_back_s": after(back, LIFT_AT),
         "come_back_decoded_s": after(back_decoded, LIFT_AT),
         "limited_seconds_off_lowest": off_lowest,
+        "limited_seconds_on_top": on_top,
+        "limited_seconds_held": len(held),
         "limited_seconds_frozen": frozen,
         "longest_gap_s": longest_gap(samples, 1),
         "relay_retransmission_share": round(rtx_share, 3),
@@ -236,6 +272,8 @@ def measure(samples: list[dict], counters: list[dict]) -> dict[str, Any]:
         # NACKed packets relay could not resend (not in its history), from the limit on
         "nack_misses": watcher(samples[-1], 1)["nack_misses"] - a["nack_misses"],
         "tc_delivered": last and last["packets"], "tc_drops": last and last["drops"],
+        "probe_clusters_limited": watcher(limited[-1], 1)["probe_clusters"]
+        - watcher(limited[0], 1)["probe_clusters"],
         "estimate_limited_kbps": [None if watcher(s, 1)["estimate"] is None
                                   else round(watcher(s, 1)["estimate"] / 1000) for s in limited],
     }
@@ -265,7 +303,10 @@ def failures(samples: list[dict], figures: dict[str, Any]) -> list[str]:
             or figures["step_down_decoded_s"] > STEP_DOWN_WITHIN + 2:
         found.append(f"watcher 1 does not decode the r0 width within {STEP_DOWN_WITHIN + 2} s "
                      f"of the limit ({figures['step_down_decoded_s']} s)")
-    if STRICT and figures["limited_seconds_off_lowest"]:
+    if figures["limited_seconds_on_top"]:
+        found.append(f"watcher 1 went back to layer {TOP} while limited, at "
+                     f"{figures['limited_seconds_on_top']} s")
+    if len(figures["limited_seconds_off_lowest"]) > MAX_OFF_LOWEST * figures["limited_seconds_held"]:
         found.append(f"watcher 1 left layer {LOWEST} while limited, at "
                      f"{figures['limited_seconds_off_lowest']} s; no frame decoded at "
                      f"{figures['limited_seconds_frozen']} s")
@@ -280,22 +321,36 @@ def failures(samples: list[dict], figures: dict[str, Any]) -> list[str]:
         if longest_gap(samples, n) >= WINDOW:
             found.append(f"watcher {n} decoded no frame for {longest_gap(samples, n)} s "
                          f"(from {DECODING_AFTER} s on)")
-    off_top = [(s["t"], watcher(s, 2)["layer"], watcher(s, 2)["width"]) for s in samples
-               if s["t"] >= LIMIT_AT and watcher(s, 2)["layer"] != TOP]
+    # Watcher 2: relay's target (what the bandwidth allows it) is the top layer in every
+    # sample, and it is on it (and Chrome decodes r2's width) whenever the publisher sends r2.
+    low_target = [(s["t"], watcher(s, 2)["target"]) for s in samples
+                  if s["t"] >= LIMIT_AT and watcher(s, 2)["target"] != TOP]
+    if low_target:
+        found.append(f"watcher 2's target left layer {TOP} in {len(low_target)} samples from "
+                     f"{LIMIT_AT} s on (t, target): {low_target[:5]}")
+    off_top = [(s["t"], watcher(s, 2)["layer"], watcher(s, 2)["width"])
+               for i, s in enumerate(samples)
+               if s["t"] >= LIMIT_AT and watcher(s, 2)["layer"] != TOP and top_flowing(samples, i)]
     if off_top:
-        found.append(f"watcher 2 left layer {TOP} in {len(off_top)} samples from {LIMIT_AT} s "
-                     f"on (t, layer, width): {off_top[:5]}")
-    wrong_width = [(s["t"], watcher(s, 2)["width"], publisher_widths(s).get("r2")) for s in samples
-                   if s["t"] >= LIMIT_AT + 2
+        found.append(f"watcher 2 left layer {TOP} while r2 flowed in {len(off_top)} samples from "
+                     f"{LIMIT_AT} s on (t, layer, width): {off_top[:5]}")
+    wrong_width = [(s["t"], watcher(s, 2)["width"], publisher_widths(s).get("r2"))
+                   for i, s in enumerate(samples)
+                   if s["t"] >= LIMIT_AT + 2 and top_flowing(samples, i)
                    and watcher(s, 2)["width"] not in (publisher_widths(s).get("r2"), 0)]
     if len(wrong_width) > 0.1 * (SECONDS - LIMIT_AT):
         found.append(f"watcher 2 decodes other than the r2 width in {len(wrong_width)} samples "
                      f"(t, decoded, r2): {wrong_width[:5]}")
+    stalled = [round(s["t"]) for i, s in enumerate(samples)
+               if s["t"] >= LIMIT_AT and not top_flowing(samples, i)]
+    if len(stalled) > 0.25 * (SECONDS - LIMIT_AT):
+        found.append(f"the publisher encoded no r2 frame in some second around {stalled}: "
+                     "the machine is too busy for this test")
     if figures["relay_retransmission_share"] > MAX_RETRANSMISSION_SHARE:
         found.append(f"relay's resends to watcher 1 while limited: "
                      f"{figures['relay_retransmission_share']:.0%} of its bytes")
     if (figures["chrome_retransmitted_share"] or 0) > MAX_RETRANSMISSION_SHARE:
-        found.append(f"Chrome's retransmitted packets while limited: "
+        found.append(f"Chrome's retransmitted bytes while limited: "
                      f"{figures['chrome_retransmitted_share']:.0%} of those received")
     if figures["tc_delivered"] is None:
         found.append("no bottleneck counters")
@@ -321,10 +376,6 @@ class LineReader:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.skipif(os.environ.get("RELAY_DOWNLINK_TEST") != "1", reason=(
-    "not yet reliable (issue 13 stays open): relay's probe clusters fit a shallow bottleneck's "
-    "token bucket, the estimate overshoots and the limited subscriber is moved up too early; "
-    "run with RELAY_DOWNLINK_TEST=1"))
 def test_a_limited_subscriber_steps_down_and_comes_back():
     missing = missing_browser_setup()
     assert not missing, f"run `bash scripts/dev.sh setup` first; missing: {missing}"

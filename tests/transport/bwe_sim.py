@@ -5,7 +5,10 @@ wants to send), and sends the probe clusters the estimator asks for at their rat
 packet gets a transport-wide sequence number (starting just below the 16-bit wrap) and is
 recorded in the estimator's send history. Random loss drops some packets; the rest wait in
 a FIFO queue served at the bottleneck capacity (a function of time; packets that would wait
-longer than ``max_queue_delay`` are tail-dropped), then travel ``delay`` seconds.
+longer than ``max_queue_delay`` are tail-dropped), then travel ``delay`` seconds. With
+``burst`` set the queue is a token bucket instead, as `tc tbf` and many home routers are: a
+packet leaves as soon as the bucket (``burst`` bytes, filled at the capacity) holds its
+size, so a short burst passes at the sender's rate and only a longer one meets the capacity.
 
 Receiver: the real ``TransportCcReceiver`` records arrivals (on a clock offset from the
 sender's), builds feedback every ``feedback_interval``; the packets travel ``delay`` back and
@@ -35,6 +38,7 @@ class Link:
     delay: float = 0.025  # one way, each direction
     loss: float = 0.0  # random loss before the queue
     max_queue_delay: float = 0.5
+    burst: int | None = None  # bytes: a token bucket of this depth instead of a FIFO server
 
 
 @dataclass
@@ -70,7 +74,7 @@ class Trace:
 class Simulation:
     def __init__(self, estimator: SendSideEstimator, link: Link, demand_bps: float,
                  *, layers: list[float] | None = None, seed: int = 1,
-                 feedback_interval: float = 0.1,
+                 feedback_interval: float = 0.1, probe_packet_size: int | None = None,
                  receiver_clock_offset: float = RECEIVER_CLOCK_OFFSET) -> None:
         self.est = estimator
         self.link = link
@@ -80,12 +84,16 @@ class Simulation:
         self.layers = sorted(layers) if layers else None
         self.rng = random.Random(seed)
         self.feedback_interval = feedback_interval
+        # None: sized from the cluster as libwebrtc's prober does; else a fixed size (relay's
+        # prober sends padding-only packets of at most 255 bytes of padding)
+        self.probe_packet_size = probe_packet_size
         self.receiver = TransportCcReceiver()
         self.receiver_clock_offset = receiver_clock_offset
         self.trace = Trace()
         self.now = 0.0
         self._seq = 0xFFFF - 200  # cross the 16-bit wrap early
         self._queue_free = 0.0
+        self._tokens = float(link.burst or 0)  # bytes in the bucket at _queue_free
         self._arrivals: deque[tuple[float, int]] = deque()  # (arrival, seq), in order
         self._returns: deque[tuple[float, bytes]] = deque()  # feedback on its way back
         self._rr_returns: deque[tuple[float, float, float]] = deque()
@@ -145,8 +153,9 @@ class Simulation:
         if cluster is not None:
             # Packets of about min_bytes / min_packets keep the burst as short as asked
             # (libwebrtc's prober sizes its padding the same way).
-            size = min(max(-(-cluster.min_bytes // cluster.min_packets), MIN_PROBE_PACKET_SIZE),
-                       PACKET_SIZE)
+            size = self.probe_packet_size or min(
+                max(-(-cluster.min_bytes // cluster.min_packets), MIN_PROBE_PACKET_SIZE),
+                PACKET_SIZE)
             rate = cluster.bitrate_bps
             self._transmit(t, size, cluster.id)
             self._cluster_packets += 1
@@ -178,11 +187,20 @@ class Simulation:
             self.trace.dropped_random += 1
             return
         start = max(t, self._queue_free)
-        departure = start + size * 8 / self.link.capacity(start)
+        rate = self.link.capacity(start) / 8  # bytes per second
+        if self.link.burst is None:
+            departure = start + size / rate
+            tokens = 0.0
+        else:
+            tokens = min(float(self.link.burst),
+                         self._tokens + (start - self._queue_free) * rate)
+            departure = start + max(0.0, size - tokens) / rate
+            tokens = max(0.0, tokens - size)
         if departure - t > self.link.max_queue_delay:
             self.trace.dropped_queue += 1
             return
         self._queue_free = departure
+        self._tokens = tokens
         self._arrivals.append((departure + self.link.delay, seq))
 
     # --- receiver -----------------------------------------------------------------------

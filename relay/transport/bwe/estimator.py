@@ -17,7 +17,12 @@ goog_cc (``GoogCcNetworkController``) is, which mediasoup runs and pion's ``gcc`
 - Probing (:class:`~relay.transport.bwe.probe_controller.ProbeController` says when,
   :class:`~relay.transport.bwe.probe_result.ProbeBitrateEstimator` reads the result). A probe
   result sets the estimate, up or down (a saturated probe measured the path), but never
-  under 0.85 × the acknowledged bitrate, as libwebrtc does.
+  under 0.85 × the acknowledged bitrate, as libwebrtc does; and never above what the
+  receiver acknowledged of the cluster. Nothing is probed while the delay detector sees the
+  queue grow or drain (libwebrtc's kDelayBasedLimitedDelayIncreased). A round's results
+  wait for its end (the controller holds them), and a held result is dropped, not taken,
+  when the delay detector sees overuse meanwhile: a probe that built a queue did not find
+  spare capacity, however fast its head got through a token bucket.
 - Application-limited (the acknowledged bitrate under 80 % of the estimate: the transport
   does not use its estimate, as an SFU forwarding discrete layers mostly does): AIMD does
   not raise the estimate, since the network does not test it; probes do, when consumers
@@ -40,7 +45,7 @@ from relay.transport.bwe.acked_bitrate import AckedBitrateEstimator
 from relay.transport.bwe.aimd import AimdRateControl
 from relay.transport.bwe.inter_arrival import InterArrival
 from relay.transport.bwe.loss_based import HIGH_LOSS_THRESHOLD, LossBasedControl
-from relay.transport.bwe.probe_controller import ProbeCluster, ProbeController
+from relay.transport.bwe.probe_controller import ProbeCluster, ProbeController, ProbeState
 from relay.transport.bwe.probe_result import ProbeBitrateEstimator
 from relay.transport.bwe.send_history import SendHistory
 from relay.transport.bwe.trendline import BandwidthUsage, TrendlineEstimator
@@ -74,7 +79,9 @@ class SendSideEstimator:
     with what its consumers want; it sends the clusters that returns.
 
     Counters: ``feedbacks``, ``packets_reported`` (news from feedback), ``packets_lost``
-    (reported lost, late arrivals taken back), ``probe_results``, ``overuses``.
+    (reported lost, late arrivals taken back), ``probe_results`` (taken),
+    ``probes_dropped`` (a round's outcome dropped for overuse), ``overuses``,
+    ``overuse_deferred`` (feedbacks with overuse while a probe round was out).
     """
 
     def __init__(self, initial_bps: float, min_bps: float = DEFAULT_MIN_BPS,
@@ -102,10 +109,13 @@ class SendSideEstimator:
         self._rr_rtt_time: float | None = None
         self._feedback_rtt: float | None = None
         self._last_probe_result: float | None = None
+        self._latest_send = -math.inf  # the latest send time feedback reported
         self.feedbacks = 0
         self.packets_reported = 0
         self.packets_lost = 0
         self.probe_results = 0
+        self.probes_dropped = 0
+        self.overuse_deferred = 0
         self.overuses = 0
 
     # --- results ------------------------------------------------------------------------
@@ -154,7 +164,6 @@ class SendSideEstimator:
                 or now - self._last_feedback_loss > FEEDBACK_LOSS_TIMEOUT):
             self._loss.on_loss_fraction(fraction_lost, now)
         self._loss.update(now)
-        self._probe.on_estimate(self._loss.target)
 
     def on_feedback(self, now: float, packets: Iterable[tuple[int, float | None]]) -> None:
         """One transport-cc feedback: ``(seq, arrival seconds or None)`` per reported
@@ -188,13 +197,12 @@ class SendSideEstimator:
             received.sort(key=lambda p: p.arrival)
             self._on_arrivals(now, received)
         self._loss.update(now)
-        self._probe.on_estimate(self._loss.target)
 
     def probe_request(self, now: float, wanted_bps: float) -> list[ProbeCluster]:
         """Probe clusters to send now, given that the consumers want ``wanted_bps``;
         usually []. Send each at its rate and record its packets with its id."""
         self._wanted = float(wanted_bps)
-        allowed = (self._trendline.state is not BandwidthUsage.OVERUSING
+        allowed = (self._trendline.state is BandwidthUsage.NORMAL
                    and self._loss.loss_fraction <= HIGH_LOSS_THRESHOLD)
         clusters = self._probe.request(now, wanted_bps, self._loss.target, self._max, allowed,
                                        self._app_limited())
@@ -215,18 +223,25 @@ class SendSideEstimator:
         inter_arrival = self._inter_arrival
         trendline = self._trendline
         was_overusing = trendline.state is BandwidthUsage.OVERUSING
+        overused = was_overusing
         max_arrival = received[-1].arrival
         min_rtt = math.inf
+        latest_send = self._latest_send
         for p in received:
             acked.update(p.arrival, p.send_time, p.size)
             if p.cluster is not None:
                 probe_result.on_packet(p.cluster, p.send_time, p.arrival, p.size)
+            if p.send_time > latest_send:
+                latest_send = p.send_time
             deltas = inter_arrival.compute(p.send_time, p.arrival, now, p.size)
             if deltas is not None:
                 trendline.update(deltas[1], deltas[0], p.arrival)
+                if trendline.state is BandwidthUsage.OVERUSING:
+                    overused = True
             # Round trip without the time the packet waited for this feedback (pion, and
             # libwebrtc's propagation RTT): the latest arrival waited least.
             min_rtt = min(min_rtt, now - p.send_time - (max_arrival - p.arrival))
+        self._latest_send = latest_send
         if min_rtt < math.inf and min_rtt > 0:
             self._feedback_rtt = min_rtt
             if self._rr_rtt_time is None or now - self._rr_rtt_time > RR_RTT_TIMEOUT:
@@ -234,33 +249,68 @@ class SendSideEstimator:
                 self._set_rtt(min_rtt)
         if trendline.state is BandwidthUsage.OVERUSING and not was_overusing:
             self.overuses += 1
-        self._update_delay_estimate(now)
+        self._update_delay_estimate(now, overused)
 
-    def _update_delay_estimate(self, now: float) -> None:
-        """libwebrtc ``DelayBasedBwe::MaybeUpdateEstimate``, then the bounds."""
+    def _probe_estimate(self, overused: bool) -> tuple[float | None, bool]:
+        """The probe result to take now, and whether it measured the path saturated: the
+        round's outcome (the controller holds results until it ends), None while it goes
+        on. When the detector saw the queue grow meanwhile, unsaturated results are dropped:
+        they did not find spare capacity, however fast they got through a token bucket."""
+        controller = self._probe
+        taken = None
+        saturated = False
+        for result in self._probe_result.fetch(self._latest_send):
+            bps = controller.on_result(result.cluster_id, result.bps, result.saturated)
+            if bps is not None:
+                taken, saturated = bps, result.saturated and bps == result.bps
+        if taken is None:
+            taken = controller.take_held()
+        if overused:
+            controller.drop_held()
+            if taken is not None and not saturated:
+                self.probes_dropped += 1
+                taken = None
+        return taken, saturated
+
+    def _update_delay_estimate(self, now: float, overused: bool = False) -> None:
+        """libwebrtc ``DelayBasedBwe::MaybeUpdateEstimate``, then the bounds. One change: a
+        probe that saturated the path measured its capacity (95 % of the rate its tail was
+        received at), and sets the estimate even while the detector sees overuse: a
+        saturating probe builds a queue by definition, and ours, longer than libwebrtc's
+        15 ms, build one the detector sees. Unsaturated results are dropped then."""
         aimd = self._aimd
         acked = self._acked.bitrate
-        probe = self._probe_result.fetch()
+        probe, saturated = self._probe_estimate(overused)
         state = self._trendline.state
         updated = False
-        if state is BandwidthUsage.OVERUSING:
-            if acked is not None:
-                if aimd.time_to_reduce_further(now, acked):
-                    aimd.update(state, acked, now)
-                    updated = True
-            elif aimd.initial_time_to_reduce_further(now):
-                aimd.set_estimate(aimd.bitrate / 2, now)
-                updated = True
-        elif probe is not None:
+        if probe is not None and (state is not BandwidthUsage.OVERUSING or saturated):
             if acked is not None:
                 # A probe may lower the estimate (it found the path saturated below it), but
                 # not under 0.85 x what gets through (libwebrtc kProbeDropThroughputFraction).
                 probe = max(probe, min(aimd.bitrate, PROBE_DROP_THROUGHPUT_FRACTION * acked))
             self.probe_results += 1
             self._last_probe_result = probe
+            if saturated:
+                # The queue the probe built is measured, not news: the detector starts over
+                # (it would back off to 0.85 x the acknowledged bitrate while it drains).
+                self._inter_arrival = InterArrival()
+                self._trendline = TrendlineEstimator()
             aimd.set_estimate(probe, now)
             self._loss.set_send_bitrate(probe)
             updated = True
+        elif state is BandwidthUsage.OVERUSING:
+            if self._probe.state is ProbeState.WAITING:
+                # A probe round is out, and its queue is what the detector sees, mostly: its
+                # result (a saturated probe measures the path) comes first, or the round
+                # times out (1 s) and the back-off follows.
+                self.overuse_deferred += 1
+            elif acked is not None:
+                if aimd.time_to_reduce_further(now, acked):
+                    aimd.update(state, acked, now)
+                    updated = True
+            elif aimd.initial_time_to_reduce_further(now):
+                aimd.set_estimate(aimd.bitrate / 2, now)
+                updated = True
         else:
             aimd.update(state, acked, now, self._app_limited())
             updated = True

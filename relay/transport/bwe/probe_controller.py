@@ -6,8 +6,9 @@ carries that rate (:mod:`relay.transport.bwe.probe_result`). The rules follow li
 ``ProbeController``, driven by what the consumers want (``wanted_bps``, the sum of their
 preferred layers) instead of an encoder's allocation, as mediasoup does:
 
-- nothing is probed while consumers want no more than the estimate (+5 %: a probe that
-  close tells nothing), nor while the delay detector sees overuse or loss is high;
+- nothing is probed while consumers want no more than the estimate (what they want counts
+  1.35 times, as in mediasoup, for headroom; +5 %: a probe that close tells nothing), nor
+  while the delay detector sees overuse or loss is high;
 - the first time consumers want more: exponential probes at 3 × and 6 × the initial rate;
 - while a probe's result comes back above 70 % of its rate, probe further at 2 × the
   result; a result not back within 1 s ends the round;
@@ -19,8 +20,22 @@ preferred layers) instead of an encoder's allocation, as mediasoup does:
   probe: AIMD climbs by itself, and a probe on top of a full path only builds a queue.
 
 Every probe is capped at 2 × ``wanted_bps`` (libwebrtc: 2 × the max allocated bitrate) and
-at the configured maximum. A cluster lasts at least 15 ms and 5 packets. Times are seconds,
-rates bits per second.
+at the configured maximum.
+
+A cluster lasts at least 5 packets and ``PROBE_DURATION`` (100 ms) at twice the estimate
+(shorter when faster, see :func:`cluster_bytes`), not libwebrtc's 15 ms: a token bucket (`tc tbf`, a home router's shaper) passes a burst at the sender's rate until
+the bucket is empty, so a cluster must outlast the bucket to meet the bottleneck. A bucket
+of B bytes holds a probe at P over a capacity C for B / (P - C): 60 ms for 4.5 kB at twice
+600 kbit/s, where libwebrtc's 15-ms cluster (3.4 kB at 1.8 Mbit/s) passes whole and reads
+as a free path.
+
+A round's results (:meth:`ProbeController.on_result`) are provisional while it goes on: an
+unsaturated result that earns a further probe, or that comes before the round's last
+cluster, is held, and the round's outcome is the first saturated result (the path's
+capacity, measured) or, when none saturates, the highest result once the round ends. So a
+cluster that slipped through a bucket does not lift the estimate for the moment until the
+next, faster one shows where the path ends; the estimator drops held results when the
+delay detector sees overuse meanwhile. Times are seconds, rates bits per second.
 """
 
 from __future__ import annotations
@@ -40,8 +55,13 @@ PROBE_TIMEOUT = 1.0  # kMaxWaitingTimeForProbingResult
 PROBE_UNCERTAINTY = 0.05  # kProbeUncertainty
 MAX_PROBE_OVER_WANTED = 2.0  # "allow probing up to 2x" the max allocated bitrate
 MIN_PROBE_PACKETS = 5  # min_probe_packets_sent
-MIN_PROBE_DURATION = 0.015  # min_probe_duration
+MIN_PROBE_DURATION = 0.015  # min_probe_duration (libwebrtc's; ours is longer, see above)
+PROBE_DURATION = 0.1
 WANTED_GROWTH = 0.1  # mediasoup MaxBitrateMarginFactor
+# mediasoup MaxBitrateIncrementFactor: it tells libwebrtc 1.35 x what the consumers want as
+# the max allocated bitrate. A layer's bitrate swings (key frames, the encoder's own ramp):
+# an estimate only just above its average would read each swing as a bandwidth downgrade.
+WANTED_HEADROOM = 1.35
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,15 @@ class ProbeCluster:
         return self.min_bytes * 8 / self.bitrate_bps
 
 
+def cluster_bytes(rate: float, estimate: float) -> int:
+    """A cluster's minimum bytes: ``PROBE_DURATION`` at ``rate`` up to what twice the
+    estimate sends in that time (a faster probe's excess over the estimate empties a bucket
+    sooner, and a cluster must not queue much longer than the usual one on a path as slow as
+    the estimate), and never under libwebrtc's 15 ms."""
+    duration_bytes = min(rate, FURTHER_PROBE_SCALE * estimate) * PROBE_DURATION
+    return max(1, int(max(duration_bytes, rate * MIN_PROBE_DURATION) / 8))
+
+
 class ProbeState(enum.Enum):
     INIT = "init"  # never probed
     WAITING = "waiting"  # a probe is out; its result may ask for a further one
@@ -70,7 +99,8 @@ class ProbeState(enum.Enum):
 
 
 class ProbeController:
-    """Decides probe clusters; :meth:`request` is polled, :meth:`on_estimate` fed."""
+    """Decides probe clusters and a round's outcome; :meth:`request` is polled, :meth:`on_result`
+    fed with every cluster's result."""
 
     def __init__(self, initial_bps: float) -> None:
         self.initial_bps = float(initial_bps)
@@ -81,12 +111,44 @@ class ProbeController:
         self._wanted_at_last_probe = 0.0
         self._min_to_probe_further = math.inf
         self._further_bps: float | None = None  # a further probe the next request sends
+        self._last_cluster_id = 0  # the last cluster of the round
+        self._held: float | None = None  # the round's best unsaturated result so far
 
-    def on_estimate(self, estimate_bps: float) -> None:
-        """A new estimate; above 70 % of the last probe's rate it earns a further probe."""
-        if self.state is ProbeState.WAITING and estimate_bps > self._min_to_probe_further:
-            self._further_bps = FURTHER_PROBE_SCALE * estimate_bps
+    def on_result(self, cluster_id: int, bps: float, saturated: bool) -> float | None:
+        """A cluster's result: returns the estimate to take now, or None while the round
+        goes on (see the module doc). Above 70 % of the last probe's rate, an unsaturated
+        result of the round's last cluster earns a further probe at twice it."""
+        if self.state is not ProbeState.WAITING:
+            return bps  # a late result of a round already over
+        if saturated:
+            self._end_round()
+            return bps
+        self._held = bps if self._held is None else max(self._held, bps)
+        if cluster_id < self._last_cluster_id:
+            return None  # the round's last cluster will tell more
+        if bps > self._min_to_probe_further:
+            self._further_bps = FURTHER_PROBE_SCALE * bps
             self._min_to_probe_further = math.inf
+            return None
+        return self._end_round()
+
+    def take_held(self) -> float | None:
+        """The held result of a round that timed out (polled; once)."""
+        if self.state is ProbeState.WAITING or self._held is None:
+            return None
+        held, self._held = self._held, None
+        return held
+
+    def drop_held(self) -> None:
+        """The delay detector saw overuse: a held result did not measure spare capacity."""
+        self._held = None
+
+    def _end_round(self) -> float | None:
+        self.state = ProbeState.COMPLETE
+        self._min_to_probe_further = math.inf
+        self._further_bps = None
+        held, self._held = self._held, None
+        return held
 
     def request(self, now: float, wanted_bps: float, estimate_bps: float, max_bps: float,
                 allowed: bool, app_limited: bool) -> list[ProbeCluster]:
@@ -98,7 +160,7 @@ class ProbeController:
             self.state = ProbeState.COMPLETE
             self._min_to_probe_further = math.inf
             self._further_bps = None
-        wanted = min(wanted_bps, max_bps)
+        wanted = min(WANTED_HEADROOM * wanted_bps, max_bps)
         if not allowed or wanted <= estimate_bps * (1 + PROBE_UNCERTAINTY):
             return []
         cap = min(max_bps, MAX_PROBE_OVER_WANTED * wanted)
@@ -135,14 +197,17 @@ class ProbeController:
             if rate <= estimate * (1 + PROBE_UNCERTAINTY) or rate <= highest:
                 continue
             highest = rate
-            clusters.append(ProbeCluster(
-                self._next_id, int(rate), MIN_PROBE_PACKETS,
-                max(1, int(rate * MIN_PROBE_DURATION / 8))))
+            clusters.append(ProbeCluster(self._next_id, int(rate), MIN_PROBE_PACKETS,
+                                         cluster_bytes(rate, estimate)))
+            self._last_cluster_id = self._next_id
             self._next_id += 1
         self.clusters += len(clusters)
-        if clusters and probe_further:
+        if clusters:
+            # The round goes on until its last cluster's result (or PROBE_TIMEOUT), a further
+            # probe only if this one was not capped.
             self.state = ProbeState.WAITING
-            self._min_to_probe_further = FURTHER_PROBE_THRESHOLD * highest
+            self._min_to_probe_further = (FURTHER_PROBE_THRESHOLD * highest if probe_further
+                                          else math.inf)
         else:
             self.state = ProbeState.COMPLETE
             self._min_to_probe_further = math.inf
