@@ -150,6 +150,14 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         if (ext_end > n)
             return FC_MALFORMED;
     }
+    /* A (re)starting consumer is synced by Python on the packet it first gets. */
+    for (unsigned g = 0; g < ngroups; g++) {
+        if (tid > groups[g].max_tid)
+            continue;
+        for (unsigned k = 0; k < groups[g].nconsumers; k++)
+            if (groups[g].consumers[k]->sync_required)
+                return FC_NEEDS_SYNC;
+    }
     unsigned marker = packet[1] & 0x80;
     unsigned pt_in = packet[1] & 0x7F;
     seq &= 0xFFFF;
@@ -169,10 +177,6 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         }
         for (unsigned k = 0; k < grp->nconsumers; k++) {
             struct fc_consumer *c = grp->consumers[k];
-            if (__builtin_expect(c->sync_required, 0)) {
-                c->dropped++;
-                continue;
-            }
             if (older && (((seq - (unsigned)c->sync_seq) & 0xFFFF) >= 0x8000
                           || (c->skip_seq >= 0
                               && ((seq - (unsigned)c->skip_seq) & 0xFFFF) >= 0x8000))) {

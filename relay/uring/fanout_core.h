@@ -17,6 +17,9 @@
 /* fc_fan_out's result carries this bit when the packet's header extensions were malformed
  * (the packet was then not sent to the remaining groups). */
 #define FC_MALFORMED 1073741824
+/* fc_fan_out's result when a consumer the packet goes to waits for a sync: nothing was
+ * sent; the caller syncs it (Python's rule) and calls again. */
+#define FC_NEEDS_SYNC -1
 /* the longest packet fc_fan_out takes (the SRTP trailer must still fit its buffer) */
 #define FC_MAX_PACKET 2028
 
@@ -43,7 +46,7 @@ struct fc_consumer {
     unsigned ssrc;
     unsigned seq_offset;            /* mod 2^16 */
     unsigned ts_offset;             /* mod 2^32 */
-    int sync_required;              /* Python syncs before the core sends (safety net) */
+    int sync_required;              /* Python must sync it first (FC_NEEDS_SYNC) */
     int sync_seq;                   /* input seq of the last sync */
     int skip_seq;                   /* input seq of the last temporal skip, -1 none */
     int fd;
@@ -73,7 +76,7 @@ void fc_set_protect(void *srtp_protect);
 
 /* Send packet[0:n] (input seq, ts; older: not the newest of its stream; tid: its VP8
  * temporal layer) to every consumer of groups whose max_tid >= tid. Returns the sends
- * queued, with FC_MALFORMED added when the extensions were malformed. */
+ * queued, with FC_MALFORMED added when the extensions were malformed, or FC_NEEDS_SYNC. */
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now);

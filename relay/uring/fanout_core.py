@@ -21,6 +21,7 @@ from relay.uring._ring import ffi, lib
 LIBSRTP_MAJOR = 2  # the srtp_protect(srtp_t, void *, int *) signature fanout_core.c calls
 MAX_PACKET = lib.FC_MAX_PACKET
 MALFORMED = lib.FC_MALFORMED
+NEEDS_SYNC = lib.FC_NEEDS_SYNC
 NO_PAYLOAD_TYPE = lib.FC_NO_PAYLOAD_TYPE
 
 fan_out = lib.fc_fan_out  # (ring, groups, ngroups, packet, n, seq, ts, older, tid, payload, now)

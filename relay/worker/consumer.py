@@ -58,6 +58,7 @@ from worker_proto.errors import (
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
+from .fanout import write_rewriter
 from .retransmission import ResendHistory, retransmit
 
 if TYPE_CHECKING:
@@ -333,16 +334,8 @@ class Consumer:
 
     def _rewriter_changed(self) -> None:
         """The rewriter's offsets or sync state changed (sync, skip, stop): the core's copy
-        follows, and a pending sync is done before the core's next packet."""
-        c = self.core
-        rw = self.rewriter
-        c.seq_offset = rw.seq_offset
-        c.ts_offset = rw.ts_offset
-        c.sync_required = rw.sync_required
-        c.sync_seq = rw.sync_seq
-        c.skip_seq = rw.skip_seq
-        if rw.sync_required:
-            self.producer.on_sync_required(self.stream_index)
+        follows."""
+        write_rewriter(self.core, self.rewriter)
 
     # The send counters live in the core's struct (the Python fan-out bumps them there too).
     @property

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC, extension_bounds, rewrite_extension_ids
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
 from relay.rtp.transport_cc import extension_value_offset
 from relay.uring import fanout_core
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 _core_fan_out = fanout_core.fan_out
 _MALFORMED = fanout_core.MALFORMED
+_NEEDS_SYNC = fanout_core.NEEDS_SYNC
 
 # (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all,
 #  their transport-wide-cc extension id: 0 = none)
@@ -60,6 +61,15 @@ def split_groups(groups: tuple[Group, ...]) -> tuple[tuple[Group, ...], CoreFano
 _IDENTITY = bytes(range(256))
 
 
+def write_rewriter(core: Any, rw: RtpRewriter) -> None:
+    """Copy what the C core reads of a consumer's rewriter into its struct (`rw.on_change`)."""
+    core.seq_offset = rw.seq_offset
+    core.ts_offset = rw.ts_offset
+    core.sync_required = rw.sync_required
+    core.sync_seq = rw.sync_seq
+    core.skip_seq = rw.skip_seq
+
+
 def _extensions_ok(packet: Any, n: int) -> bool:
     """The packet's header extensions are well formed (else no consumer syncs on it, as in
     `fan_out`; only asked when a consumer waits for a sync)."""
@@ -74,11 +84,12 @@ class CoreFanout:
     """One producer stream's groups as the C core sends to them (relay/uring/fanout_core.c).
 
     Python keeps the decisions the core does not make: a temporal skip (`on_temporal_drop`,
-    which moves the consumer's offsets) and the sync of a (re)starting consumer happen here,
-    before the core is called, and each writes the consumer's core struct through the
-    rewriter's `on_change`; the core then only reads."""
+    which moves the consumer's offsets) happens here before the core is called, and the sync
+    of a (re)starting consumer when the core says one is due (it then sent nothing); each
+    writes the consumer's core struct through the rewriter's `on_change`; the core only
+    reads them."""
 
-    __slots__ = ("groups", "table", "min_tid", "sync_pending")
+    __slots__ = ("groups", "table", "min_tid")
 
     def __init__(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups
@@ -87,7 +98,6 @@ class CoreFanout:
              for table, consumers, max_tid, tcc_id in groups],
             keep=[c for _, consumers, _, _ in groups for c in consumers])
         self.min_tid = min(max_tid for _, _, max_tid, _ in groups)
-        self.sync_pending = any(c.rewriter.sync_required for _, cs, _, _ in groups for c in cs)
 
     def fan_out(self, ring: Any, packet: Any, n: int, ssrc: int, seq: int, ts: int,
                 older: bool, tid: int, payload_size: int, now: float,
@@ -99,10 +109,15 @@ class CoreFanout:
                 if tid > max_tid:
                     for consumer in consumers:
                         consumer.on_temporal_drop(seq)
-        if self.sync_pending and _extensions_ok(packet, n):
-            self._sync(ssrc, seq, ts, tid, now)
         sends = _core_fan_out(ring, self.table.groups, self.table.count, packet, n, seq, ts,
                               older, tid, payload_size, now)
+        if sends == _NEEDS_SYNC:
+            if not _extensions_ok(packet, n):
+                dropped["malformedExtensions"] += 1
+                return 0
+            self._sync(ssrc, seq, ts, tid, now)
+            sends = _core_fan_out(ring, self.table.groups, self.table.count, packet, n, seq,
+                                  ts, older, tid, payload_size, now)
         if sends >= _MALFORMED:
             dropped["malformedExtensions"] += 1
             sends -= _MALFORMED
@@ -110,17 +125,14 @@ class CoreFanout:
 
     def _sync(self, ssrc: int, seq: int, ts: int, tid: int, now: float) -> None:
         """(Re)start the consumers waiting for a sync on this packet, as the Python loop
-        does on a consumer's first packet (only where the packet is sent: its TID taken)."""
-        pending = False
+        does on a consumer's first packet (only where the packet is sent: its TID taken).
+        Each sync writes the consumer's struct (the rewriter's `on_change`)."""
         for _, consumers, max_tid, _ in self.groups:
-            for consumer in consumers:
-                rw = consumer.rewriter
-                if rw.sync_required:
-                    if tid > max_tid:
-                        pending = True
-                    else:
+            if tid <= max_tid:
+                for consumer in consumers:
+                    rw = consumer.rewriter
+                    if rw.sync_required:
                         rw.sync(ssrc, seq, ts, now)
-        self.sync_pending = pending
 
 
 def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:

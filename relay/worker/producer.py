@@ -46,6 +46,7 @@ from relay.rtp.packet import (
 )
 from relay.rtp.rewriter import InputStream
 from relay.rtp.rtcp import RECEIVER_RTCP_SSRC, Nack, ReportBlock, SenderReport
+from relay.uring import fanout_core
 from relay.worker.rtp_parameters import has_feedback, parse_producer_parameters
 from worker_proto.errors import (
     ArgumentError,
@@ -54,8 +55,6 @@ from worker_proto.errors import (
     UnsupportedError,
 )
 from worker_proto.methods import ConsumerEvent, ProducerEvent, ProducerMethod
-
-from relay.uring import fanout_core
 
 from .fanout import CoreFanout, Group, build_groups, fan_out, split_groups
 from .key_frame_requester import KeyFrameRequester
@@ -262,13 +261,6 @@ class Producer:
             self.receivers[index].enable_store(
                 any(c.nack_enabled for c in self.consumers if c.stream_index == index)
             )
-
-    def on_sync_required(self, index: int) -> None:
-        """A consumer of stream `index` must sync on its next packet (its rewriter stopped):
-        the core's share syncs it before its next packet."""
-        cores = getattr(self, "_core", None)  # None while the producer is being built
-        if cores is not None and index < len(cores) and cores[index] is not None:
-            cores[index].sync_pending = True
 
     def request_key_frame(self) -> None:
         """A key frame from the sender (coalesced: one request in flight, see
