@@ -1,12 +1,13 @@
 """Per-inbound-packet instruction count of the worker's packet path (not a test).
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        python3 tests/worker/count_fanout.py PACKETS [--consumers 10] [--srtp] [--tcc]
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.out \
+        python3 tests/worker/count_fanout.py PACKETS --toggle [--consumers 10] [--srtp] [--tcc]
 
 Builds the same in-process router as bench_fanout.py (real WorkerContext, SendRing in copy
 mode, UDP sockets on 127.0.0.1), then drives PACKETS 200-byte packets through
-Producer.receive() with a ring flush every 32. Run it for two packet counts (e.g. 200 and
-1200) and take (instructions(1200) - instructions(200)) / 1000: the set-up cancels out.
+Producer.receive() with a ring flush every 32 (instrumented only then, with --toggle). Run it
+for two packet counts (e.g. 200 and 1200) and take (instructions(1200) - instructions(200)) /
+1000: what is not per packet cancels out.
 `RELAY_FANOUT_CORE=0` runs the Python fan-out instead of the C core.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 
 import uvloop
@@ -28,7 +30,7 @@ from media_harness import rtp  # noqa: E402
 TCC_EXT = {1: b"\x90", 3: b"\x01\x02\x03", 5: b"\x00\x00"}
 
 
-async def drive(packets: int, consumers: int, srtp: bool, tcc: bool) -> None:
+async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: bool) -> None:
     media, _sender = await setup(consumers, "copy", srtp)
     producer = media.ctx.handlers["p1"]
     if tcc:  # number every consumer's packets as a browser's subscription would
@@ -50,6 +52,9 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool) -> None:
     buf = bytearray(2048)
     view = memoryview(buf)
     n = len(packet)
+    if toggle:  # count only the packets (run under --instr-atstart=no: set-up runs fast)
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True,
+                       capture_output=True)
     for seq in range(1, packets + 1):
         buf[:n] = packet
         buf[2] = seq >> 8
@@ -59,6 +64,9 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool) -> None:
             ring.flush()
             await asyncio.sleep(0)
     ring.flush()
+    if toggle:
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True,
+                       capture_output=True)
     sent = sum(media.ctx.handlers[f"c{i}"].packets_sent for i in range(consumers))
     assert sent == packets * consumers, (sent, packets * consumers)
     numbered = sum(media.ctx.handlers[f"c{i}"].transport.send_estimation.history.sent
@@ -74,8 +82,10 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=10)
     parser.add_argument("--srtp", action="store_true")
     parser.add_argument("--tcc", action="store_true")
+    parser.add_argument("--toggle", action="store_true",
+                        help="switch callgrind's instrumentation on for the packets only")
     args = parser.parse_args()
-    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc))
+    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc, args.toggle))
 
 
 if __name__ == "__main__":
