@@ -11,8 +11,12 @@ the history itself would.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from relay.transport.bwe.send_history import DEFAULT_CAPACITY, SendHistory, SentPacket
-from relay.uring.fanout_core import TccRing
+from relay.uring.fanout_core import TccRing, ffi
+
+unpack = ffi.unpack
 
 
 class CoreSendHistory(SendHistory):
@@ -40,9 +44,15 @@ class CoreSendHistory(SendHistory):
             return
         mask = self.mask
         entries, times, sizes = self.entries, core.times, core.sizes
-        for wide in range(max(last + 1, core_last - mask), core_last + 1):
+        wide = max(last + 1, core_last - mask)
+        while wide <= core_last:  # at most two runs: before and after the ring wraps
             i = wide & mask
-            entries[i] = (wide, times[i], sizes[i], None)
+            count = min(core_last + 1 - wide, mask + 1 - i)
+            # a slice of exactly `count` entries, built at C speed
+            entries[i:i + count] = zip(range(wide, wide + count), unpack(times + i, count),
+                                       unpack(sizes + i, count), repeat(None, count),
+                                       strict=True)
+            wide += count
         self.last = core_last
 
     def record_next(self, now: float, size: int, cluster: int | None = None) -> int:

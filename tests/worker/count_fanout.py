@@ -46,6 +46,9 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: boo
                 consumer.core.tcc = history.core_ring().c
         producer.rebuild_fanout()
     ring = media.ctx.ring
+    histories = [media.ctx.handlers[f"c{i}"].transport.send_estimation.history
+                 for i in range(consumers)] if tcc else []
+    histories = [h for h in histories if hasattr(h, "collect")]  # (the core's only)
     ext = TCC_EXT if tcc else {1: b"\x90", 3: b"\x01\x02\x03"}
     packet = rtp(0, 0, payload=b"\x00" * (176 - (4 if tcc else 0)), extensions=ext)
     assert len(packet) == 200, len(packet)
@@ -62,6 +65,8 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: boo
         producer.receive(view, n, 0, 1111, seq, seq * 960, 0.0)
         if seq % 32 == 0:
             ring.flush()
+            for history in histories:  # what reading a feedback does first
+                history.collect()
             await asyncio.sleep(0)
     ring.flush()
     if toggle:
