@@ -41,6 +41,7 @@ from relay.rtp.packet import (
     rtp_payload_offset,
 )
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.uring import fanout_core
 from relay.worker.fanout import fan_out
 
 from .fuzz_support import ByteReader, check, expect, in_receive_buffer
@@ -174,8 +175,7 @@ class _OneConsumer:
         self.srtp = None
         self.vp8 = None
         self.fd, self.addr = -1, None
-        self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
-        self.payload_bytes = 0
+        self.core = fanout_core.new_consumer()  # the send counters (as the C core's)
         self.sent: bytes | None = None
 
     def send(self, fd: int, data: memoryview, addr: object) -> bool:
