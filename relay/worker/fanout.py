@@ -198,11 +198,11 @@ def fan_out(
                 # older than a skip that moved the offset: its number is taken
                 or (rw.skip_seq >= 0 and (seq - rw.skip_seq) & 0xFFFF >= 0x8000)
             ):
-                consumer.core.dropped += 1
+                consumer.py_dropped += 1
                 continue
             pt = rw.payload_types[pt_in]
             if pt == NO_PAYLOAD_TYPE:
-                consumer.core.dropped += 1
+                consumer.py_dropped += 1
                 continue
             pack_header(scratch, 1, marker | pt, (seq + rw.seq_offset) & 0xFFFF,
                         (ts + rw.ts_offset) & 0xFFFFFFFF, rw.ssrc)
@@ -222,15 +222,15 @@ def fan_out(
             else:
                 data = srtp.protect_rtp(out, n)
                 if data is None:
-                    consumer.core.dropped += 1
+                    consumer.py_dropped += 1
                     continue
             # consumer.send: the ring's send, or a copy send for an ICE-TCP remote. (The
-            # counters live in the consumer's core struct, as the C core counts them.)
+            # consumer's counters add these `py_` ones to what the C core counted.)
             if consumer.send(consumer.fd, data, consumer.addr):
-                consumer.core.packets_sent += 1
-                consumer.core.bytes_sent += n
-                consumer.core.payload_bytes += payload_size
+                consumer.py_packets_sent += 1
+                consumer.py_bytes_sent += n
+                consumer.py_payload_bytes += payload_size
                 sends += 1
             else:
-                consumer.core.ring_drops += 1
+                consumer.py_ring_drops += 1
     return sends

@@ -8,7 +8,6 @@ from collections import Counter
 
 from relay.rtp.packet import build_rtp
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
-from relay.uring import fanout_core
 from relay.worker.fanout import fan_out
 
 PT_TABLE = bytes(100 if pt == 111 else NO_PAYLOAD_TYPE for pt in range(128))
@@ -22,7 +21,8 @@ class _Consumer:
         self.srtp = None
         self.vp8 = None
         self.fd, self.addr = -1, None
-        self.core = fanout_core.new_consumer()  # the send counters (as the C core's)
+        self.py_dropped = self.py_ring_drops = self.py_packets_sent = self.py_bytes_sent = 0
+        self.py_payload_bytes = 0
         self.sent: list[bytes] = []
 
     def send(self, fd, data, addr):
