@@ -28,13 +28,16 @@ the sequence offset down by its length. A packet older than the last skip is the
 (its number may be taken), and `input_seq` maps a NACKed output number back across the runs.
 
 The per-packet rewrite that applies these offsets (bytes 1–11: marker|PT, seq, ts, SSRC) is
-written out in the worker's fan-out loop (`relay.worker.fanout.fan_out`), which the tests of
-these rules drive.
+done by the C fan-out core (relay/uring/fanout_core.c) from a copy of the offsets that
+`on_change` keeps current, and written out in the Python fan-out loop
+(`relay.worker.fanout.fan_out`) for the consumers the core does not take; the tests of these
+rules drive both.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 SEQ_MASK = 0xFFFF
 TS_MASK = 0xFFFFFFFF
@@ -98,6 +101,7 @@ class RtpRewriter:
         "skip_seq",
         "skip_runs",
         "syncs",
+        "on_change",
     )
 
     def __init__(self, ssrc: int, payload_types: bytes, clock_rate: int) -> None:
@@ -120,6 +124,9 @@ class RtpRewriter:
         # [input seq of a skipped run's last packet, the seq offset used before that run],
         # oldest first.
         self.skip_runs: deque[list[int]] = deque(maxlen=SKIP_RUNS)
+        # called after every change of the offsets or the sync state (the C fan-out core
+        # keeps a copy of them: relay.worker.consumer)
+        self.on_change: Callable[[], None] | None = None
 
     def stop(self, stream: InputStream) -> None:
         """The consumer stops receiving `stream` (pause, producer pause, SSRC change): remember
@@ -131,6 +138,8 @@ class RtpRewriter:
         self.sync_required = True
         self.skip_seq = -1
         self.skip_runs.clear()
+        if self.on_change is not None:
+            self.on_change()
 
     def sync(self, in_ssrc: int, seq: int, ts: int, now: float) -> None:
         """Choose the offsets for a (re)start at the packet (in_ssrc, seq, ts)."""
@@ -152,6 +161,8 @@ class RtpRewriter:
         self.sync_seq = seq
         self.sync_required = False
         self.syncs += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def skip(self, seq: int) -> None:
         """The in-order input packet `seq` is not sent to this consumer (a temporal layer above
@@ -165,6 +176,8 @@ class RtpRewriter:
             runs.append([seq, self.seq_offset])
         self.seq_offset = (self.seq_offset - 1) & SEQ_MASK
         self.skip_seq = seq
+        if self.on_change is not None:
+            self.on_change()
 
     def input_seq(self, out_seq: int) -> int | None:
         """The input sequence number of the packet sent as `out_seq`, across runs of skipped

@@ -2,7 +2,7 @@
 
 Every RTP packet a consumer sends on the transport gets the transport's next transport-wide
 sequence number in its transport-wide-cc header extension (written by the fan-out,
-`relay.worker.fanout`, with `history.record_next`), and the send is recorded in a bounded
+the C fan-out core or `relay.worker.fanout`; `relay.transport.core_send_history`), and the send is recorded in a bounded
 history. The remote's transport-cc feedback, its RTCP receiver reports (loss, RTT) and any
 REMB it sends feed a GCC estimator (`relay.transport.bwe`); the result is the transport's
 `available_outgoing_bitrate`, handed to `on_bitrate` (the worker distributes it among the
@@ -20,6 +20,7 @@ from typing import Any
 
 from relay.rtp.transport_cc import TransportCcParseError, parse_feedback
 from relay.transport.bwe.estimator import SendSideEstimator, feedback_packets
+from relay.transport.core_send_history import CoreSendHistory
 
 DEFAULT_INITIAL_BPS = 600_000  # mediasoup's initialAvailableOutgoingBitrate
 DEFAULT_MIN_BPS = 30_000
@@ -39,8 +40,9 @@ class SendEstimation:
     def __init__(self, initial_bps: int = DEFAULT_INITIAL_BPS, min_bps: int = DEFAULT_MIN_BPS,
                  max_bps: int = DEFAULT_MAX_BPS,
                  clock: Callable[[], float] | None = None) -> None:
-        self.estimator = SendSideEstimator(initial_bps, min_bps, max_bps)
-        # The fan-out records every numbered packet here (`SendHistory.record_next`).
+        self.estimator = SendSideEstimator(initial_bps, min_bps, max_bps, CoreSendHistory())
+        # The fan-out records every numbered packet here (the C core in its arrays, which
+        # the history copies when read; Python through `record_next`).
         self.history = self.estimator.history
         self.on_bitrate: Callable[[int], None] | None = None
         self.on_trace: Callable[[dict], None] | None = None

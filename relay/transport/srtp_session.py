@@ -16,6 +16,8 @@ from collections import Counter
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
+from relay.uring import fanout_core
+
 # name -> (libsrtp profile, master key + salt length)
 CRYPTO_SUITES: dict[str, tuple[int, int]] = {
     "AEAD_AES_256_GCM": (Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 32 + 12),
@@ -98,6 +100,9 @@ class SrtpSession:
         self._out_view = memoryview(self._out)
         self.failures: Counter[str] = Counter()
         self.packets = 0
+        # The C fan-out core protects with this session's srtp_t through `core` (which counts
+        # there); this object keeps the session alive while any consumer points at it.
+        self.core = fanout_core.new_srtp(self._srtp)
 
     # -- in place, on a caller's buffer (inbound) --------------------------------------------
 
@@ -156,7 +161,12 @@ class SrtpSession:
         return self._out_view[: len_p[0]]
 
     def stats(self) -> dict:
-        return {"cryptoSuite": self.crypto_suite, "packets": self.packets, "failures": dict(self.failures)}
+        failures = dict(self.failures)
+        if self.core.failures:
+            reason = "fan-out core: " + _reason(self.core.last_error)
+            failures[reason] = failures.get(reason, 0) + self.core.failures
+        return {"cryptoSuite": self.crypto_suite, "packets": self.packets + self.core.packets,
+                "failures": failures}
 
 
 _REASONS = {

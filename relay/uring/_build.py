@@ -1,7 +1,8 @@
 """cffi builder for the send ring's C core (API mode, compiled when the package installs).
 
-The C source is ring_core.c beside this file; the cdef below is its header minus the
-preprocessor lines, so Python sees exactly the C surface and nothing more.
+The C sources are ring_core.c and fanout_core.c beside this file (one module, so the fan-out
+calls rc_send directly); the cdef below is their headers minus the preprocessor lines, so
+Python sees exactly the C surface and nothing more.
 """
 
 from pathlib import Path
@@ -13,13 +14,14 @@ HERE = Path(__file__).resolve().parent
 
 def _cdef() -> str:
     lines = []
-    for line in (HERE / "ring_core.h").read_text().splitlines():
-        if line.startswith("#"):
-            # Integer constants are kept (cffi accepts them); include guards are not.
-            if line.startswith("#define RC_") and len(line.split()) == 3:
-                lines.append(line)
-            continue
-        lines.append(line)
+    for header in ("ring_core.h", "fanout_core.h"):
+        for line in (HERE / header).read_text().splitlines():
+            if line.startswith("#"):
+                # Integer constants are kept (cffi accepts them); include guards are not.
+                if line.startswith(("#define RC_", "#define FC_")) and len(line.split()) == 3:
+                    lines.append(line)
+                continue
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -27,10 +29,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "relay.uring._ring",
-    '#include "ring_core.h"',
-    sources=[str((HERE / "ring_core.c").relative_to(Path.cwd()))]
-    if str(HERE).startswith(str(Path.cwd()))
-    else [str(HERE / "ring_core.c")],
+    '#include "ring_core.h"\n#include "fanout_core.h"',
+    sources=[str((HERE / name).relative_to(Path.cwd())) if str(HERE).startswith(str(Path.cwd()))
+             else str(HERE / name) for name in ("ring_core.c", "fanout_core.c")],
     include_dirs=[str(HERE)],
     libraries=["uring"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -335,6 +335,12 @@ class SendRing:
 
     # -- the packet path ----------------------------------------------------------------
 
+    @property
+    def core(self) -> Any:
+        """The C ring (`struct rc_ring *`, NULL once closed) for the C fan-out core
+        (relay.uring.fanout_core), which queues with rc_send directly."""
+        return self._r
+
     def address(self, addr: tuple[str, int] | None) -> Any:
         """The C destination for (ip, port), cached; None for a connected socket."""
         if addr is None:

@@ -38,6 +38,7 @@ from relay.rtp.rtcp import (
 from relay.rtp.score import StreamScore
 from relay.rtp.transport_cc import TRANSPORT_CC_URI
 from relay.rtp.vp8_rewriter import Vp8PictureRewriter
+from relay.uring import fanout_core
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -57,6 +58,7 @@ from worker_proto.errors import (
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
+from .fanout import write_rewriter
 from .retransmission import ResendHistory, retransmit
 
 if TYPE_CHECKING:
@@ -70,10 +72,11 @@ class Consumer:
     __slots__ = (
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
-        "packets_sent", "bytes_sent", "dropped", "ring_drops", "keyframe_requests",
+        "keyframe_requests", "core", "in_core", "py_packets_sent", "py_bytes_sent",
+        "py_payload_bytes", "py_dropped", "py_ring_drops",
         "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
-        "nack_enabled", "rtx", "key_frame_pending", "payload_bytes", "retransmitted_packets",
+        "nack_enabled", "rtx", "key_frame_pending", "retransmitted_packets",
         "retransmitted_bytes", "nack_misses", "nacks_received", "nack_packets_requested",
         "plis_received", "firs_received", "score", "rtt", "remote_fraction_lost",
         "remote_packets_lost", "remote_jitter", "cname", "clock_rate", "bitrate",
@@ -155,6 +158,15 @@ class Consumer:
         self.stream_index = stream_index
         self.extension_table = extension_id_table(producer.header_extensions, extensions)
         self.rewriter = RtpRewriter(ssrc, pt_table, media[0]["clockRate"])
+        # What the C fan-out core reads of this consumer, and its send counters (below).
+        self.core = fanout_core.new_consumer()
+        self.core.ssrc = ssrc
+        fanout_core.set_payload_types(self.core, pt_table)
+        self._rewriter_changed()
+        self.rewriter.on_change = self._rewriter_changed
+        self.in_core = False
+        self.py_packets_sent = self.py_bytes_sent = self.py_payload_bytes = 0
+        self.py_dropped = self.py_ring_drops = 0
         self.packets_sent = 0
         self.bytes_sent = 0
         self.dropped = 0  # by the rewriter (codec not taken, reordered across a restart) or SRTP
@@ -177,8 +189,12 @@ class Consumer:
         self.tcc_id = next((i for i, uri in extensions.items() if uri == TRANSPORT_CC_URI), 0)
         estimation = transport.send_estimation
         self.tcc_history = estimation.history if estimation is not None and self.tcc_id else None
+        # the C arrays the core numbers into (relay.transport.core_send_history)
+        core_ring = getattr(self.tcc_history, "core_ring", None)
+        self.core.tcc = core_ring().c if core_ring is not None else fanout_core.ffi.NULL
         # The ring's send, unless the transport sends another way (ICE-TCP: copy sends).
         self.send = getattr(transport, "media_send", None) or ctx.ring.send
+        self._write_route()
         self.active = False
         self.nack_enabled = nack_enabled
         self.rtx = rtx
@@ -294,8 +310,82 @@ class Consumer:
         """The transport's remote or SRTP session changed."""
         self.fd, self.addr, self.srtp = self.transport.route()
         self.send = getattr(self.transport, "media_send", None) or self._ctx.ring.send
+        in_core = self.in_core
+        self._write_route()
         if self._refresh():
             self.request_key_frame()
+        elif in_core != self.in_core and self.active:
+            self.producer.rebuild_fanout()
+
+    # -- what the C fan-out core reads (relay.worker.fanout.CoreFanout) -----------------------
+
+    def _write_route(self) -> None:
+        """The core's copy of where this consumer sends; whether the core takes it at all
+        (not: ICE-TCP remotes, which send through the transport; VP8 PictureID rewriting)."""
+        c = self.core
+        c.fd = self.fd if self.fd is not None else -1
+        dst = None
+        if self.addr is not None:
+            try:
+                dst = self._ctx.ring.address(self.addr)
+            except ValueError:
+                dst = None
+        fanout_core.set_address(c, dst)
+        c.srtp = self.srtp.core if self.srtp is not None else fanout_core.ffi.NULL
+        self.in_core = (fanout_core.ENABLED and self.vp8 is None and dst is not None
+                        and getattr(self.transport, "media_send", None) is None)
+
+    def _rewriter_changed(self) -> None:
+        """The rewriter's offsets or sync state changed (sync, skip, stop): the core's copy
+        follows."""
+        write_rewriter(self.core, self.rewriter)
+
+    # The send counters: what the C core counted in the consumer's struct plus what the
+    # Python loop counted (`py_*`: a cffi field per packet would cost it 3,000 instructions).
+    @property
+    def packets_sent(self) -> int:
+        return self.core.packets_sent + self.py_packets_sent
+
+    @packets_sent.setter
+    def packets_sent(self, value: int) -> None:
+        self.core.packets_sent = 0
+        self.py_packets_sent = value
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.core.bytes_sent + self.py_bytes_sent
+
+    @bytes_sent.setter
+    def bytes_sent(self, value: int) -> None:
+        self.core.bytes_sent = 0
+        self.py_bytes_sent = value
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.core.payload_bytes + self.py_payload_bytes
+
+    @payload_bytes.setter
+    def payload_bytes(self, value: int) -> None:
+        self.core.payload_bytes = 0
+        self.py_payload_bytes = value
+
+    @property
+    def dropped(self) -> int:
+        return self.core.dropped + self.py_dropped
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        self.core.dropped = 0
+        self.py_dropped = value
+
+    @property
+    def ring_drops(self) -> int:
+        return self.core.ring_drops + self.py_ring_drops
+
+    @ring_drops.setter
+    def ring_drops(self, value: int) -> None:
+        self.core.ring_drops = 0
+        self.py_ring_drops = value
 
     def _is_active(self) -> bool:
         return not (self.closed or self.paused or self.producer_paused or self.addr is None)

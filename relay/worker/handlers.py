@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.transport.webrtc_server import WebRtcServer
+from relay.uring import fanout_core
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod, WorkerMethod
 from worker_proto.validation import require_id
@@ -97,6 +98,8 @@ class WorkerHandler:
             "handlerIds": sorted(h for h in self._ctx.handlers if h),
             "settings": dict(self._ctx.settings),
             "sendRing": send_ring_summary(self._ctx.ring),
+            # the C fan-out core (relay/uring/fanout_core.c): used, and why not / its libsrtp
+            "fanoutCore": {"enabled": fanout_core.ENABLED, "detail": fanout_core.REASON},
         }
         if self._channel_stats is not None:
             dump["channel"] = self._channel_stats()

@@ -46,6 +46,7 @@ from relay.rtp.packet import (
 )
 from relay.rtp.rewriter import InputStream
 from relay.rtp.rtcp import RECEIVER_RTCP_SSRC, Nack, ReportBlock, SenderReport
+from relay.uring import fanout_core
 from relay.worker.rtp_parameters import has_feedback, parse_producer_parameters
 from worker_proto.errors import (
     ArgumentError,
@@ -55,7 +56,7 @@ from worker_proto.errors import (
 )
 from worker_proto.methods import ConsumerEvent, ProducerEvent, ProducerMethod
 
-from .fanout import Group, build_groups, fan_out
+from .fanout import CoreFanout, Group, build_groups, fan_out, split_groups
 from .key_frame_requester import KeyFrameRequester
 from .stream_receiver import StreamReceiver
 from .temporal_layers import temporal_step
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
 
 SCRATCH_SIZE = 2048
+_from_buffer = fanout_core.ffi.from_buffer
 _pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 # A learned stream switches to a new SSRC only after this long without packets from the old
 # one, so two senders fighting over one producer can't flip it on every packet.
@@ -134,6 +136,11 @@ class Producer:
         self._learned = learned  # single encoding, SSRC taken from packets
         self.consumers: list[Consumer] = []
         self._fanout: list[tuple[Group, ...]] = [() for _ in ssrcs]  # per stream
+        # per stream: the C core's groups (None: none); the Python loop sends to the rest
+        self._core: list[CoreFanout | None] = [None for _ in ssrcs]
+        self._ring = ctx.ring
+        self._packet_buf: Any = None  # the receive buffer `_packet_ptr` points into
+        self._packet_ptr: Any = None
         # Per stream: parse the VP8 TID of each packet (some consumer filters temporal layers)
         self._tid_parse = [False for _ in ssrcs]
         self._is_vp8 = self.kind == "video" and media[0]["mimeType"].lower() == "video/vp8"
@@ -242,8 +249,10 @@ class Producer:
         """Regroup the active consumers of each stream (`relay.worker.fanout.build_groups`)
         and decide per stream whether VP8 TIDs must be parsed and packets stored for NACK
         (control path). A consumer waiting for a key frame is left out until one comes."""
-        self._fanout = [() if self.paused else build_groups(self.consumers, index)
-                        for index in range(len(self.streams))]
+        split = [((), None) if self.paused else split_groups(build_groups(self.consumers, index))
+                 for index in range(len(self.streams))]
+        self._fanout = [python for python, _ in split]
+        self._core = [core for _, core in split]
         for index in range(len(self.streams)):
             self._tid_parse[index] = self._is_vp8 and any(
                 c.max_tid < 3 or c.pending_max_tid is not None
@@ -491,13 +500,33 @@ class Producer:
             self._feed_audio_level(buf, n)
         tid = self._temporal_step(buf, n, index) if self._tid_parse[index] else 0
         groups = self._fanout[index]
-        if not groups:
-            if self.paused:
-                self.dropped["paused"] += 1
-            return 0
-        return fan_out(groups, buf[:n], n, ssrc, seq, ts, older, tid,
-                       n - rtp_payload_offset(buf, n), now, self._scratch, self._scratch_view,
-                       self.dropped)
+        core = self._core[index]
+        if core is None:
+            if not groups:
+                if self.paused:
+                    self.dropped["paused"] += 1
+                return 0
+            return fan_out(groups, buf[:n], n, ssrc, seq, ts, older, tid,
+                           n - rtp_payload_offset(buf, n), now, self._scratch,
+                           self._scratch_view, self.dropped)
+        # The C core: one call for all its consumers. The C pointer to a transport's receive
+        # buffer is made once (`buf` views all of it; from the buffer itself, not the view:
+        # a cdata over a view in a reference cycle crashed CPython's GC).
+        obj = buf.obj
+        if obj is not self._packet_buf:
+            if type(obj) is bytearray and len(obj) == buf.nbytes:
+                self._packet_buf = obj
+                self._packet_ptr = _from_buffer("unsigned char[]", obj)
+            else:
+                self._packet_buf = None
+                self._packet_ptr = _from_buffer("unsigned char[]", buf)
+        payload_size = n - rtp_payload_offset(buf, n)
+        sends = core.fan_out(self._ring.core, self._packet_ptr, n, ssrc, seq, ts, older, tid, payload_size,
+                             now, self.dropped)
+        if groups:
+            sends += fan_out(groups, buf[:n], n, ssrc, seq, ts, older, tid, payload_size, now,
+                             self._scratch, self._scratch_view, self.dropped)
+        return sends
 
     def _temporal_step(self, buf: memoryview, n: int, index: int) -> int:
         tid, changed = temporal_step(self.consumers, buf, n, index)
@@ -623,6 +652,7 @@ class Producer:
             return
         self.closed = True
         self._fanout = [() for _ in self.streams]
+        self._core = [None for _ in self.streams]
         self.key_frames.close()
         for observer in self.level_observers:
             observer.remove_producer(self)

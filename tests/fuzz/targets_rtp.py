@@ -174,8 +174,8 @@ class _OneConsumer:
         self.srtp = None
         self.vp8 = None
         self.fd, self.addr = -1, None
-        self.dropped = self.ring_drops = self.packets_sent = self.bytes_sent = 0
-        self.payload_bytes = 0
+        self.py_dropped = self.py_ring_drops = self.py_packets_sent = self.py_bytes_sent = 0
+        self.py_payload_bytes = 0
         self.sent: bytes | None = None
 
     def send(self, fd: int, data: memoryview, addr: object) -> bool:

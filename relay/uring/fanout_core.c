@@ -1,0 +1,228 @@
+/* fanout_core: see fanout_core.h. The same rules as relay.worker.fanout.fan_out (the
+ * Python path, kept for the consumers this core does not take), which the tests compare
+ * packet by packet. */
+#include <stdint.h>
+#include <string.h>
+
+#include "fanout_core.h"
+
+typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
+
+static protect_fn srtp_protect_fn;
+
+void fc_set_protect(void *srtp_protect)
+{
+    srtp_protect_fn = (protect_fn)srtp_protect;
+}
+
+/* RFC 8285 element ids of buf[start:end] rewritten through table, as
+ * relay.rtp.packet.rewrite_extension_ids. 0 when the element list is malformed. */
+static int rewrite_extension_ids(unsigned char *buf, unsigned start, unsigned end,
+                                 unsigned profile, const unsigned char *table)
+{
+    unsigned i = start;
+
+    if (profile == 0xBEDE) {
+        while (i < end) {
+            unsigned b = buf[i];
+            if (b == 0) {
+                i++;
+                continue;
+            }
+            unsigned id = b >> 4;
+            if (id == 15)
+                return 1;
+            unsigned size = (b & 0x0F) + 1;
+            if (i + 1 + size > end)
+                return 0;
+            unsigned new_id = table[id];
+            if (new_id != id) {
+                if (new_id == 0 || new_id > 14)
+                    memset(buf + i, 0, 1 + size);
+                else
+                    buf[i] = (unsigned char)((new_id << 4) | (b & 0x0F));
+            }
+            i += 1 + size;
+        }
+        return 1;
+    }
+    if ((profile & 0xFFF0) == 0x1000) {
+        while (i < end) {
+            unsigned id = buf[i];
+            if (id == 0) {
+                i++;
+                continue;
+            }
+            if (i + 2 > end)
+                return 0;
+            unsigned size = buf[i + 1];
+            if (i + 2 + size > end)
+                return 0;
+            unsigned new_id = table[id];
+            if (new_id != id) {
+                if (new_id == 0)
+                    memset(buf + i, 0, 2 + size);
+                else
+                    buf[i] = (unsigned char)new_id;
+            }
+            i += 2 + size;
+        }
+    }
+    return 1;
+}
+
+/* Offset of the value of element ext_id (at least 2 bytes) in buf[start:end], or -1; as
+ * relay.rtp.transport_cc.extension_value_offset. */
+static int extension_value_offset(const unsigned char *buf, unsigned start, unsigned end,
+                                  unsigned profile, unsigned ext_id)
+{
+    unsigned i = start;
+
+    if (profile == 0xBEDE) {
+        while (i < end) {
+            unsigned b = buf[i];
+            if (b == 0) {
+                i++;
+                continue;
+            }
+            if (b >> 4 == 15)
+                return -1;
+            unsigned size = (b & 0x0F) + 1;
+            if (b >> 4 == ext_id)
+                return size >= 2 && i + 1 + size <= end ? (int)(i + 1) : -1;
+            i += 1 + size;
+        }
+        return -1;
+    }
+    if ((profile & 0xFFF0) == 0x1000) {
+        while (i < end) {
+            unsigned id = buf[i];
+            if (id == 0) {
+                i++;
+                continue;
+            }
+            if (i + 2 > end)
+                return -1;
+            unsigned size = buf[i + 1];
+            if (id == ext_id)
+                return size >= 2 && i + 2 + size <= end ? (int)(i + 2) : -1;
+            i += 2 + size;
+        }
+    }
+    return -1;
+}
+
+static inline void put16(unsigned char *p, unsigned v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static inline void put32(unsigned char *p, unsigned v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
+               const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
+               int tid, unsigned payload_size, double now)
+{
+    /* the group's copy, and an SRTP consumer's copy (protect grows it by its trailer) */
+    unsigned char out[FC_MAX_PACKET + 20];
+    unsigned char enc[FC_MAX_PACKET + 20];
+    unsigned profile = 0, ext_start = 0, ext_end = 0;
+    int has_ext = packet[0] & 0x10;
+    int sends = 0;
+
+    if (ring == NULL || n < 12 || n > FC_MAX_PACKET)
+        return 0;
+    if (has_ext) {
+        if (12u + ((packet[0] & 0x0Fu) << 2) + 4 > n)
+            return FC_MALFORMED;
+        /* the transport validated the header: the extension block fits in n */
+        unsigned off = 12 + ((packet[0] & 0x0F) << 2);
+        profile = ((unsigned)packet[off] << 8) | packet[off + 1];
+        ext_start = off + 4;
+        ext_end = ext_start + ((((unsigned)packet[off + 2] << 8) | packet[off + 3]) << 2);
+        if (ext_end > n)
+            return FC_MALFORMED;
+    }
+    /* A (re)starting consumer is synced by Python on the packet it first gets. */
+    for (unsigned g = 0; g < ngroups; g++) {
+        if (tid > groups[g].max_tid)
+            continue;
+        for (unsigned k = 0; k < groups[g].nconsumers; k++)
+            if (groups[g].consumers[k]->sync_required)
+                return FC_NEEDS_SYNC;
+    }
+    unsigned marker = packet[1] & 0x80;
+    unsigned pt_in = packet[1] & 0x7F;
+    seq &= 0xFFFF;
+
+    for (unsigned g = 0; g < ngroups; g++) {
+        const struct fc_group *grp = &groups[g];
+        if (tid > grp->max_tid)
+            continue; /* Python recorded the temporal skips */
+        memcpy(out, packet, n);
+        int tcc_offset = -1;
+        if (has_ext) {
+            if (!rewrite_extension_ids(out, ext_start, ext_end, profile, grp->ext_table))
+                return sends | FC_MALFORMED;
+            if (grp->tcc_id)
+                tcc_offset = extension_value_offset(out, ext_start, ext_end, profile,
+                                                    (unsigned)grp->tcc_id);
+        }
+        for (unsigned k = 0; k < grp->nconsumers; k++) {
+            struct fc_consumer *c = grp->consumers[k];
+            if (older && (((seq - (unsigned)c->sync_seq) & 0xFFFF) >= 0x8000
+                          || (c->skip_seq >= 0
+                              && ((seq - (unsigned)c->skip_seq) & 0xFFFF) >= 0x8000))) {
+                c->dropped++;
+                continue;
+            }
+            unsigned pt = c->payload_types[pt_in];
+            if (pt == FC_NO_PAYLOAD_TYPE) {
+                c->dropped++;
+                continue;
+            }
+            out[1] = (unsigned char)(marker | pt);
+            put16(out + 2, seq + c->seq_offset);
+            put32(out + 4, ts + c->ts_offset);
+            put32(out + 8, c->ssrc);
+            if (tcc_offset > 0 && c->tcc) {
+                struct fc_tcc *t = c->tcc;
+                long long wide = ++t->last;
+                t->times[wide & t->mask] = now;
+                t->sizes[wide & t->mask] = n;
+                put16(out + tcc_offset, (unsigned)wide);
+            }
+            const unsigned char *data = out;
+            int len = (int)n;
+            if (c->srtp) {
+                memcpy(enc, out, n);
+                int rc = srtp_protect_fn ? srtp_protect_fn(c->srtp->ctx, enc, &len) : -1;
+                if (rc) {
+                    c->srtp->failures++;
+                    c->srtp->last_error = rc;
+                    c->dropped++;
+                    continue;
+                }
+                c->srtp->packets++;
+                data = enc;
+            }
+            if (rc_send(ring, c->fd, data, (unsigned)len, c->addressed ? c->addr : NULL)
+                == RC_QUEUED) {
+                c->packets_sent++;
+                c->bytes_sent += n;
+                c->payload_bytes += payload_size;
+                sends++;
+            } else {
+                c->ring_drops++;
+            }
+        }
+    }
+    return sends;
+}

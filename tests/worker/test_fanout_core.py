@@ -1,0 +1,294 @@
+"""The C fan-out core (relay/uring/fanout_core.c) against the Python fan-out loop, packet by
+packet: two identical worlds of consumers get the same inbound packets and control actions,
+one through `fan_out` (Python), one through `CoreFanout` (C, real SendRing, real sockets);
+every datagram must be byte-identical, SRTP included (same keys, so the same ciphertext),
+and an independent libsrtp session must unprotect what the core sent."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+
+import pytest
+from pylibsrtp import Policy, Session
+
+from relay.rtp.packet import build_rtp
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.transport.core_send_history import CoreSendHistory
+from relay.transport.srtp_session import SrtpSession
+from relay.uring import SendRing, fanout_core
+from relay.worker.fanout import CoreFanout, fan_out, write_rewriter
+
+pytestmark = pytest.mark.skipif(not fanout_core.ENABLED, reason=fanout_core.REASON)
+
+PT_TABLE = bytes(100 if pt == 111 else NO_PAYLOAD_TYPE for pt in range(128))
+TCC_ID = 5
+# group A: producer ids 1, 3 -> 10, 2; 4 (mid) neutralised; transport-cc 5 kept
+TABLE_A = bytes({1: 10, 3: 2, 5: 5}.get(i, 0) for i in range(256))
+# group B: only audio level, as 7; no transport-cc
+TABLE_B = bytes({1: 7}.get(i, 0) for i in range(256))
+KEYS = {"AES_CM_128_HMAC_SHA1_80": bytes(range(30)), "AEAD_AES_128_GCM": bytes(range(28))}
+
+
+class FakeConsumer:
+    """What both fan-outs read of a consumer (the Python one through attributes, the core
+    through `core`, kept current by the rewriter's on_change as the worker's Consumer does)."""
+
+    def __init__(self, ssrc: int, suite: str | None, tcc: bool, sink: socket.socket,
+                 ring: SendRing) -> None:
+        self.rewriter = RtpRewriter(ssrc, PT_TABLE, 48000)
+        self.core = fanout_core.new_consumer()
+        self.core.ssrc = ssrc
+        fanout_core.set_payload_types(self.core, PT_TABLE)
+        write_rewriter(self.core, self.rewriter)
+        self.rewriter.on_change = lambda: write_rewriter(self.core, self.rewriter)
+        self.srtp = SrtpSession(suite, KEYS[suite], outbound=True) if suite else None
+        self.suite = suite
+        self.core.srtp = self.srtp.core if self.srtp else fanout_core.ffi.NULL
+        self.tcc_history = CoreSendHistory(1024) if tcc else None
+        self.vp8 = None
+        self.in_core = True
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink = sink
+        self.fd, self.addr = self.sock.fileno(), sink.getsockname()
+        self.core.fd = self.fd
+        fanout_core.set_address(self.core, ring.address(self.addr))
+        self.temporal_drops = 0
+        self.py_dropped = self.py_ring_drops = self.py_packets_sent = self.py_bytes_sent = 0
+        self.py_payload_bytes = 0
+        self.sent: list[bytes] = []
+
+    def link_tcc(self) -> None:  # the core world numbers through the C arrays
+        if self.tcc_history is not None:
+            self.core.tcc = self.tcc_history.core_ring().c
+
+    def send(self, fd, data, addr) -> bool:  # the Python world records instead of sending
+        self.sent.append(bytes(data))
+        return True
+
+    def on_temporal_drop(self, seq: int) -> None:
+        self.temporal_drops += 1
+        self.rewriter.skip(seq)
+
+
+class World:
+    """Consumers in two groups (A: three, plain / SRTP AES-CM / SRTP GCM with transport-cc;
+    B: one, plain, taking only VP8 TID 0), fed through one of the two fan-outs."""
+
+    SPECS = [("A", None, False), ("A", "AES_CM_128_HMAC_SHA1_80", False),
+             ("A", "AEAD_AES_128_GCM", True), ("B", None, False)]
+
+    def __init__(self, core: bool, ring: SendRing) -> None:
+        self.core = core
+        self.ring = ring
+        self.stream = InputStream(0xAAAA)
+        self.sinks = []
+        self.consumers = []
+        for i, (_, suite, tcc) in enumerate(self.SPECS):
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sink.bind(("127.0.0.1", 0))
+            sink.setblocking(False)
+            self.sinks.append(sink)
+            consumer = FakeConsumer(0x7000 + i, suite, tcc, sink, ring)
+            if core:
+                consumer.link_tcc()
+            self.consumers.append(consumer)
+        self.paused: set[int] = set()
+        self.dropped: Counter[str] = Counter()
+        self.scratch = bytearray(2048)
+        self.regroup()
+
+    def regroup(self) -> None:
+        """As build_groups after a control action: the active consumers only."""
+        a = tuple(c for i, c in enumerate(self.consumers[:3]) if i not in self.paused)
+        b = tuple(c for i, c in enumerate(self.consumers[3:], 3) if i not in self.paused)
+        groups = []
+        if a:
+            groups.append((TABLE_A, a, 255, TCC_ID))
+        if b:
+            groups.append((TABLE_B, b, 0, 0))
+        self.groups = tuple(groups)
+        self.fanout = CoreFanout(self.groups) if self.core and groups else None
+
+    def pause(self, i: int) -> None:
+        self.consumers[i].rewriter.stop(self.stream)
+        self.paused.add(i)
+        self.regroup()
+
+    def resume(self, i: int) -> None:
+        self.paused.discard(i)
+        self.regroup()
+
+    def ssrc_change(self, ssrc: int) -> None:
+        for consumer in self.consumers:
+            consumer.rewriter.stop(self.stream)
+        self.stream.reset(ssrc)
+
+    def packet(self, packet: bytes, now: float, tid: int = 0) -> list[list[bytes]]:
+        """Feed one packet; what each consumer got from it."""
+        b0 = packet[0]
+        seq, ts, ssrc = struct.unpack_from("!HII", packet, 2)
+        older = self.stream.update(seq, ts, now)
+        n = len(packet)
+        offset = 12 + ((b0 & 0x0F) << 2)
+        if b0 & 0x10:
+            offset += 4 + 4 * struct.unpack_from("!H", packet, offset + 2)[0]
+        payload = n - offset
+        if not self.groups:
+            return [[] for _ in self.consumers]
+        if self.core:
+            buf = bytearray(2048)
+            buf[:n] = packet
+            ptr = fanout_core.ffi.from_buffer("unsigned char[]", buf)
+            sends = self.fanout.fan_out(self.ring.core, ptr, n, ssrc, seq, ts, older, tid,
+                                        payload, now, self.dropped)
+            self.ring.flush()
+            got = []
+            for sink in self.sinks:
+                out = []
+                while True:
+                    try:
+                        out.append(sink.recv(4096))
+                    except BlockingIOError:
+                        break
+                got.append(out)
+            assert sends == sum(len(g) for g in got)
+            return got
+        before = [len(c.sent) for c in self.consumers]
+        fan_out(self.groups, memoryview(packet), n, ssrc, seq, ts, older, tid, payload, now,
+                self.scratch, memoryview(self.scratch), self.dropped)
+        return [c.sent[k:] for c, k in zip(self.consumers, before, strict=True)]
+
+    def close(self) -> None:
+        for c in self.consumers:
+            c.sock.close()
+        for s in self.sinks:
+            s.close()
+
+
+def rtp(seq: int, ts: int, ssrc: int = 0xAAAA, pt: int = 111, marker: bool = False,
+        tcc: bool = True) -> bytes:
+    ext = {1: b"\x90", 3: b"\x01\x02\x03", 4: b"a"}
+    if tcc:
+        ext[TCC_ID] = b"\x00\x00"
+    return build_rtp(payload_type=pt, sequence_number=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF,
+                     ssrc=ssrc, marker=marker, payload=bytes([seq & 0xFF]) * 60, extensions=ext)
+
+
+def script():
+    """(action, arguments) steps: running, wraps, reordering, unknown PT, temporal layers,
+    pause/resume, an SSRC change, a packet recovered late (RTX), malformed extensions."""
+    now = 0.0
+    seq, ts = 65500, 0xFFFFF000
+    for k in range(60):
+        now += 0.02
+        if k == 10:
+            yield "pause", 1
+        if k == 20:
+            yield "resume", 1
+        if k == 25:
+            yield "pause", 3
+        if k == 32:
+            yield "resume", 3
+        if k == 40:
+            yield "ssrc", 0xBBBB
+            seq, ts = 1000, 5000
+        if k == 15:  # a gap: seq+1 is lost now and recovered (RTX) 3 packets later
+            seq += 1
+            ts += 960
+            lost = (seq, ts)
+        tid = k % 3
+        ssrc = 0xBBBB if k >= 40 else 0xAAAA
+        yield "packet", (rtp(seq, ts, ssrc=ssrc, marker=k % 7 == 0), now, tid)
+        if k == 18:
+            yield "packet", (rtp(*lost, ssrc=ssrc), now, 0)  # recovered: older
+        if k == 22:
+            # reordered: older than consumer 1's resume (k == 20), so not sent to it
+            yield "packet", (rtp(seq - 3, ts - 2880, ssrc=ssrc), now, 0)
+        if k == 27:
+            yield "packet", (rtp(seq + 1, ts + 960, ssrc=ssrc, pt=120), now, 0)  # PT not taken
+            seq += 1
+            ts += 960
+        if k == 30:
+            yield "packet", (rtp(seq + 1, ts + 960, ssrc=ssrc, tcc=False), now, 0)
+            seq += 1
+            ts += 960
+        if k == 35:  # an element that overruns the extension block
+            bad = bytearray(rtp(seq + 1, ts + 960, ssrc=ssrc))
+            bad[16] = 0x1F
+            yield "packet", (bytes(bad), now, 0)
+            seq += 1
+            ts += 960
+        seq += 1
+        ts += 960
+
+
+def test_core_matches_python_packet_by_packet():
+    ring = SendRing(mode="socket")
+    python, core = World(False, ring), World(True, ring)
+    compared = 0
+    try:
+        for action, arg in script():
+            for world in (python, core):
+                if action == "pause":
+                    world.pause(arg)
+                elif action == "resume":
+                    world.resume(arg)
+                elif action == "ssrc":
+                    world.ssrc_change(arg)
+            if action != "packet":
+                continue
+            packet, now, tid = arg
+            want = python.packet(packet, now, tid)
+            got = core.packet(packet, now, tid)
+            assert got == want, (packet[2:4].hex(), tid)
+            compared += sum(len(w) for w in want)
+        assert compared > 150
+        for p, c in zip(python.consumers, core.consumers, strict=True):
+            assert (c.core.packets_sent, c.core.bytes_sent, c.core.payload_bytes,
+                    c.core.dropped, c.core.ring_drops) == (
+                p.py_packets_sent, p.py_bytes_sent, p.py_payload_bytes, p.py_dropped,
+                p.py_ring_drops)
+            assert c.temporal_drops == p.temporal_drops
+            if p.tcc_history is not None:
+                p.tcc_history.collect()
+                c.tcc_history.collect()
+                assert c.tcc_history.last == p.tcc_history.last > 40
+                assert c.tcc_history.entries == p.tcc_history.entries
+        assert core.dropped == python.dropped == Counter({"malformedExtensions": 1})
+        # every group saw drops of its own kind
+        assert python.consumers[3].temporal_drops > 10
+        assert python.consumers[0].py_dropped == 1  # the PT not taken
+        assert python.consumers[1].py_dropped == 2  # ... and the packet older than its resume
+    finally:
+        python.close()
+        core.close()
+        ring.close()
+
+
+@pytest.mark.parametrize("suite", sorted(KEYS))
+def test_core_srtp_round_trip_through_an_independent_session(suite):
+    ring = SendRing(mode="socket")
+    world = World(True, ring)
+    consumer_index = 1 if suite.startswith("AES_CM") else 2
+    policy = Policy(key=KEYS[suite], ssrc_type=Policy.SSRC_ANY_INBOUND,
+                    srtp_profile={"AES_CM_128_HMAC_SHA1_80": Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+                                  "AEAD_AES_128_GCM": Policy.SRTP_PROFILE_AEAD_AES_128_GCM}[suite])
+    receiver = Session(policy=policy)
+    try:
+        for k in range(50):
+            packet = rtp(100 + k, 960 * k)
+            got = world.packet(packet, 0.02 * k)[consumer_index]
+            assert len(got) == 1
+            clear = receiver.unprotect(got[0])
+            assert len(got[0]) > len(clear) == len(packet)
+            assert clear[12:] != packet[12:] or True  # ids rewritten; compare the payload:
+            assert clear[-60:] == packet[-60:]
+            assert struct.unpack_from("!HI", clear, 2) == (100 + k, 960 * k)
+            assert struct.unpack_from("!I", clear, 8)[0] == 0x7000 + consumer_index
+        session = world.consumers[consumer_index].srtp
+        assert session.stats()["packets"] == 50
+    finally:
+        world.close()
+        ring.close()

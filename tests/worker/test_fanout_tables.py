@@ -1,0 +1,151 @@
+"""The tables Python writes for the C fan-out core are what the core reads, after every
+control action: consume, pause/resume (consumer and producer), SRTP keys arriving, a
+simulcast layer switch (VP8 PictureID rewriting: the Python loop's), consumer and transport
+close. Each check rebuilds the expected groups from the consumers' state and compares them
+with the C structs field by field, then sends a packet and checks who got it."""
+
+from __future__ import annotations
+
+import pytest
+from media_harness import MAPPED_SSRC, rtp
+
+from relay.uring import fanout_core
+from relay.worker.fanout import build_groups
+
+pytestmark = pytest.mark.skipif(not fanout_core.ENABLED, reason=fanout_core.REASON)
+ffi = fanout_core.ffi
+
+
+def check_tables(producer) -> set[str]:
+    """Compare the producer's core tables with its consumers' state; the ids in them."""
+    ring = producer._ring
+    seen: set[str] = set()
+    for index in range(len(producer.streams)):
+        expected = [] if producer.paused else build_groups(producer.consumers, index)
+        core = producer._core[index]
+        python = producer._fanout[index]
+        want_core = [(t, tuple(c for c in cs if c.in_core), m, tcc) for t, cs, m, tcc in expected]
+        want_core = [g for g in want_core if g[1]]
+        want_python = [(t, tuple(c for c in cs if not c.in_core), m, tcc)
+                       for t, cs, m, tcc in expected]
+        assert list(python) == [g for g in want_python if g[1]]
+        if not want_core:
+            assert core is None
+            continue
+        table = core.table
+        assert table.count == len(want_core)
+        for g, (ext, consumers, max_tid, tcc_id) in enumerate(want_core):
+            group = table.groups[g]
+            assert bytes(ffi.buffer(group.ext_table, 256)) == ext
+            assert (group.max_tid, group.tcc_id, group.nconsumers) == (
+                max_tid, tcc_id, len(consumers))
+            for k, consumer in enumerate(consumers):
+                c = group.consumers[k]
+                assert c == consumer.core
+                rw = consumer.rewriter
+                assert (c.ssrc, c.seq_offset, c.ts_offset, c.sync_required, c.sync_seq,
+                        c.skip_seq) == (rw.ssrc, rw.seq_offset, rw.ts_offset,
+                                        rw.sync_required, rw.sync_seq, rw.skip_seq)
+                assert bytes(ffi.buffer(c.payload_types, 128)) == rw.payload_types
+                assert c.fd == consumer.fd
+                assert c.addressed == 1
+                assert bytes(ffi.buffer(c.addr, 32)) == ring.address(consumer.addr)
+                if consumer.srtp is None:
+                    assert c.srtp == ffi.NULL
+                else:
+                    assert c.srtp == consumer.srtp.core
+                    assert c.srtp.ctx != ffi.NULL
+                seen.add(consumer.id)
+    return seen
+
+
+def test_tables_follow_every_control_action(run_media):
+    async def body(media):
+        media.router()
+        tp = media.transport("tp")
+        sender = media.peer()
+        media.connect("tp", sender)
+        media.produce("tp")
+        producer = media.ctx.handlers["p1"]
+        receivers = {}
+        for i in range(3):
+            options = {"enableSrtp": True} if i == 2 else {}
+            media.transport(f"tc{i}", **options)
+            receivers[f"c{i}"] = media.peer()
+            if i < 2:
+                media.connect(f"tc{i}", receivers[f"c{i}"])
+            media.consume(f"tc{i}", f"c{i}", ssrc=7000 + i)
+        seq = 0
+
+        async def step(expect_core: set[str]) -> None:
+            """Check the tables, send one packet, check who got it."""
+            nonlocal seq
+            assert check_tables(producer) == expect_core
+            for r in receivers.values():
+                r.received.clear()
+                r.drain()
+                r.received.clear()
+            seq += 1
+            sender.send(rtp(seq, seq * 960), tp["tuple"])
+            await media.wait_for(lambda: producer.packets_received == seq)
+            await media.settle()
+            got = {cid for cid, r in receivers.items() if r.drain()}
+            assert got == expect_core
+            # what the core counted is what the consumers report
+            for cid in got:
+                stats = media.request(cid, "consumer.getStats")[0]
+                assert stats["packetCount"] == media.ctx.handlers[cid].core.packets_sent > 0
+
+        # c2's transport has no remote (and no keys) yet: not in the tables
+        await step({"c0", "c1"})
+        # SRTP keys and the remote arrive: c2 joins with its session's srtp_t
+        srtp = media.request("tc2", "transport.dump")["srtpParameters"]
+        media.connect("tc2", receivers["c2"], srtpParameters=srtp)
+        assert media.ctx.handlers["c2"].srtp is not None
+        await step({"c0", "c1", "c2"})
+        media.request("c0", "consumer.pause")
+        await step({"c1", "c2"})
+        media.request("c0", "consumer.resume")
+        await step({"c0", "c1", "c2"})
+        media.request("p1", "producer.pause")
+        await step(set())
+        media.request("p1", "producer.resume")
+        await step({"c0", "c1", "c2"})
+        media.request("c1", "consumer.close")
+        del receivers["c1"]
+        await step({"c0", "c2"})
+        media.request("tc2", "transport.close")
+        del receivers["c2"]
+        await step({"c0"})
+
+    run_media(body)
+
+
+def test_vp8_picture_id_rewriting_consumers_stay_on_the_python_loop(run_media):
+    async def body(media):
+        tp, _, publisher, subscriber = media.publish_subscribe()
+        media.request("tp", "transport.produce", {
+            "producerId": "p1", "kind": "video",
+            "rtpParameters": {
+                "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
+                "encodings": [{"ssrc": 2001}, {"ssrc": 2002}]},
+            "rtpMapping": {"codecs": [{"payloadType": 96, "mappedPayloadType": 101}],
+                           "encodings": [{"ssrc": 2001, "mappedSsrc": MAPPED_SSRC},
+                                         {"ssrc": 2002, "mappedSsrc": MAPPED_SSRC + 1}]},
+        })
+        media.request("tc", "transport.consume", {
+            "consumerId": "c1", "producerId": "p1", "kind": "video", "type": "simulcast",
+            "rtpParameters": {"codecs": [{"mimeType": "video/VP8", "payloadType": 101,
+                                          "clockRate": 90000}],
+                              "encodings": [{"ssrc": 9999}]},
+            "consumableRtpEncodings": [{"ssrc": MAPPED_SSRC}, {"ssrc": MAPPED_SSRC + 1}],
+            "preferredLayers": {"spatialLayer": 1},
+        })
+        consumer = media.ctx.handlers["c1"]
+        assert consumer.vp8 is not None and not consumer.in_core
+        producer = media.ctx.handlers["p1"]
+        assert check_tables(producer) == set()
+        media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0})
+        assert check_tables(producer) == set()
+
+    run_media(body)
