@@ -252,14 +252,15 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, (label, mode, quality, tcc) in enumerate(self.cfg.variants):
+                for index, (label, mode, quality, tcc, tcc_ext) in enumerate(self.cfg.variants):
                     if self.stopping:
                         break
                     await self._add_target(
                         RelayTarget(mode, port_range(self.cfg, index),
                                     transport=self.cfg.transport,
                                     consent_interval=self.cfg.consent_interval,
-                                    quality=quality, transport_cc=tcc, label=label),
+                                    quality=quality, transport_cc=tcc,
+                                    transport_cc_extension=tcc_ext, label=label),
                         worker_cpus)
                 if not self.stopping:
                     await self._run_relay(progress)

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from itertools import groupby, repeat
-from operator import add, floordiv, itemgetter, mod, mul, sub
+from itertools import repeat
+from operator import add, eq, floordiv, itemgetter, mul, sub
 from typing import Any, NamedTuple
 
 from relay.rtp.rtcp import RtcpParseError
@@ -445,20 +445,19 @@ class TransportCcReceiver:
         order and the window has room it is stored here, without on_packet (measured:
         docs/performance.md, "Congestion feedback"). Anything else takes the general path."""
         try:
-            fast = self._layout_get(buf) == self._layout and buf[15] >= self._layout_words
-        except IndexError:  # shorter than the cached layout's positions
-            fast = False
-        if fast:
-            off = self._offset
-            seq = (buf[off] << 8) | buf[off + 1]
-            end = self._end
-            if seq == end & 0xFFFF and end < self._fast_limit:
-                self._times[end & self._mask] = arrival
-                self._end = end + 1
-                self.media_ssrc = ssrc
+            if self._layout_get(buf) == self._layout and buf[15] >= self._layout_words:
+                off = self._offset
+                seq = (buf[off] << 8) | buf[off + 1]
+                end = self._end
+                if seq == end & 0xFFFF and end < self._fast_limit:
+                    self._times[end & self._mask] = arrival
+                    self._end = end + 1
+                    self.media_ssrc = ssrc
+                    return
+                self.on_packet(seq, arrival, ssrc)
                 return
-            self.on_packet(seq, arrival, ssrc)
-            return
+        except IndexError:  # a buffer shorter than the usual layout: the general path
+            pass
         ext_id = self.ext_id
         read = read_transport_seq(buf, n, ext_id)
         if read is None:
@@ -729,8 +728,9 @@ class TransportCcReceiver:
         deltas = list(map(sub, ticks, previous))
         if min(deltas) < 0 or max(deltas) > 0xFF:
             return None
-        if 0 in deltas and DELTA_TICK_US // 2 in map(mod, us, repeat(DELTA_TICK_US)):
-            return None  # a tie: a microsecond short of the previous tick rounds down
+        if 0 in deltas and any(map(eq, map(add, us, repeat(DELTA_TICK_US // 2)),
+                                   map(mul, previous, repeat(DELTA_TICK_US)))):
+            return None  # 125 µs before the previous tick: -0.5 rounds away from zero
         leading = seq - base
         if lossless:
             runs = [(NOT_RECEIVED, leading), (SMALL_DELTA, len(window))] if leading else \

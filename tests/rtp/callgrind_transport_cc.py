@@ -75,20 +75,23 @@ async def route(variant: str, n: int, window: int) -> None:
             del exts[TCC_ID]
         packets.append(rtp(seq & 0xFFFF, seq * 90, pt=96, payload=b"\x00" * 1000,
                            extensions=exts))
+    rng = random.Random(1)
+    arrivals = [1.0]
+    for _ in range(n):  # 8000 pkt/s, Poisson
+        arrivals.append(arrivals[-1] + rng.expovariate(8000))
     buf = bytearray(2048)
     view = memoryview(buf)
-    env = {"packets": packets, "buf": buf, "view": view, "transport": transport,
+    env = {"packets": packets, "arrivals": arrivals, "buf": buf, "view": view, "transport": transport,
            "flush": ring.flush, "tcc": transport.feedback.tcc, "window": window}
     code = """
-now = 1.0
 fits = transport._rtp_fits
 route_rtp = transport._route_rtp
 for i, p in enumerate(packets):
+    now = arrivals[i]
     n = len(p)
     buf[:n] = p
     if fits(buf, n):
         route_rtp(buf, view, n, now)
-    now += 0.000125
     if i & 31 == 31:
         flush()
     if tcc is not None and i % window == window - 1:
