@@ -5,9 +5,11 @@ transport carries a 16-bit transport-wide sequence number in a header extension;
 reports, in RTCP RTPFB packets (PT 205, FMT 15), which numbers arrived and when, and the
 sender's congestion controller (GCC in browsers) estimates the bandwidth from that.
 
-Sans-I/O. Per inbound RTP packet the transport calls :func:`read_transport_seq` and
-:meth:`TransportCcReceiver.on_packet`; every :func:`feedback_interval` seconds it calls
-:meth:`TransportCcReceiver.build_feedback` and sends what it returns. Times are seconds on a
+Sans-I/O. Per inbound RTP packet the transport calls :meth:`TransportCcReceiver.on_rtp`
+(read the number, record the arrival: :func:`read_transport_seq` and
+:meth:`TransportCcReceiver.on_packet`, with a fast path for the usual case); every
+:func:`feedback_interval` seconds it calls :meth:`TransportCcReceiver.build_feedback` and
+sends what it returns (built in bulk when one packet with small deltas holds it all). Times are seconds on a
 monotonic clock (``loop.time()``), never negative.
 
 Receiver rules (libwebrtc's ``RemoteEstimatorProxy`` and ``PacketArrivalTimeMap``):
