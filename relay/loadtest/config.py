@@ -62,10 +62,10 @@ class LoadtestConfig:
     json: str | None = None
     plot: str | None = None
     modes: list[str] = field(default_factory=list)
-    # One target each: (label, send mode, quality on, transport-cc on, workers); the label
-    # keys the report and JSON.
+    # One target each: (label, send mode, quality on, transport-cc on, transport-cc
+    # extension only, workers); the label keys the report and JSON.
     # With --workers N (> 1) each comes twice: on one worker, and spread over N.
-    variants: list[tuple[str, str, bool, bool, int]] = field(default_factory=list)
+    variants: list[tuple[str, str, bool, bool, bool, int]] = field(default_factory=list)
     workers: int = 1
 
     def build_scenario(self) -> scenarios.Scenario:
@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and transport-cc feedback, the generator numbers every packet per "
                         "send transport, and the worker records each one and sends feedback "
                         "every 50-250 ms; off: neither; both: one worker each, steps "
-                        "interleaved, off first as the baseline (default off)")
+                        "interleaved, off first as the baseline, and its packets carry the "
+                        "numbered extension too (declared, feedback not negotiated), so "
+                        "only the feedback differs (default off)")
     w.add_argument("--workers", type=int, default=1, metavar="N",
                    help="also run the scenario spread over N workers (sinks round-robin, the "
                         "producers piped from the first worker's router to the others'), "
@@ -277,9 +279,14 @@ def validate(cfg: LoadtestConfig) -> None:
         return " ".join([mode] + ([f"quality-{quality}"] if len(qualities) > 1 else [])
                         + ([f"transport-cc-{tcc}"] if len(tccs) > 1 else []))
 
+    # both: the off worker gets the same numbered packets, its producers declaring the
+    # extension but not the feedback, so the comparison is the feedback alone (browser
+    # packets carry the extension either way; rewriting and numbering it when forwarding
+    # is the fan-out's cost, not the feedback's).
     counts = [1, cfg.workers] if cfg.workers > 1 else [1]
     cfg.variants = [(label(mode, quality, tcc) + (f" x{workers}" if cfg.workers > 1 else ""),
-                     mode, quality == "on", tcc == "on", workers)
+                     mode, quality == "on", tcc == "on", tcc == "off" and len(tccs) > 1,
+                     workers)
                     for mode in cfg.modes for quality in qualities for tcc in tccs
                     for workers in counts]
     ports = port_range_size(cfg)

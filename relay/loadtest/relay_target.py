@@ -51,7 +51,8 @@ class RelayTarget:
     """One worker in one send mode, with the scenario built on it. ``quality``: whether its
     producers and consumers negotiate NACK and PLI/FIR (see --quality); ``transport_cc``:
     whether its producers negotiate transport-cc and the generator numbers every packet (see
-    --transport-cc); ``label`` names it in the report (the send mode unless several variants
+    --transport-cc); ``transport_cc_extension``: without it, the generator still numbers every
+    packet and the producers declare the extension, not the feedback; ``label`` names it in the report (the send mode unless several variants
     share one)."""
 
     kind = "relay"
@@ -59,8 +60,8 @@ class RelayTarget:
     def __init__(self, send_mode: str, port_range: tuple[int, int], *,
                  transport: str = "plain", consent_interval: float = CONSENT_INTERVAL,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT, quality: bool = True,
-                 transport_cc: bool = False, label: str | None = None,
-                 workers: int = 1) -> None:
+                 transport_cc: bool = False, transport_cc_extension: bool = False,
+                 label: str | None = None, workers: int = 1) -> None:
         self.send_mode = send_mode
         # --workers: each room's producers on the first worker, its sinks spread over all of
         # them, each other worker's router fed through a pipe transport (pipe_to_router)
@@ -71,6 +72,7 @@ class RelayTarget:
         # What the worker actually negotiated, counted after the build (see _check_quality).
         self.quality_check: dict[str, Any] = {}
         self.transport_cc = transport_cc
+        self.transport_cc_extension = transport_cc_extension and not transport_cc
         self.transport_cc_check: dict[str, Any] = {}  # likewise (see _check_transport_cc)
         self._send_transports: list[Any] = []
         self._producers: list[Any] = []
@@ -109,7 +111,7 @@ class RelayTarget:
         self.initial_send_ring = (await self.worker.dump())["sendRing"]
 
     async def build(self, scenario: Scenario, traffic: Traffic, srtp_suite: str | None) -> None:
-        if self.transport_cc:
+        if self.transport_cc or self.transport_cc_extension:
             traffic.enable_transport_cc(TRANSPORT_CC_EXT_ID)
         if self.transport == "webrtc":
             await self._build_webrtc(scenario, traffic, srtp_suite or "AES_CM_128_HMAC_SHA1_80")
@@ -182,8 +184,8 @@ class RelayTarget:
         self._send_transports.append(transport)
         for stream in streams:
             producer = await transport.produce(
-                kind=kind, rtp_parameters=producer_rtp_parameters(kind, stream, self.quality,
-                                                                  self.transport_cc))
+                kind=kind, rtp_parameters=producer_rtp_parameters(
+                    kind, stream, self.quality, self.transport_cc, self.transport_cc_extension))
             self._producers.append(producer)
             producer_ids[stream] = producer.id
 

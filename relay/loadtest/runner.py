@@ -254,7 +254,7 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, (label, mode, quality, tcc, workers) in enumerate(
+                for index, (label, mode, quality, tcc, tcc_ext, workers) in enumerate(
                         self.cfg.variants):
                     if self.stopping:
                         break
@@ -262,7 +262,8 @@ class Run:
                         RelayTarget(mode, port_range(self.cfg, index),
                                     transport=self.cfg.transport,
                                     consent_interval=self.cfg.consent_interval,
-                                    quality=quality, transport_cc=tcc, label=label,
+                                    quality=quality, transport_cc=tcc,
+                                    transport_cc_extension=tcc_ext, label=label,
                                     workers=workers),
                         worker_cpus)
                 if not self.stopping:

@@ -101,9 +101,11 @@ TRANSPORT_CC_EXTENSION = {"uri": TRANSPORT_CC_URI, "id": TRANSPORT_CC_EXT_ID}
 
 
 def producer_rtp_parameters(kind: str, stream: int, feedback: bool = True,
-                            transport_cc: bool = False) -> dict:
+                            transport_cc: bool = False, transport_cc_extension: bool = False
+                            ) -> dict:
     """``feedback``: NACK (and PLI/FIR for video); ``transport_cc``: the transport-wide
-    sequence number extension and "transport-cc" feedback, as browsers negotiate them."""
+    sequence number extension and "transport-cc" feedback, as browsers negotiate them;
+    ``transport_cc_extension``: the extension alone (no feedback)."""
     ssrc = SSRC_BASE + stream
     if kind == "audio":
         codec = {"mimeType": "audio/opus", "payloadType": OPUS_PAYLOAD_TYPE,
@@ -116,6 +118,7 @@ def producer_rtp_parameters(kind: str, stream: int, feedback: bool = True,
         extensions = []
     if transport_cc:
         codec["rtcpFeedback"].append(dict(TRANSPORT_CC_FEEDBACK))
+    if transport_cc or transport_cc_extension:
         extensions.append(dict(TRANSPORT_CC_EXTENSION))
     return {"codecs": [codec], "headerExtensions": extensions, "encodings": [{"ssrc": ssrc}],
             "rtcp": {"cname": f"loadtest-{stream}"}}

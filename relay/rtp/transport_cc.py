@@ -5,9 +5,11 @@ transport carries a 16-bit transport-wide sequence number in a header extension;
 reports, in RTCP RTPFB packets (PT 205, FMT 15), which numbers arrived and when, and the
 sender's congestion controller (GCC in browsers) estimates the bandwidth from that.
 
-Sans-I/O. Per inbound RTP packet the transport calls :func:`read_transport_seq` and
-:meth:`TransportCcReceiver.on_packet`; every :func:`feedback_interval` seconds it calls
-:meth:`TransportCcReceiver.build_feedback` and sends what it returns. Times are seconds on a
+Sans-I/O. Per inbound RTP packet the transport calls :meth:`TransportCcReceiver.on_rtp`
+(read the number, record the arrival: :func:`read_transport_seq` and
+:meth:`TransportCcReceiver.on_packet`, with a fast path for the usual case); every
+:func:`feedback_interval` seconds it calls :meth:`TransportCcReceiver.build_feedback` and
+sends what it returns (built in bulk when one packet with small deltas holds it all). Times are seconds on a
 monotonic clock (``loop.time()``), never negative.
 
 Receiver rules (libwebrtc's ``RemoteEstimatorProxy`` and ``PacketArrivalTimeMap``):
@@ -44,7 +46,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from itertools import repeat
+from operator import add, eq, floordiv, itemgetter, mul, sub
+from typing import Any, NamedTuple
 
 from relay.rtp.rtcp import RtcpParseError
 
@@ -189,6 +193,39 @@ def read_transport_seq(buf: bytearray | memoryview | bytes, n: int, ext_id: int)
     return None
 
 
+def one_byte_layout(buf: bytearray | memoryview | bytes, n: int,
+                    ext_id: int) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """The layout of the RTP packet ``buf[:n]`` when it is the usual one (version 2, no
+    padding, no CSRC, one-byte header extensions, element ``ext_id`` of 2 bytes or more
+    inside the block): (the positions of byte 0, of the 0xBEDE profile and of every element
+    header up to and including ``ext_id``'s, the bytes found there, the extension block
+    length in 32-bit words that the element needs); else None.
+
+    A packet whose bytes at those positions are the same, with a block at least that long,
+    has the element at the same offset: each element header fixes where the next begins.
+    (Padding bytes between elements are not positions: such a packet gets None.)"""
+    if n < 16 or buf[0] != 0x90 or buf[12] != 0xBE or buf[13] != 0xDE or ext_id == 15:
+        return None
+    words = (buf[14] << 8) | buf[15]
+    end = 16 + (words << 2)
+    if end > n:
+        return None
+    positions = [0, 12, 13]
+    i = 16
+    while i < end:
+        b = buf[i]
+        if b == 0 or b >> 4 == 15:  # padding or reserved: not the usual layout
+            return None
+        positions.append(i)
+        size = (b & 0x0F) + 1
+        if b >> 4 == ext_id:
+            if size < 2 or i + 1 + size > end:
+                return None
+            return tuple(positions), tuple(buf[p] for p in positions), (i + size - 12) >> 2
+        i += 1 + size
+    return None
+
+
 def feedback_interval(incoming_bitrate_bps: float | None) -> float:
     """Seconds between feedback rounds so that feedback takes about 5 % of the incoming
     bitrate, within 50–250 ms; 100 ms when the bitrate is unknown (None)."""
@@ -300,6 +337,28 @@ def _runs(missing: list[int], syms: list[int], k: int) -> list[tuple[int, int]]:
     return [(s, c) for s, c in runs]
 
 
+_RECEIVED = (0.0).__le__  # an arrival time, not _NOT_RECEIVED_TIME
+
+
+def _status_runs(received: bytes, leading: int) -> list[tuple[int, int]]:
+    """The status runs of ``leading`` missing numbers, then one number per byte of
+    ``received`` (1: a small-delta arrival, 0: missing); work per run, not per number."""
+    runs = [(NOT_RECEIVED, leading)] if leading else []
+    find = received.find
+    i, total = 0, len(received)
+    while i < total:
+        sym = received[i]
+        j = find(b"\x00" if sym else b"\x01", i)
+        if j < 0:
+            j = total
+        if runs and runs[-1][0] == sym:
+            runs[-1] = (sym, runs[-1][1] + j - i)
+        else:
+            runs.append((sym, j - i))
+        i = j
+    return runs
+
+
 # --- receiver -------------------------------------------------------------------------------
 
 
@@ -319,6 +378,7 @@ class TransportCcReceiver:
         max_span: int = DEFAULT_MAX_SPAN,
         back_window: float = BACK_WINDOW,
         max_leading_missing: int = MAX_LEADING_MISSING,
+        ext_id: int = 0,
     ) -> None:
         if max_span & (max_span - 1) or not 16 <= max_span <= _MAX_MAX_SPAN:
             raise ValueError("max_span must be a power of two in 16 .. 32768")
@@ -340,12 +400,30 @@ class TransportCcReceiver:
         self._floor = 0  # no late packet below this is taken (history dropped there)
         self._fb_count = 0
         self.media_ssrc = 0
-        self.packets = 0
+        self._packets = 0  # recorded, but for those :meth:`on_rtp` took since _fast_base
         self.duplicates = 0
         self.refused = 0
         self.evicted = 0
         self.resets = 0
         self.feedback_packets = 0
+        # on_rtp's fast path (see there): the header extension element ``ext_id`` of the
+        # packets' usual layout, and an in-order packet recorded without on_packet. While
+        # _fast_limit >= 0: the last seq seen is _end - 1 (not _last), the window has room
+        # below _fast_limit, everything from _fast_base to _end was recorded by the fast path.
+        self.ext_id = ext_id
+        self._layout_get: Any = itemgetter(0, 0)
+        self._layout: tuple[int, ...] = (-1, -1)  # bytes found at those positions
+        self._layout_words = 0  # extension block words the element needs
+        self._offset = 0  # of the element's value
+        self._fast_limit = -1
+        self._fast_base = 0
+
+    @property
+    def packets(self) -> int:
+        """Arrivals recorded."""
+        if self._fast_limit >= 0:
+            return self._packets + self._end - self._fast_base
+        return self._packets
 
     def __len__(self) -> int:
         """Sequence numbers spanned by the table (received or not)."""
@@ -356,10 +434,71 @@ class TransportCcReceiver:
         """Whether the next :meth:`build_feedback` has something to report."""
         return self._report_from < self._end
 
+    def on_rtp(self, buf: bytearray | memoryview | bytes, n: int, ssrc: int,
+               arrival: float) -> None:
+        """Read the transport-wide sequence number of the RTP packet ``buf[:n]`` (element
+        ``ext_id``) and record its arrival (:meth:`on_packet`); a packet without one is
+        ignored. The transport calls it for every inbound packet whose header and extension
+        block it checked to lie within ``n`` (``relay.rtp.packet.rtp_payload_offset``).
+
+        Hot path (every inbound packet). When the packet's layout is the one last seen
+        (`one_byte_layout`: the bytes at its element-header positions are equal, the block is
+        long enough) the number is read at the known offset; when it is the next number in
+        order and the window has room it is stored here, without on_packet (measured:
+        docs/performance.md, "Congestion feedback"). Anything else takes the general path."""
+        try:
+            if self._layout_get(buf) == self._layout and buf[15] >= self._layout_words:
+                off = self._offset
+                seq = (buf[off] << 8) | buf[off + 1]
+                end = self._end
+                if seq == end & 0xFFFF and end < self._fast_limit:
+                    self._times[end & self._mask] = arrival
+                    self._end = end + 1
+                    self.media_ssrc = ssrc
+                    return
+                self.on_packet(seq, arrival, ssrc)
+                return
+        except IndexError:  # a buffer shorter than the usual layout: the general path
+            pass
+        ext_id = self.ext_id
+        read = read_transport_seq(buf, n, ext_id)
+        if read is None:
+            return
+        layout = one_byte_layout(buf, n, ext_id)
+        if layout is not None:
+            positions, found, words = layout
+            self._layout_get = itemgetter(*positions)
+            self._layout = found
+            self._layout_words = words
+            self._offset = positions[-1] + 1
+        self.on_packet(read, arrival, ssrc)
+
+    def _leave_fast(self) -> None:
+        """Make _last and _packets exact again (before anything but the fast path)."""
+        if self._fast_limit >= 0:
+            end = self._end
+            self._last = end - 1
+            self._packets += end - self._fast_base
+            self._fast_limit = -1
+
+    def _arm_fast(self) -> None:
+        """Let on_rtp store the next packets itself while they come in order, up to the
+        capacity, and nothing needs culling (something is left to report)."""
+        end = self._end
+        if self._last == end - 1 and self._report_from < end:
+            self._fast_limit = self._begin + self._capacity
+            self._fast_base = end
+
     def on_packet(self, wide_seq: int, arrival: float, media_ssrc: int | None = None) -> bool:
         """Record the arrival of transport-wide sequence number ``wide_seq`` (16 bits) at
         ``arrival`` seconds. Returns False when the packet was not recorded (a duplicate,
         or late beyond the history)."""
+        self._leave_fast()
+        recorded = self._on_packet(wide_seq, arrival, media_ssrc)
+        self._arm_fast()
+        return recorded
+
+    def _on_packet(self, wide_seq: int, arrival: float, media_ssrc: int | None) -> bool:
         if media_ssrc is not None:
             self.media_ssrc = media_ssrc
         last = self._last
@@ -376,7 +515,7 @@ class TransportCcReceiver:
         if seq == end and end - self._begin < self._capacity:  # the usual case
             self._times[seq & self._mask] = arrival
             self._end = end + 1
-            self.packets += 1
+            self._packets += 1
             return True
         return self._add(seq, arrival)
 
@@ -386,7 +525,7 @@ class TransportCcReceiver:
         self._end = seq + 1
         self._floor = seq - self._max_span
         self._times[seq & self._mask] = arrival
-        self.packets += 1
+        self._packets += 1
         return True
 
     def _cull(self, seq: int, arrival: float) -> None:
@@ -413,7 +552,7 @@ class TransportCcReceiver:
                 self._begin = self._floor = self._report_from = seq
                 self._end = new_end
                 self._times[seq & self._mask] = arrival
-                self.packets += 1
+                self._packets += 1
                 return True
             if new_end - begin > self._max_span:
                 self._clear(begin, new_end - self._max_span)
@@ -427,7 +566,7 @@ class TransportCcReceiver:
                 self._grow(new_end - begin)
             self._times[seq & self._mask] = arrival
             self._end = new_end
-            self.packets += 1
+            self._packets += 1
             return True
         if seq >= begin:  # reordered, inside the window
             slot = seq & self._mask
@@ -435,7 +574,7 @@ class TransportCcReceiver:
                 self.duplicates += 1
                 return False
             times[slot] = arrival
-            self.packets += 1
+            self._packets += 1
             if seq < self._report_from:
                 self._report_from = seq  # late: report it (and what follows) again
             return True
@@ -449,7 +588,7 @@ class TransportCcReceiver:
         self._begin = seq
         if seq < self._report_from:
             self._report_from = seq
-        self.packets += 1
+        self._packets += 1
         return True
 
     def _clear(self, lo: int, hi: int) -> None:
@@ -484,6 +623,7 @@ class TransportCcReceiver:
             raise ValueError(f"max_packet_size must be at least {MIN_PACKET_SIZE}")
         limit = max_packet_size & ~3
         packets: list[bytes] = []
+        self._leave_fast()
         while self._report_from < self._end:
             before = self._report_from
             packet = self._build_packet(sender_ssrc & 0xFFFFFFFF, limit)
@@ -491,6 +631,7 @@ class TransportCcReceiver:
                 packets.append(packet)
             if self._report_from <= before:  # no progress: cannot happen, never loop on it
                 break
+        self._arm_fast()
         return packets
 
     def _build_packet(self, sender_ssrc: int, limit: int) -> bytes | None:
@@ -503,6 +644,9 @@ class TransportCcReceiver:
             return None
         base = max(self._report_from, seq - self._max_leading_missing)
         reference = round(times[seq & mask] * 1_000_000) // REFERENCE_TICK_US
+        packet = self._build_whole(sender_ssrc, limit, base, seq, reference)
+        if packet is not None:
+            return packet
         last_us = reference * REFERENCE_TICK_US
         # Pass 1: the arrivals this packet can take (deltas that fit 16 bits, a status
         # count within 0xFFFF, deltas alone within the size), with their delta bytes.
@@ -554,6 +698,55 @@ class TransportCcReceiver:
             del deltas[delta_ends[count - 1]:]
             next_seq = base + sum(missing[:count]) + count
         self._report_from = next_seq
+        return self._packet(sender_ssrc, base, next_seq - base, reference, chunks, deltas)
+
+    def _build_whole(self, sender_ssrc: int, limit: int, base: int, seq: int,
+                     reference: int) -> bytes | None:
+        """The usual case in bulk: one packet reports everything from ``base`` (``seq``
+        is the first arrival) to the end, every delta a small one. None when that does not
+        hold (a large or negative delta, a 125 µs tie that rounds the other way, too many
+        for one packet); then the packet is built arrival by arrival. Same bytes either way
+        (tests/rtp/test_transport_cc.py compares them); per arrival this runs in C (map,
+        bytes), about a tenth of the arrival-by-arrival cost."""
+        end = self._end
+        if end - base > MAX_STATUS_COUNT:
+            return None
+        times, mask = self._times, self._mask
+        lo, hi = seq & mask, end & mask
+        window = times[lo:hi] if lo < hi else times[lo:] + times[:hi]
+        if window[-1] < 0.0:
+            return None
+        lossless = window[0] >= 0.0 and min(window) >= 0.0
+        arrivals = window if lossless else list(filter(_RECEIVED, window))
+        if HEADER_SIZE + 2 + len(arrivals) > limit:
+            return None
+        us = list(map(round, map(mul, arrivals, repeat(1e6))))
+        # In 250 µs ticks, rounded half up: each delta as the arrival-by-arrival encoder
+        # gives it while it is not negative (its rounding is half away from zero).
+        ticks = list(map(floordiv, map(add, us, repeat(DELTA_TICK_US // 2)),
+                         repeat(DELTA_TICK_US)))
+        previous = ticks[:-1]
+        previous.insert(0, reference * (REFERENCE_TICK_US // DELTA_TICK_US))
+        deltas = list(map(sub, ticks, previous))
+        if min(deltas) < 0 or max(deltas) > 0xFF:
+            return None
+        if 0 in deltas and any(map(eq, map(add, us, repeat(DELTA_TICK_US // 2)),
+                                   map(mul, previous, repeat(DELTA_TICK_US)))):
+            return None  # 125 µs before the previous tick: -0.5 rounds away from zero
+        leading = seq - base
+        if lossless:
+            runs = [(NOT_RECEIVED, leading), (SMALL_DELTA, len(window))] if leading else \
+                [(SMALL_DELTA, len(window))]
+        else:
+            runs = _status_runs(bytes(map(_RECEIVED, window)), leading)
+        chunks = encode_chunks(runs)
+        if HEADER_SIZE + 2 * len(chunks) + len(deltas) > limit:
+            return None
+        self._report_from = end
+        return self._packet(sender_ssrc, base, end - base, reference, chunks, bytes(deltas))
+
+    def _packet(self, sender_ssrc: int, base: int, count: int, reference: int,
+                chunks: list[int], deltas: bytes | bytearray) -> bytes:
         body_size = HEADER_SIZE + 2 * len(chunks) + len(deltas)
         padding = -body_size % 4
         fb_count = self._fb_count
@@ -567,7 +760,7 @@ class TransportCcReceiver:
                 sender_ssrc,
                 self.media_ssrc & 0xFFFFFFFF,
                 base & 0xFFFF,
-                next_seq - base,
+                count,
                 ((reference & 0xFFFFFF) << 8) | fb_count,
             )
         )

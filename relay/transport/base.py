@@ -80,7 +80,8 @@ class Transport:
         self._max_rtp_size = getattr(ctx.ring, "slot_size", 1500) - MAX_TRAILER
         self.rtcp_reporter: RtcpReporter | None = None
         # transport-cc / REMB to the senders (relay.transport.receive_feedback)
-        self.feedback = ReceiveFeedback(ctx.loop, self.send_rtcp, time.monotonic)
+        self.feedback = ReceiveFeedback(ctx.loop, self.send_rtcp, time.monotonic,
+                                        lambda: self.rtp_bytes_received)
         # send-side estimation toward the remote: numbers what consumers that negotiated
         # transport-wide-cc send, and reads the remote's feedback (WebRTC transports give
         # theirs, set up from the bitrate options). Probe clusters it asks for go out as
@@ -198,9 +199,9 @@ class Transport:
         self.rtp_packets_received += 1
         self.rtp_bytes_received += n
         seq, ts, ssrc = _unpack_seq_ts_ssrc(buf, 2)
-        feedback = self.feedback
-        if feedback.tcc is not None or feedback.remb is not None:
-            feedback.on_rtp(buf, n, ssrc, now)  # probes too: the sender's estimator needs them
+        record = self.feedback.record
+        if record is not None:
+            record(buf, n, ssrc, now)  # probes too: the sender's estimator needs them
         try:
             entry = self.ssrc_table.get(ssrc)
             if entry is None:

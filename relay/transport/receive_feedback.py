@@ -27,7 +27,6 @@ from relay.rtp.transport_cc import (
     TRANSPORT_CC_URI,
     TransportCcReceiver,
     feedback_interval,
-    read_transport_seq,
 )
 
 CAP_REMB_INTERVAL = 1.0  # seconds between REMBs carrying the cap next to transport-cc
@@ -42,17 +41,24 @@ class ReceiveFeedback:
     """The uplink feedback of one transport (see the module doc)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send_rtcp: Callable[[bytes], bool],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 bytes_received: Callable[[], int] | None = None) -> None:
         self._loop = loop
         self._send_rtcp = send_rtcp
         self._clock = clock
+        # The transport's RTP byte count (for the feedback interval): counted there already,
+        # not again per packet here. None: the interval stays at its default.
+        self._bytes_received = bytes_received
         self.tcc: TransportCcReceiver | None = None
         self.tcc_ext_id = 0
         self.remb: RembEstimator | None = None
         self.abs_ext_id = 0
+        # What the transport calls for every inbound RTP packet (buf, n, ssrc, now), or None
+        # when no feedback was negotiated: one attribute check per packet then.
+        self.record: Callable[[Any, int, int, float], None] | None = None
         self.max_incoming_bitrate: int | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._bytes = 0  # RTP bytes since the last feedback (for its interval)
+        self._bytes_at_feedback = 0  # bytes_received() at the last feedback
         self._last_feedback = 0.0
         self._last_cap_remb = 0.0
         self.feedback_sent = 0
@@ -69,24 +75,24 @@ class ReceiveFeedback:
         by_uri = {uri: ext_id for ext_id, uri in extensions.items()}
         if TRANSPORT_CC_URI in by_uri and _negotiated(codecs, "transport-cc"):
             if self.tcc is None:
-                self.tcc = TransportCcReceiver()
                 self.tcc_ext_id = by_uri[TRANSPORT_CC_URI]
+                self.tcc = TransportCcReceiver(ext_id=self.tcc_ext_id)
+                self.record = self.tcc.on_rtp  # read and record in one call
                 self.remb = None  # one estimate per sender: the transport-wide one
         elif self.tcc is None and ABS_SEND_TIME_URI in by_uri and _negotiated(codecs, "goog-remb"):
             if self.remb is None:
                 self.remb = RembEstimator(self.max_incoming_bitrate)
                 self.abs_ext_id = by_uri[ABS_SEND_TIME_URI]
+                self.record = self._on_remb_rtp
         self._arm(0.1)
 
     def on_rtp(self, buf: Any, n: int, ssrc: int, now: float) -> None:
-        """Every inbound RTP packet, decrypted (hot path: two attribute checks when off)."""
-        tcc = self.tcc
-        if tcc is not None:
-            seq = read_transport_seq(buf, n, self.tcc_ext_id)
-            if seq is not None:
-                tcc.on_packet(seq, now, ssrc)
-            self._bytes += n
-            return
+        """An inbound RTP packet, decrypted (the transport calls :attr:`record` itself)."""
+        record = self.record
+        if record is not None:
+            record(buf, n, ssrc, now)
+
+    def _on_remb_rtp(self, buf: Any, n: int, ssrc: int, now: float) -> None:
         remb = self.remb
         if remb is not None:
             abs_time = read_abs_send_time(buf, n, self.abs_ext_id)
@@ -124,8 +130,10 @@ class ReceiveFeedback:
             return
         now = self._clock()
         elapsed = now - self._last_feedback if self._last_feedback else 0.0
-        bitrate = self._bytes * 8 / elapsed if elapsed > 0 else None
-        self._bytes = 0
+        total = self._bytes_received() if self._bytes_received is not None else 0
+        received = total - self._bytes_at_feedback
+        bitrate = received * 8 / elapsed if elapsed > 0 and self._bytes_received else None
+        self._bytes_at_feedback = total
         self._last_feedback = now
         tcc = self.tcc
         if tcc is not None:

@@ -593,3 +593,115 @@ def test_chunk_encoder_matches_libwebrtcs_greedy_choice():
             for _ in range(count):
                 model.add(sym)
         assert encode_chunks(runs) == model.encoded(), runs
+
+
+# --- the fast paths give what the general ones give ------------------------------------------
+
+
+def _slow_receiver(**kw) -> TransportCcReceiver:
+    """A receiver whose feedback is always built arrival by arrival."""
+    r = TransportCcReceiver(**kw)
+    r._build_whole = lambda *args: None  # type: ignore[method-assign]
+    return r
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bulk_feedback_is_byte_for_byte_the_general_one(seed):
+    """Random windows: loss, reordering (negative deltas), gaps in time (large deltas),
+    times on 125 µs ties, long missing runs, windows too big for one packet; the bulk
+    encoder must give the bytes the arrival-by-arrival one gives, or leave it to it."""
+    rng = random.Random(seed)
+    fast, slow = TransportCcReceiver(), _slow_receiver()
+    seq, t, took_bulk = 60000, 5.0, 0
+    for _ in range(60):
+        n = rng.choice((1, 3, 20, 200, 1500))
+        tie = rng.random() < 0.3
+        for _ in range(n):
+            r = rng.random()
+            if r < 0.05:
+                seq += rng.choice((1, 3, 40, 9000))  # loss, or a long missing run
+            t += rng.choice((0.0, 0.000125, 0.000250, 0.001)) if tie else rng.expovariate(2000)
+            if rng.random() < 0.01:
+                t += 0.1  # a large delta
+            s = seq
+            if rng.random() < 0.03:
+                s -= rng.randint(1, 5)  # late (reordered) or a duplicate
+            else:
+                seq += 1
+            fast.on_packet(s & 0xFFFF, t, MEDIA)
+            slow.on_packet(s & 0xFFFF, t, MEDIA)
+        before = fast.feedback_packets
+        size = rng.choice((1200, 200, 64))
+        out = fast.build_feedback(SENDER, size)
+        assert out == slow.build_feedback(SENDER, size)
+        took_bulk += len(out) == 1 and fast.feedback_packets == before + 1
+        assert (fast.packets, fast.duplicates, fast.refused, fast.evicted) == \
+            (slow.packets, slow.duplicates, slow.refused, slow.evicted)
+    assert took_bulk > 10
+
+
+def _chrome_packet(seq: int, wide: int | None, layout: int) -> bytearray:
+    """Chrome-like one-byte extensions in a few layouts: abs-send-time first (the usual),
+    audio level first, transport-cc first, with padding bytes, a two-byte form, the
+    element missing, or the RTP padding bit set (a probe)."""
+    if wide is None:
+        exts = {2: b"\x01\x02\x03"}
+    elif layout == 0:
+        exts = {2: b"\x01\x02\x03", 3: wide.to_bytes(2, "big"), 4: b"0"}
+    elif layout == 1:
+        exts = {1: b"\x90", 3: wide.to_bytes(2, "big")}
+    else:
+        exts = {3: wide.to_bytes(2, "big"), 2: b"\x01\x02\x03"}
+    two_byte = layout == 4 and wide is not None
+    packet = bytearray(build_rtp(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=0,
+                                 ssrc=0x1234, payload=b"\x33" * 30, extensions=exts,
+                                 padding=4 if layout == 5 else 0,
+                                 two_byte_extensions=two_byte))
+    if layout == 3 and wide is not None:  # a padding byte before the element: not the usual
+        packet[16:16] = b"\x00\x00\x00\x00"
+        packet[15] += 1
+    return packet
+
+
+def test_on_rtp_records_what_on_packet_records():
+    """Every layout change, reordering, duplicates, loss, wrap-around and feedback rounds
+    in between: on_rtp (fast path or not) leaves the receiver as on_packet does."""
+    rng = random.Random(7)
+    fast, slow = TransportCcReceiver(ext_id=3), TransportCcReceiver()
+    wide, t = 65000, 1.0
+    layout = 0
+    for i in range(3000):
+        if rng.random() < 0.02:
+            layout = rng.randrange(6)
+        w: int | None = wide
+        r = rng.random()
+        if r < 0.02:
+            w = wide - rng.randint(1, 30)  # late or duplicate
+        elif r < 0.04:
+            wide += rng.randint(1, 50)  # loss
+            w = wide
+        elif r < 0.045:
+            w = None  # no transport-cc element
+        t += rng.expovariate(1000)
+        packet = _chrome_packet(i, None if w is None else w & 0xFFFF, layout)
+        fast.on_rtp(packet, len(packet), 0x1234, t)
+        if w is not None:
+            slow.on_packet(w & 0xFFFF, t, 0x1234)
+            if w == wide:
+                wide += 1
+        assert fast.packets == slow.packets
+        if rng.random() < 0.01:
+            assert fast.build_feedback(SENDER) == slow.build_feedback(SENDER)
+    assert fast.build_feedback(SENDER) == slow.build_feedback(SENDER)
+    assert (fast.packets, fast.duplicates, fast.refused, len(fast)) == \
+        (slow.packets, slow.duplicates, slow.refused, len(slow))
+    assert fast.packets > 2500
+
+
+def test_on_rtp_never_reads_past_a_short_packet():
+    r = TransportCcReceiver(ext_id=3)
+    packet = _chrome_packet(1, 100, 0)
+    r.on_rtp(packet, len(packet), 1, 1.0)  # caches the layout
+    for cut in range(len(packet)):
+        r.on_rtp(bytes(packet[:cut]), cut, 1, 1.0)  # no exception
+    assert r.packets == 1
