@@ -16,7 +16,8 @@ if its transport has SRTP, and queued in the send ring (or copied to an ICE-TCP 
 tests/rtp/test_rewriter.py drives this loop, so the rules are tested in the shipped code.
 The groups hold only active consumers (not paused, producer not paused, remote known, not
 waiting for a key frame) and are rebuilt on every state change (`build_groups`, control
-path), so the loop has no checks for those. The transport flushes the ring after its drain.
+path), so the loop has no checks for those. The transport ends its drain with `ring.flush_soon()`
+(one submit per event-loop turn).
 """
 
 from __future__ import annotations
