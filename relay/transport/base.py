@@ -235,6 +235,31 @@ class Transport:
     def send_rtcp(self, packet: bytes) -> bool:
         raise NotImplementedError
 
+    def _send_rtcp_by_ring(self, fd: int, remote: tuple[str, int] | None, packet: bytes) -> bool:
+        """RTCP out of a UDP socket through the send ring, SRTCP-protected when the transport
+        has SRTP (plain and pipe transports); refusals are counted, never raised."""
+        if self.closed or remote is None:
+            self.dropped["rtcpNoRemote"] += 1
+            return False
+        data: Any = packet
+        if self.srtp_send is not None:
+            data = self.srtp_send.protect_rtcp(packet, len(packet))
+            if data is None:
+                self.dropped["srtcpProtect"] += 1
+                return False
+        ring = self._ctx.ring
+        try:
+            sent = ring.send(fd, data, remote)
+            ring.flush_soon()
+        except (ValueError, RuntimeError) as exc:  # ring closed or refused: count, don't raise
+            self.dropped[f"rtcp send {type(exc).__name__}"] += 1
+            return False
+        if sent:
+            self.rtcp_packets_sent += 1
+        else:
+            self.dropped["rtcpRingFull"] += 1
+        return sent
+
     # -- description --------------------------------------------------------------------------
 
     def dump(self) -> dict:

@@ -193,7 +193,7 @@ class PipeTransport(Transport):
         except Exception:  # a bug must cost one packet, not the transport
             logger.exception("RTP handling failed on pipe transport %s", self.id)
             self.dropped["internalError"] += 1
-        self._ctx.ring.flush()  # one per drained batch
+        self._ctx.ring.flush_soon()  # one submit per event-loop turn
 
     def _on_rtcp(self, n: int) -> None:
         if self.srtp_recv is not None:
@@ -206,27 +206,7 @@ class PipeTransport(Transport):
     # -- outbound RTCP (control path) ---------------------------------------------------------
 
     def send_rtcp(self, packet: bytes) -> bool:
-        if self.closed or self.remote is None:
-            self.dropped["rtcpNoRemote"] += 1
-            return False
-        data: Any = packet
-        if self.srtp_send is not None:
-            data = self.srtp_send.protect_rtcp(packet, len(packet))
-            if data is None:
-                self.dropped["srtcpProtect"] += 1
-                return False
-        ring = self._ctx.ring
-        try:
-            sent = ring.send(self.fd, data, self.remote)
-            ring.flush()
-        except (ValueError, RuntimeError) as exc:  # ring closed or refused: count, don't raise
-            self.dropped[f"rtcp send {type(exc).__name__}"] += 1
-            return False
-        if sent:
-            self.rtcp_packets_sent += 1
-        else:
-            self.dropped["rtcpRingFull"] += 1
-        return sent
+        return self._send_rtcp_by_ring(self.fd, self.remote, packet)
 
     # -- description --------------------------------------------------------------------------
 

@@ -325,27 +325,7 @@ class PlainTransport(Transport):
     # -- outbound RTCP (control path) ---------------------------------------------------------
 
     def send_rtcp(self, packet: bytes) -> bool:
-        if self.closed or self.rtcp_remote is None:
-            self.dropped["rtcpNoRemote"] += 1
-            return False
-        data: Any = packet
-        if self.srtp_send is not None:
-            data = self.srtp_send.protect_rtcp(packet, len(packet))
-            if data is None:
-                self.dropped["srtcpProtect"] += 1
-                return False
-        ring = self._ctx.ring
-        try:
-            sent = ring.send(self.rtcp_fd, data, self.rtcp_remote)
-            ring.flush_soon()
-        except (ValueError, RuntimeError) as exc:  # ring closed or refused: count, don't raise
-            self.dropped[f"rtcp send {type(exc).__name__}"] += 1
-            return False
-        if sent:
-            self.rtcp_packets_sent += 1
-        else:
-            self.dropped["rtcpRingFull"] += 1
-        return sent
+        return self._send_rtcp_by_ring(self.rtcp_fd, self.rtcp_remote, packet)
 
     # -- description --------------------------------------------------------------------------
 
