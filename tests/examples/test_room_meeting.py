@@ -5,8 +5,7 @@ the moment all have joined (one first, the other two 3 s later at once). Every p
 and relay's producer/consumer stats); then, from the samples:
 
 - every publisher's bandwidth estimate (the selected candidate pair's
-  availableOutgoingBitrate) is above 250 kbps in every sample from 20 s on (the issue's
-  1.5 Mbps with RELAY_MEETING_STRICT=1, see MIN_ESTIMATE);
+  availableOutgoingBitrate) is above the issue's 1.5 Mbps in every sample from 20 s on;
 - (strict only) every publisher sends its 1280x720 layer (frames and bytes grow) in every
   5-s window from 20 s on; smaller only while Chrome says it is short of CPU (its own
   adaptation scales the input down: the machine's doing, not relay's), and even then the
@@ -14,7 +13,7 @@ and relay's producer/consumer stats); then, from the samples:
 - every video subscription (3 pages x 2 others) decodes frames and every audio subscription
   receives packets in every 5-s window from 10 s on;
 - Chrome limits no publisher for bandwidth (qualityLimitationReason "bandwidth") in more
-  than 80 % (strict: 30 %) of the samples from 10 s on ("none" on an idle machine, "cpu" on
+  than 30 % of the samples from 10 s on ("none" on an idle machine, "cpu" on
   a busy one).
 
 A relay that advertises feedback it never sends (transport-cc) fails all of these: Chrome's
@@ -42,18 +41,16 @@ SECONDS = 60
 WINDOW = 5  # s
 SUBSCRIBED_AFTER = 10  # s: joining, ICE/DTLS and the first key frames come before
 ESTIMATE_AFTER = 20  # s: Chrome's estimate ramps up from its 1 Mbps start bitrate
-# The issue's targets (RELAY_MEETING_STRICT=1): an estimate above 1.5 Mbps (the three
-# layers' maxBitrates add up to 1.85 Mbps), the 720p layer in every window, and at most 30 %
-# of samples bandwidth-limited. On this 2-core machine, with three Chromium encoders and
-# relay sharing the cores, Chrome's delay-based estimate settles at 0.8–1.0 Mbps and dips
-# to ~350 kbps when the machine is busiest (relay's processing delay under that load reads
-# as queueing), so CI holds what must never happen again: the estimate collapsing (it sat
-# at 84 kbps) and any subscription freezing.
+# The issue's targets: an estimate above 1.5 Mbps (the three layers' maxBitrates add up to
+# 1.85 Mbps) and at most 30 % of samples bandwidth-limited hold in CI (2026-12-02, two
+# fresh-clone runs: every publisher 2.0-4.4 Mbps from 15 s on). The 720p layer in every
+# window stays behind RELAY_MEETING_STRICT=1: three Chromium encoders on 2 cores run short
+# of CPU (qualityLimitationReason "cpu") and scale their input down, which relay cannot change.
 STRICT = os.environ.get("RELAY_MEETING_STRICT") == "1"
-MIN_ESTIMATE = 1_500_000 if STRICT else 250_000  # bps
+MIN_ESTIMATE = 1_500_000  # bps
 TOP_LAYER = "1280x720"
 TOP_LAYER_RID = "r2"  # mediasoup-client names the encodings r0..r2, lowest first
-MAX_BANDWIDTH_LIMITED_SHARE = 0.3 if STRICT else 0.8  # of the samples from SUBSCRIBED_AFTER on
+MAX_BANDWIDTH_LIMITED_SHARE = 0.3  # of the samples from SUBSCRIBED_AFTER on
 
 
 # -- reading the samples ----------------------------------------------------------------------
