@@ -105,6 +105,7 @@ class PipeTransport(Transport):
         except BaseException:
             self._close_socket()
             raise
+        self._start_receive_core(self.fd)
         self._start()
 
     # -- requests ---------------------------------------------------------------------------
@@ -155,35 +156,17 @@ class PipeTransport(Transport):
     # -- inbound (hot) ------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        if self.receive_core is not None:  # the C core, with this Python path for the rest
+            self._drain_by_core(self._on_datagram)
+            return
         recv = self._sock.recvfrom_into
         buf = self._rbuf
-        view = self._rview
         now = time.monotonic()
         sends = 0
         try:
             for _ in range(MAX_PACKETS_PER_DRAIN):
                 n, addr = recv(buf)
-                if addr != self._remote_match:
-                    self.dropped["notFromRemote"] += 1
-                    continue
-                if n < 8:
-                    self.dropped["tooShort"] += 1
-                    continue
-                if 64 <= (buf[1] & 0x7F) <= 95:  # RTCP (RFC 5761)
-                    self._on_rtcp(n)
-                    continue
-                if n < 12:
-                    self.dropped["tooShort"] += 1
-                    continue
-                srtp = self.srtp_recv
-                if srtp is not None:
-                    n = srtp.unprotect_rtp(self._rptr, n)
-                    if n < 0:
-                        self.dropped["srtp"] += 1
-                        continue
-                if not self._rtp_fits(buf, n):
-                    continue
-                sends += self._route_rtp(buf, view, n, now)
+                sends += self._on_datagram(n, addr, now)
                 if sends >= MAX_SENDS_PER_DRAIN:
                     break
         except BlockingIOError:
@@ -194,6 +177,31 @@ class PipeTransport(Transport):
             logger.exception("RTP handling failed on pipe transport %s", self.id)
             self.dropped["internalError"] += 1
         self._ctx.ring.flush_soon()  # one submit per event-loop turn
+
+    def _on_datagram(self, n: int, addr: tuple, now: float) -> int:
+        """One datagram in `self._rbuf[:n]` from `addr`; returns the sends queued."""
+        buf = self._rbuf
+        if addr != self._remote_match:
+            self.dropped["notFromRemote"] += 1
+            return 0
+        if n < 8:
+            self.dropped["tooShort"] += 1
+            return 0
+        if 64 <= (buf[1] & 0x7F) <= 95:  # RTCP (RFC 5761)
+            self._on_rtcp(n)
+            return 0
+        if n < 12:
+            self.dropped["tooShort"] += 1
+            return 0
+        srtp = self.srtp_recv
+        if srtp is not None:
+            n = srtp.unprotect_rtp(self._rptr, n)
+            if n < 0:
+                self.dropped["srtp"] += 1
+                return 0
+        if not self._rtp_fits(buf, n):
+            return 0
+        return self._route_rtp(buf, self._rview, n, now)
 
     def _on_rtcp(self, n: int) -> None:
         if self.srtp_recv is not None:

@@ -123,6 +123,7 @@ class PlainTransport(Transport):
         except BaseException:
             self._close_sockets()
             raise
+        self._start_receive_core(self.fd)
         self._start()
 
     # -- requests ---------------------------------------------------------------------------
@@ -207,45 +208,18 @@ class PlainTransport(Transport):
     # -- inbound (hot) ------------------------------------------------------------------------
 
     def _on_rtp_readable(self) -> None:
+        if self.receive_core is not None:  # the C core, with this Python path for the rest
+            self._drain_by_core(self._on_datagram)
+            return
         recv = self._sock.recvfrom_into
         buf = self._rbuf
         ring = self._ctx.ring
         now = time.monotonic()
-        view = self._rview
         sends = 0
         try:
             for _ in range(MAX_PACKETS_PER_DRAIN):
                 n, addr = recv(buf)
-                if n < 12:
-                    if n >= 2 and is_rtcp(buf[1]):
-                        self._on_rtcp(n, addr, self._remote_match)
-                    else:
-                        self.dropped["tooShort"] += 1
-                    continue
-                if 64 <= (buf[1] & 0x7F) <= 95:  # RTCP (RFC 5761)
-                    self._on_rtcp(n, addr, self._remote_match)
-                    continue
-                if addr != self._remote_match:
-                    if self.remote is not None or not self.comedia:
-                        self.dropped["notFromRemote"] += 1
-                        continue
-                    learn = True
-                else:
-                    learn = False
-                srtp = self.srtp_recv
-                if srtp is not None:
-                    n = srtp.unprotect_rtp(self._rptr, n)
-                    if n < 0:
-                        self.dropped["srtp"] += 1
-                        continue
-                elif self.srtp_send is not None:  # SRTP on, but no remote key yet
-                    self.dropped["srtpNotReady"] += 1
-                    continue
-                if not self._rtp_fits(buf, n):
-                    continue
-                if learn:
-                    self._learn_remote(addr)
-                sends += self._route_rtp(buf, view, n, now)
+                sends += self._on_datagram(n, addr, now)
                 if sends >= MAX_SENDS_PER_DRAIN:
                     break
         except BlockingIOError:
@@ -256,6 +230,40 @@ class PlainTransport(Transport):
             logger.exception("RTP handling failed on transport %s", self.id)
             self.dropped["internalError"] += 1
         ring.flush_soon()  # one submit per loop turn for every socket drained in it
+
+    def _on_datagram(self, n: int, addr: tuple, now: float) -> int:
+        """One datagram in `self._rbuf[:n]` from `addr`; returns the sends queued."""
+        buf = self._rbuf
+        if n < 12:
+            if n >= 2 and is_rtcp(buf[1]):
+                self._on_rtcp(n, addr, self._remote_match)
+            else:
+                self.dropped["tooShort"] += 1
+            return 0
+        if 64 <= (buf[1] & 0x7F) <= 95:  # RTCP (RFC 5761)
+            self._on_rtcp(n, addr, self._remote_match)
+            return 0
+        if addr != self._remote_match:
+            if self.remote is not None or not self.comedia:
+                self.dropped["notFromRemote"] += 1
+                return 0
+            learn = True
+        else:
+            learn = False
+        srtp = self.srtp_recv
+        if srtp is not None:
+            n = srtp.unprotect_rtp(self._rptr, n)
+            if n < 0:
+                self.dropped["srtp"] += 1
+                return 0
+        elif self.srtp_send is not None:  # SRTP on, but no remote key yet
+            self.dropped["srtpNotReady"] += 1
+            return 0
+        if not self._rtp_fits(buf, n):
+            return 0
+        if learn:
+            self._learn_remote(addr)
+        return self._route_rtp(buf, self._rview, n, now)
 
     def _learn_remote(self, addr: tuple[str, int]) -> None:
         """comedia: the first valid RTP packet tells where the remote is."""

@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 from collections import Counter
+from typing import Any
 
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
@@ -106,6 +107,12 @@ class SrtpSession:
 
     # -- in place, on a caller's buffer (inbound) --------------------------------------------
 
+    @property
+    def srtp_t(self) -> Any:
+        """libsrtp's srtp_t of this session (for the C receive core; the session must
+        outlive its use there)."""
+        return self._srtp
+
     def unprotect_rtp(self, ptr, length: int) -> int:
         """Unprotect the SRTP packet at `ptr` in place; new length, or -1 (counted)."""
         len_p = self._len
@@ -175,6 +182,11 @@ _REASONS = {
     9: "replay (bad index)",
     10: "replay (too old)",
 }
+
+
+def failure_reason(rc: int) -> str:
+    """The name of libsrtp error `rc`, as the failure counters use it."""
+    return _reason(rc)
 
 
 def _reason(rc: int) -> str:

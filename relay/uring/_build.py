@@ -1,8 +1,9 @@
 """cffi builder for the send ring's C core (API mode, compiled when the package installs).
 
-The C sources are ring_core.c and fanout_core.c beside this file (one module, so the fan-out
-calls rc_send directly); the cdef below is their headers minus the preprocessor lines, so
-Python sees exactly the C surface and nothing more.
+The C sources are ring_core.c, fanout_core.c and receive_core.c beside this file (one
+module, so the fan-out calls rc_send directly and the receive core fc_fan_out); the cdef
+below is their headers minus the preprocessor lines, so Python sees exactly the C surface
+and nothing more.
 """
 
 from pathlib import Path
@@ -14,11 +15,11 @@ HERE = Path(__file__).resolve().parent
 
 def _cdef() -> str:
     lines = []
-    for header in ("ring_core.h", "fanout_core.h"):
+    for header in ("ring_core.h", "fanout_core.h", "receive_core.h"):
         for line in (HERE / header).read_text().splitlines():
             if line.startswith("#"):
                 # Integer constants are kept (cffi accepts them); include guards are not.
-                if line.startswith(("#define RC_", "#define FC_")) and len(line.split()) == 3:
+                if line.startswith(("#define RC_", "#define FC_", "#define RX_")) and len(line.split()) == 3:
                     lines.append(line)
                 continue
             lines.append(line)
@@ -29,11 +30,11 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "relay.uring._ring",
-    '#include "ring_core.h"\n#include "fanout_core.h"',
+    '#include "ring_core.h"\n#include "fanout_core.h"\n#include "receive_core.h"',
     sources=[str((HERE / name).relative_to(Path.cwd())) if str(HERE).startswith(str(Path.cwd()))
-             else str(HERE / name) for name in ("ring_core.c", "fanout_core.c")],
+             else str(HERE / name) for name in ("ring_core.c", "fanout_core.c", "receive_core.c")],
     include_dirs=[str(HERE)],
-    libraries=["uring"],
+    libraries=["uring", "m"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

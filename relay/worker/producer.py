@@ -46,7 +46,7 @@ from relay.rtp.packet import (
 )
 from relay.rtp.rewriter import InputStream
 from relay.rtp.rtcp import RECEIVER_RTCP_SSRC, Nack, ReportBlock, SenderReport
-from relay.uring import fanout_core
+from relay.uring import fanout_core, receive_core
 from relay.worker.rtp_parameters import has_feedback, parse_producer_parameters
 from worker_proto.errors import (
     ArgumentError,
@@ -58,6 +58,7 @@ from worker_proto.methods import ConsumerEvent, ProducerEvent, ProducerMethod
 
 from .fanout import CoreFanout, Group, build_groups, fan_out, split_groups
 from .key_frame_requester import KeyFrameRequester
+from .stream_core import CoreInputStream, CoreStreamReceiver
 from .stream_receiver import StreamReceiver
 from .temporal_layers import temporal_step
 
@@ -121,7 +122,14 @@ class Producer:
         self.mapped_ssrcs = mapped_ssrcs
         self.clock_rate = media[0]["clockRate"]
         self._known_pt = bytes(1 if pt in mapped_pt else 0 for pt in range(128))
-        self.streams = [InputStream(ssrc or 0) for ssrc in ssrcs]
+        # The C receive core's struct per stream (None: the core is off): the transport's
+        # SSRC table points the core at it; the state both paths share lives in it.
+        self.rx: list[Any] | None = (
+            [receive_core.new_stream(self.clock_rate) for _ in ssrcs]
+            if receive_core.ENABLED else None)
+        self.streams: list[InputStream] = (
+            [InputStream(ssrc or 0) for ssrc in ssrcs] if self.rx is None
+            else [CoreInputStream(ssrc or 0, c) for ssrc, c in zip(ssrcs, self.rx, strict=True)])
         # Per stream: its SSRC was signalled (else it is bound from packets, by RID or as the
         # single unsignalled encoding; see relay.transport.rtp_listener).
         self.signalled = [ssrc is not None for ssrc in ssrcs]
@@ -146,16 +154,26 @@ class Producer:
         self._is_vp8 = self.kind == "video" and media[0]["mimeType"].lower() == "video/vp8"
         self._scratch = bytearray(SCRATCH_SIZE)
         self._scratch_view = memoryview(self._scratch)
-        self.packets_received = 0
-        self.bytes_received = 0
+        self._packets_received = 0  # (plus what the C receive core counted: the properties)
+        self._bytes_received = 0
         self.dropped: Counter[str] = Counter()
         self._created = time.monotonic()
         main = media[0]
         self.nack_enabled = has_feedback(main, "nack")
-        self.receivers = [
-            StreamReceiver(self.kind, main["mimeType"], self.clock_rate, self.nack_enabled)
-            for _ in ssrcs
-        ]
+        if self.rx is None:
+            self.receivers = [
+                StreamReceiver(self.kind, main["mimeType"], self.clock_rate, self.nack_enabled)
+                for _ in ssrcs
+            ]
+        else:
+            slot = transport.max_rtp_size
+            self.receivers = [
+                CoreStreamReceiver(self.kind, main["mimeType"], self.clock_rate,
+                                   self.nack_enabled, c, slot)
+                for c in self.rx
+            ]
+            for c in self.rx:
+                fanout_core.ffi.memmove(c.known_pt, self._known_pt, 128)
         self.nacks_sent = 0  # NACK packets sent upstream
         self.probe_packets = 0  # RTX padding / copies of received packets (bandwidth probes)
         self._layer_timer: Any = None
@@ -184,6 +202,7 @@ class Producer:
             if rtx_ssrc is not None:
                 transport.rtx_ssrc_table[rtx_ssrc] = (self, index)
         ctx.handlers[producer_id] = self
+        self._update_receive_core()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -261,6 +280,46 @@ class Producer:
             self.receivers[index].enable_store(
                 any(c.nack_enabled for c in self.consumers if c.stream_index == index)
             )
+        self._update_receive_core()
+
+    def _update_receive_core(self) -> None:
+        """Tell the C receive core what it may do with each stream's packets (control path:
+        after every change of the fan-out groups, pause, observers or close). It takes a
+        stream's packets whole only when nothing per packet needs Python: no consumer on
+        the Python fan-out, no VP8 temporal-layer parsing, no audio-level observer, a key
+        frame detector it has (VP8) or none, not paused; the rest of the time, and for
+        every rare packet, it hands the packet to `receive`."""
+        if self.rx is None:
+            return
+        null = fanout_core.ffi.NULL
+        for index, c in enumerate(self.rx):
+            core = None if self.closed else self._core[index]
+            c.groups = core.table.groups if core is not None else null
+            c.ngroups = core.table.count if core is not None else 0
+            c.fast = int(not self.closed and not self.paused and not self._fanout[index]
+                         and not self._tid_parse[index]
+                         and not (self.level_observers and self._audio_level_id)
+                         and self.receivers[index].takes_all)
+
+    @property
+    def packets_received(self) -> int:
+        rx = self.rx
+        return self._packets_received + (sum(c.packets for c in rx) if rx else 0)
+
+    @packets_received.setter
+    def packets_received(self, value: int) -> None:
+        rx = self.rx
+        self._packets_received = value - (sum(c.packets for c in rx) if rx else 0)
+
+    @property
+    def bytes_received(self) -> int:
+        rx = self.rx
+        return self._bytes_received + (sum(c.bytes for c in rx) if rx else 0)
+
+    @bytes_received.setter
+    def bytes_received(self, value: int) -> None:
+        rx = self.rx
+        self._bytes_received = value - (sum(c.bytes for c in rx) if rx else 0)
 
     def request_key_frame(self) -> None:
         """A key frame from the sender (coalesced: one request in flight, see
@@ -323,9 +382,11 @@ class Producer:
     def add_level_observer(self, observer: Any) -> None:
         if observer not in self.level_observers:
             self.level_observers = (*self.level_observers, observer)
+            self._update_receive_core()
 
     def remove_level_observer(self, observer: Any) -> None:
         self.level_observers = tuple(o for o in self.level_observers if o is not observer)
+        self._update_receive_core()
 
     def _feed_audio_level(self, buf: memoryview, n: int) -> None:
         if not self._audio_level_id:
@@ -481,8 +542,8 @@ class Producer:
         """Fan one validated inbound packet (`buf[:n]`, a view of the transport's receive
         buffer) out to the active consumers of stream `index`; return the sends queued.
         `rtx`: it was recovered from an RTX packet (kept out of the jitter estimate)."""
-        self.packets_received += 1
-        self.bytes_received += n
+        self._packets_received += 1
+        self._bytes_received += n
         if not self._known_pt[buf[1] & 0x7F]:
             self.dropped["unknownPayloadType"] += 1
             return 0
@@ -639,10 +700,18 @@ class Producer:
                 keyFrameRequestsCoalesced=self.key_frames.coalesced,
                 keyFrameRequestsDeferred=self.key_frames.deferred,
                 probePackets=self.probe_packets,
-                dropped=dict(self.dropped),
+                dropped=self._dropped(),
                 paused=self.paused,
             )
         return stats
+
+    def _dropped(self) -> dict[str, int]:
+        dropped = Counter(self.dropped)
+        if self.rx is not None:
+            malformed = sum(c.malformed_extensions for c in self.rx)
+            if malformed:
+                dropped["malformedExtensions"] += malformed
+        return dict(dropped)
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -653,6 +722,7 @@ class Producer:
         self.closed = True
         self._fanout = [() for _ in self.streams]
         self._core = [None for _ in self.streams]
+        self._update_receive_core()
         self.key_frames.close()
         for observer in self.level_observers:
             observer.remove_producer(self)
