@@ -379,9 +379,11 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     unsigned udelta = (seq - s->st_max_seq) & 0xFFFF;
     if (!s->st_started || udelta == 0 || udelta >= 3000)
         return RX_ROUTE;
-    /* NackGenerator's hot path: the next packet, nothing pending */
-    if (s->nack && (s->nack_busy || s->nack_newest < 0
-                    || ((seq - (unsigned)s->nack_newest) & 0xFFFF) != 1))
+    /* NackGenerator.on_packet for the next packet: nothing to NACK; with entries pending,
+     * none of them becomes too old (Python drops those and may ask for a key frame) */
+    if (s->nack && (s->nack_newest < 0 || ((seq - (unsigned)s->nack_newest) & 0xFFFF) != 1
+                    || (s->nack_busy
+                        && s->nack_oldest < s->nack_newest + 1 - s->nack_max_age)))
         return RX_ROUTE;
     if (s->vp8 && is_vp8_keyframe(p + offset, n - (unsigned)offset))
         return RX_ROUTE;

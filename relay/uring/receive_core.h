@@ -49,7 +49,9 @@ struct rx_stream {
     unsigned ngroups;
     struct rx_store *store;       /* NULL: no store */
     int nack;                     /* a NACK generator runs */
-    int nack_busy;                /* it waits for packets: every packet goes to Python */
+    int nack_busy;                /* it waits for packets (entries) */
+    long long nack_oldest;        /* the oldest entry's extended seq (when busy) */
+    long long nack_max_age;       /* its max_packet_age: older entries go, in Python */
     /* InputStream */
     int in_started;
     unsigned in_max_seq;

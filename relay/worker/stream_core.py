@@ -92,23 +92,32 @@ class CoreReceiveStats(ReceiveStats):
 
 class CoreNackGenerator(NackGenerator):
     """`_newest` lives in the struct; after each Python step the struct learns whether the
-    generator waits for packets (then the C core leaves every packet to Python)."""
+    generator waits for packets and the oldest it waits for (the C core takes the next
+    packet in order as long as no entry becomes too old with it)."""
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         self._c = c
         super().__init__(**kwargs)
-        c.nack_busy = 0
+        c.nack_max_age = self.max_packet_age
+        self._entries_changed()
 
     _newest = _field("nack_newest")
 
+    def _entries_changed(self) -> None:
+        entries = self._entries
+        c = self._c
+        c.nack_busy = 1 if entries else 0
+        # (entries are added in ascending order: the first is the oldest)
+        c.nack_oldest = next(iter(entries)) if entries else -1
+
     def on_packet(self, seq: int, now: float, is_keyframe: bool = False) -> list[int]:
         lost = super().on_packet(seq, now, is_keyframe)
-        self._c.nack_busy = 1 if self._entries else 0
+        self._entries_changed()
         return lost
 
     def on_timer(self, now: float) -> list[int]:
         due = super().on_timer(now)
-        self._c.nack_busy = 1 if self._entries else 0
+        self._entries_changed()
         return due
 
 
