@@ -270,6 +270,8 @@ class Transport:
                     break
                 packets += count
                 while (kind := _rx_next(c, now)) != _RX_DONE:
+                    if c.record_count:  # first the feedback records of packets before it
+                        self._record_core_packets(now)
                     n = c.event_length
                     index = c.event
                     buf[:n] = core.packet(index, n)
@@ -281,6 +283,8 @@ class Transport:
                     except Exception:  # a bug must cost one packet, not the transport
                         logger.exception("RTP handling failed on transport %s", self.id)
                         self.dropped["internalError"] += 1
+                if c.record_count:
+                    self._record_core_packets(now)
                 sends += c.sends
                 c.sends = 0
                 if count < _RX_BATCH:
@@ -288,6 +292,24 @@ class Transport:
         finally:
             self._collect_core_counters()
         self._ctx.ring.flush_soon()  # one submit per loop turn for every socket drained in it
+
+    def _record_core_packets(self, now: float) -> None:
+        """Congestion feedback records the arrival of the packets the C core took (in
+        arrival order, before any packet after them is handled in Python): the core lists
+        them, the feedback's own `record` reads each from the batch buffer."""
+        c = self.receive_core.c
+        record = self.feedback.record
+        count = c.record_count
+        c.record_count = 0
+        if record is None:
+            return
+        batch = self.receive_core.batch_view
+        indexes, lengths, ssrcs = c.record_index, c.record_length, c.record_ssrc
+        size = receive_core.BUF_SIZE
+        for k in range(count):
+            start = indexes[k] * size
+            n = lengths[k]
+            record(batch[start:start + n], n, ssrcs[k], now)
 
     def _collect_core_counters(self) -> None:
         """Add what the C core counted since the last drain to the Python counters."""

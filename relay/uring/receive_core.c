@@ -55,7 +55,7 @@ int rx_receive(struct rx_transport *t)
 {
     struct rx_batch *b = t->batch;
 
-    t->count = t->next = 0;
+    t->count = t->next = t->record_count = 0;
     if (b == NULL)
         return -EINVAL;
     for (unsigned i = 0; i < RX_BATCH; i++) {
@@ -364,8 +364,6 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     }
     unsigned ssrc = ((unsigned)p[8] << 24) | ((unsigned)p[9] << 16) | ((unsigned)p[10] << 8)
                     | p[11];
-    if (t->record_feedback) /* transport-cc / REMB records every packet: Python's */
-        return RX_ROUTE;
     struct rx_stream *s = table_get(t, ssrc);
     if (s == NULL || !s->fast || !s->known_pt[p[1] & 0x7F])
         return RX_ROUTE;
@@ -393,6 +391,12 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     /* taken: the state changes Python's path would make, in its order */
     t->rtp_packets++;
     t->rtp_bytes += n;
+    if (t->record_feedback && t->record_count < RX_BATCH) {
+        t->record_index[t->record_count] = i;
+        t->record_length[t->record_count] = n;
+        t->record_ssrc[t->record_count] = ssrc;
+        t->record_count++;
+    }
     s->packets++;
     s->bytes += n;
     s->in_max_seq = seq;

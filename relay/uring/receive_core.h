@@ -93,7 +93,8 @@ struct rx_transport {
     void *srtp;                   /* libsrtp srtp_t for unprotect; NULL: none */
     int srtp_required;            /* SRTP on but no key yet: to Python */
     unsigned max_rtp_size;
-    int record_feedback;          /* congestion feedback records packets: to Python */
+    int record_feedback;          /* congestion feedback records every packet (Python's
+                                   * record() is called on the ones listed below) */
     struct rx_entry table[RX_TABLE_SIZE];
     /* counters Python adds to its own after each drain, then zeroes */
     unsigned long long rtp_packets;
@@ -110,6 +111,12 @@ struct rx_transport {
     unsigned next;                /* the next one rx_next takes */
     unsigned event;               /* the one rx_next returned */
     unsigned event_length;
+    /* packets taken whose arrival Python must still record for feedback, in order: it
+     * records them before it handles an event or ends the batch, then zeroes the count */
+    unsigned record_count;
+    unsigned record_index[RX_BATCH];
+    unsigned record_length[RX_BATCH];
+    unsigned record_ssrc[RX_BATCH];
 };
 
 /* libsrtp's srtp_unprotect (srtp_err_status_t (*)(srtp_t, void *, int *), libsrtp 2.x). */

@@ -21,6 +21,7 @@ from relay.uring._ring import ffi, lib
 __all__ = ["ffi", "ENABLED", "REASON", "TransportCore", "Store", "new_stream"]
 
 BATCH = lib.RX_BATCH
+BUF_SIZE = lib.RX_BUF_SIZE
 DONE = lib.RX_DONE
 RAW = lib.RX_RAW
 ROUTE = lib.RX_ROUTE
@@ -56,7 +57,7 @@ def srtp_pointer(srtp_t: Any) -> Any:
 class TransportCore:
     """One UDP socket's receive core: the C struct and its batch (freed with this object)."""
 
-    __slots__ = ("c", "_batch", "_addr", "_tables")
+    __slots__ = ("c", "_batch", "_addr", "_tables", "batch_view")
 
     def __init__(self, fd: int, ring: Any, max_rtp_size: int) -> None:
         self.c = ffi.new("struct rx_transport *")
@@ -68,6 +69,8 @@ class TransportCore:
         self.c.ring = ring if ring is not None else ffi.NULL
         self.c.max_rtp_size = max_rtp_size
         self._addr = ffi.new("unsigned char[128]")
+        # every datagram buffer of the batch, one after the other (RX_BUF_SIZE each)
+        self.batch_view = memoryview(ffi.buffer(lib.rx_packet(self.c, 0), BATCH * BUF_SIZE))
         self._tables: list[Any] = []  # the stream structs the SSRC table points to
 
     def set_remote(self, match: tuple | None) -> None:

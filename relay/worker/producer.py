@@ -124,9 +124,11 @@ class Producer:
         self._known_pt = bytes(1 if pt in mapped_pt else 0 for pt in range(128))
         # The C receive core's struct per stream (None: the core is off): the transport's
         # SSRC table points the core at it; the state both paths share lives in it.
+        # (Only where the transport drains through the core: elsewhere the struct's fields
+        # would only make the Python path slower.)
         self.rx: list[Any] | None = (
             [receive_core.new_stream(self.clock_rate) for _ in ssrcs]
-            if receive_core.ENABLED else None)
+            if getattr(transport, "receive_core", None) is not None else None)
         self.streams: list[InputStream] = (
             [InputStream(ssrc or 0) for ssrc in ssrcs] if self.rx is None
             else [CoreInputStream(ssrc or 0, c) for ssrc, c in zip(ssrcs, self.rx, strict=True)])

@@ -23,6 +23,7 @@ from relay.transport.srtp_session import generate_key
 from relay.uring import receive_core
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
+TCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 PROFILE = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 
 pytestmark = pytest.mark.skipif(not receive_core.ENABLED,
@@ -61,7 +62,8 @@ def _steps(kind: str) -> tuple[list[tuple[float, list]], set[int]]:
     return steps, key_frames
 
 
-async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock) -> dict:
+async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock,
+                    tcc: bool = False) -> dict:
     media.router()
     options = {"enableSrtp": True, "srtpCryptoSuite": SUITE} if srtp else {}
     tp = media.transport("tp", **options)
@@ -92,8 +94,15 @@ async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock) -
     if kind == "video":
         feedback.append({"type": "nack", "parameter": "pli"})
     produce = _request(media, lambda: media.produce("tp", kind=kind))
-    produce[2]["rtpParameters"]["codecs"][0]["rtcpFeedback"] = feedback
+    produce[2]["rtpParameters"]["codecs"][0]["rtcpFeedback"] = feedback + (
+        [{"type": "transport-cc", "parameter": ""}] if tcc else [])
+    if tcc:
+        produce[2]["rtpParameters"]["headerExtensions"].append({"uri": TCC_URI, "id": 5})
     media.ctx.handlers[produce[0]].handle_request(produce[1], produce[2])
+    feedback_timer = media.ctx.handlers["tp"].feedback._timer
+    if feedback_timer is not None:  # (built once at the end: real-time timers would vary)
+        feedback_timer.cancel()
+    wides: dict[tuple[str, int], int] = {}
     consumers = []
     for i in range(3):
         media.transport(f"tc{i}", **options)
@@ -140,8 +149,13 @@ async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock) -
             if what == "short":
                 source.sock.sendto(b"\x80\x6f\x00\x01\x00\x00\x00\x01", remote)
                 continue
+            extensions = {1: b"\x90"}
+            if tcc:  # the sender's transport-wide number (a duplicate repeats it)
+                wide_key = (what, seq) if what in ("ssrc", "malformed", "pt") else ("seq", seq)
+                number = wides.setdefault(wide_key, len(wides))
+                extensions[5] = bytes([number >> 8 & 0xFF, number & 0xFF])
             packet = rtp(seq, ts, ssrc=ssrc, pt=this_pt, payload=_payload(kind, seq, key_frames),
-                         extensions={1: b"\x90"})
+                         extensions=extensions)
             if what == "malformed":  # version 1
                 packet = bytes([0x40 | (packet[0] & 0x3F)]) + packet[1:]
             if protect is not None:
@@ -175,8 +189,10 @@ async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock) -
     consumer_stats = [media.request(f"c{i}", "consumer.getStats")[0] for i in range(3)]
     for entry in consumer_stats:
         entry.pop("timestamp", None)
+    receive_feedback = transport.feedback
+    built = receive_feedback.tcc.build_feedback(1) if receive_feedback.tcc is not None else None
     core = transport.receive_core
-    return {"received": received, "upstream": upstream, "stats": stats, "transport": tstats,
+    return {"feedback": (receive_feedback.stats(), built),"received": received, "upstream": upstream, "stats": stats, "transport": tstats,
             "blocks": blocks, "consumers": consumer_stats,
             "python_packets": producer._packets_received if core is not None else None,
             "rx_fast": [c.fast for c in producer.rx] if producer.rx is not None else None}
@@ -209,30 +225,33 @@ def _request(media, call):
     return captured[0]
 
 
-def _run(run_media, monkeypatch, kind: str, srtp: bool, quality: bool, core: bool) -> dict:
+def _run(run_media, monkeypatch, kind: str, srtp: bool, quality: bool, core: bool,
+         tcc: bool = False) -> dict:
     clock = Clock()
     monkeypatch.setattr(receive_core, "ENABLED", core)
     monkeypatch.setattr(time, "monotonic", clock)
     try:
-        return run_media(lambda media: _scenario(media, kind, srtp, quality, clock))
+        return run_media(lambda media: _scenario(media, kind, srtp, quality, clock, tcc))
     finally:
         monkeypatch.undo()
 
 
-@pytest.mark.parametrize("kind,srtp,quality", [
-    ("audio", False, True), ("audio", True, True), ("video", False, True), ("audio", False, False),
+@pytest.mark.parametrize("kind,srtp,quality,tcc", [
+    ("audio", False, True, False), ("audio", True, True, False), ("video", False, True, False),
+    ("audio", False, False, False), ("audio", False, True, True), ("video", True, True, True),
 ])
-def test_core_matches_python_path(run_media, monkeypatch, kind, srtp, quality):
-    python = _run(run_media, monkeypatch, kind, srtp, quality, core=False)
-    c = _run(run_media, monkeypatch, kind, srtp, quality, core=True)
+def test_core_matches_python_path(run_media, monkeypatch, kind, srtp, quality, tcc):
+    python = _run(run_media, monkeypatch, kind, srtp, quality, core=False, tcc=tcc)
+    c = _run(run_media, monkeypatch, kind, srtp, quality, core=True, tcc=tcc)
     assert python["python_packets"] is None and python["rx_fast"] is None
     # the core really took the common case: most packets never reached Producer.receive
     total = c["stats"][0]["packetCount"]
     assert total > 100 and c["python_packets"] < total // 3, (c["python_packets"], total)
     for mine, reference in zip(c["received"], python["received"], strict=True):
-        assert [header(d) for d in mine] == [header(d) for d in reference]
-        assert mine == reference
-    for key in ("upstream", "stats", "transport", "blocks", "consumers"):
+        # (sorted: io_uring may complete two sends of one submit out of order, either path)
+        assert sorted(map(header, mine)) == sorted(map(header, reference))
+        assert sorted(mine) == sorted(reference)
+    for key in ("upstream", "stats", "transport", "blocks", "consumers", "feedback"):
         assert c[key] == python[key], key
     # what the scenario is made to show, on both paths
     stats = c["stats"][0]
@@ -251,6 +270,8 @@ def test_core_matches_python_path(run_media, monkeypatch, kind, srtp, quality):
             assert c["consumers"][0]["retransmittedPackets"] == 2
     if kind == "video":
         assert stats["keyFrames"] == 3
+    if tcc:  # every packet's arrival recorded (the late, duplicate and stranger's aside)
+        assert c["feedback"][0]["transportCc"]["packets"] > 100 and c["feedback"][1]
 
 
 def test_srtp_failures_and_unknown_ssrc_counted_in_core(run_media):
