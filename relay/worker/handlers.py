@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.transport.webrtc_server import WebRtcServer
-from relay.uring import fanout_core
+from relay.uring import fanout_core, receive_core
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import RouterMethod, WorkerMethod
 from worker_proto.validation import require_id
@@ -100,6 +100,8 @@ class WorkerHandler:
             "sendRing": send_ring_summary(self._ctx.ring),
             # the C fan-out core (relay/uring/fanout_core.c): used, and why not / its libsrtp
             "fanoutCore": {"enabled": fanout_core.ENABLED, "detail": fanout_core.REASON},
+            # the C receive core of plain and pipe transports (relay/uring/receive_core.c)
+            "receiveCore": {"enabled": receive_core.ENABLED, "detail": receive_core.REASON},
         }
         if self._channel_stats is not None:
             dump["channel"] = self._channel_stats()

@@ -303,3 +303,34 @@ def test_srtp_failures_and_unknown_ssrc_counted_in_core(run_media):
         assert media.request("p1", "producer.getStats")[0]["packetCount"] == 36
 
     run_media(body)
+
+
+def test_comedia_and_learned_ssrc_then_core(run_media):
+    """The remote learned from the first packet (comedia) and an unsignalled SSRC bound by
+    Python; the packets after them go through the core (its tables followed both)."""
+    async def body(media):
+        media.router()
+        tp = media.transport("tp", comedia=True)
+        media.request("tp", "transport.connect", {})
+        media.produce("tp", ssrc=None)
+        media.transport("tc")
+        receiver = media.peer()
+        media.connect("tc", receiver)
+        media.consume("tc", "c0", ssrc=4242)
+        sender = media.peer()
+        remote = (tp["tuple"]["localIp"], tp["tuple"]["localPort"])
+        for seq in range(1, 61):
+            sender.sock.sendto(rtp(seq, seq * 960, ssrc=777), remote)
+        transport = media.ctx.handlers["tp"]
+        transport._on_rtp_readable()
+        media.ctx.ring.flush()
+        await media.wait_for(lambda: len(receiver.drain()) == 60)
+        producer = media.ctx.handlers["p1"]
+        assert producer._packets_received <= 2  # the first (learning, binding), then the core
+        assert producer.packets_received == 60
+        stats = media.request("p1", "producer.getStats")[0]
+        assert stats["ssrc"] == 777 and stats["packetsReceived"] == 60
+        assert stats["highestSequenceNumber"] == 60
+        assert media.request("tp", "transport.getStats")[0]["rtpPacketsReceived"] == 60
+
+    run_media(body)
