@@ -121,6 +121,8 @@ class Transport:
         self.send_estimation.on_trace = self._on_bwe_trace
         # The C receive core of a UDP transport's socket (`_start_receive_core`), or None.
         self.receive_core: receive_core.TransportCore | None = None
+        self.core_packets = 0  # RTP packets the core took whole
+        self.core_handbacks = 0  # datagrams it handed to the Python path
 
     def _on_bwe_trace(self, info: dict) -> None:
         if not self.closed:
@@ -274,6 +276,7 @@ class Transport:
                         self._record_core_packets(now)
                     n = c.event_length
                     index = c.event
+                    self.core_handbacks += 1
                     buf[:n] = core.packet(index, n)
                     try:
                         if kind == _RX_RAW:
@@ -315,6 +318,7 @@ class Transport:
         """Add what the C core counted since the last drain to the Python counters."""
         c = self.receive_core.c
         if c.rtp_packets:
+            self.core_packets += c.rtp_packets
             self.rtp_packets_received += c.rtp_packets
             self.rtp_bytes_received += c.rtp_bytes
             c.rtp_packets = c.rtp_bytes = 0
@@ -451,6 +455,9 @@ class Transport:
                 "packetsSent": self.prober.packets_sent,
                 "noCarrier": self.prober.no_carrier},
         }
+        if self.receive_core is not None:
+            stats["receiveCore"] = {"packetsTaken": self.core_packets,
+                                    "handedToPython": self.core_handbacks}
         return stats
 
     def _srtp_stats(self, stats: dict[str, Any]) -> list[dict]:

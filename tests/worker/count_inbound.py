@@ -11,7 +11,7 @@ SRTP unprotect, validation, SSRC lookup, the stream's bookkeeping, fan-out, one 
 drain), 32 datagrams per drain. --srtp: the producer's transport and every consumer's use
 SRTP (AES_CM_128_HMAC_SHA1_80); --tcc: the producer negotiates transport-cc (its packets
 carry the transport-wide number, the worker records them for feedback) and consumers number
-what they send; --quality: producer and consumers negotiate NACK (retransmission store and
+what they send (--tcc-in: the producer's side only); --quality: producer and consumers negotiate NACK (retransmission store and
 NACK generator on). Run for two packet counts (200 and 1200) and take the difference / 1000.
 `RELAY_FANOUT_CORE=0` runs the Python fan-out; `RELAY_RECEIVE_CORE=0` the Python receive path.
 """
@@ -42,7 +42,7 @@ SUITE = "AES_CM_128_HMAC_SHA1_80"
 TCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
-async def setup(consumers: int, srtp: bool, tcc: bool, quality: bool):
+async def setup(consumers: int, srtp: bool, tcc: bool, quality: bool, tcc_out: bool = True):
     loop = asyncio.get_running_loop()
     ring = SendRing(mode="copy")
     ring.attach(loop)
@@ -82,7 +82,7 @@ async def setup(consumers: int, srtp: bool, tcc: bool, quality: bool):
             codec["rtcpFeedback"] = [{"type": "nack", "parameter": ""}] if quality else []
         media.ctx.handlers[handler].handle_request(method, data)
         consumer = media.ctx.handlers[f"c{i}"]
-        if tcc:  # number every consumer's packets as a browser's subscription would
+        if tcc and tcc_out:  # number every consumer's packets as a browser's subscription would
             consumer.tcc_id = 5
             table = bytearray(consumer.extension_table)
             table[5] = 5
@@ -95,12 +95,12 @@ async def setup(consumers: int, srtp: bool, tcc: bool, quality: bool):
 
 
 async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, quality: bool,
-                toggle: bool) -> None:
-    media, sender, tp, protect = await setup(consumers, srtp, tcc, quality)
+                toggle: bool, tcc_out: bool = True) -> None:
+    media, sender, tp, protect = await setup(consumers, srtp, tcc, quality, tcc_out)
     transport = media.ctx.handlers["tp"]
     ring = media.ctx.ring
     histories = [media.ctx.handlers[f"c{i}"].transport.send_estimation.history
-                 for i in range(consumers)] if tcc else []
+                 for i in range(consumers)] if tcc and tcc_out else []
     remote = (tp["tuple"]["localIp"], tp["tuple"]["localPort"])
     ext = {1: b"\x90", 3: b"\x01\x02\x03"}
     if tcc:
@@ -141,12 +141,14 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=10)
     parser.add_argument("--srtp", action="store_true")
     parser.add_argument("--tcc", action="store_true")
+    parser.add_argument("--tcc-in", action="store_true",
+                        help="--tcc for the producer only: consumers do not number")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--toggle", action="store_true",
                         help="switch callgrind's instrumentation on for the packets only")
     args = parser.parse_args()
-    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc, args.quality,
-                     args.toggle))
+    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc or args.tcc_in,
+                     args.quality, args.toggle, tcc_out=not args.tcc_in))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock,
               for b in producer.report_blocks(2.0)]
     for entry in stats:
         entry.pop("timestamp")
+    taken = tstats.pop("receiveCore", None)
     for key in ("timestamp", "tuple", "sendEstimation", "receiveFeedback", "srtpSend", "probes"):
         tstats.pop(key, None)
     consumer_stats = [media.request(f"c{i}", "consumer.getStats")[0] for i in range(3)]
@@ -192,7 +193,7 @@ async def _scenario(media, kind: str, srtp: bool, quality: bool, clock: Clock,
     receive_feedback = transport.feedback
     built = receive_feedback.tcc.build_feedback(1) if receive_feedback.tcc is not None else None
     core = transport.receive_core
-    return {"feedback": (receive_feedback.stats(), built),"received": received, "upstream": upstream, "stats": stats, "transport": tstats,
+    return {"feedback": (receive_feedback.stats(), built), "taken": taken,"received": received, "upstream": upstream, "stats": stats, "transport": tstats,
             "blocks": blocks, "consumers": consumer_stats,
             "python_packets": producer._packets_received if core is not None else None,
             "rx_fast": [c.fast for c in producer.rx] if producer.rx is not None else None}
@@ -247,6 +248,9 @@ def test_core_matches_python_path(run_media, monkeypatch, kind, srtp, quality, t
     # the core really took the common case: most packets never reached Producer.receive
     total = c["stats"][0]["packetCount"]
     assert total > 100 and c["python_packets"] < total // 3, (c["python_packets"], total)
+    assert python["taken"] is None
+    assert c["taken"]["packetsTaken"] == total - c["python_packets"]
+    assert c["taken"]["handedToPython"] > c["python_packets"]  # (RTCP, strangers, ...)
     for mine, reference in zip(c["received"], python["received"], strict=True):
         # (sorted: io_uring may complete two sends of one submit out of order, either path)
         assert sorted(map(header, mine)) == sorted(map(header, reference))
