@@ -14,20 +14,19 @@ the consumer's RTCP handlers and `update_route()`.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
+from relay.transport.core_drain import CoreDrain, SsrcTable
 from relay.transport.probing import Prober
 from relay.transport.receive_feedback import ReceiveFeedback
 from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
 from relay.transport.rtp_listener import route_unknown_ssrc
 from relay.transport.send_estimation import SendEstimation
-from relay.transport.srtp_session import MAX_TRAILER, SrtpSession, failure_reason
+from relay.transport.srtp_session import MAX_TRAILER, SrtpSession
 from relay.uring import receive_core
 from worker_proto.errors import ArgumentError, InvalidStateError, UnknownMethodError
 from worker_proto.methods import TransportEvent, TransportMethod
@@ -49,31 +48,6 @@ MAX_PACKETS_PER_DRAIN = 256
 MAX_SENDS_PER_DRAIN = 2048
 
 _unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
-_rx_receive = receive_core.receive
-_rx_next = receive_core.next_event
-_RX_DONE = receive_core.DONE
-_RX_RAW = receive_core.RAW
-_RX_BATCH = receive_core.BATCH
-_EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
-
-
-class SsrcTable(dict):
-    """SSRC → (producer, encoding index), telling `on_change` when it changes, so the C
-    receive core's copy of it follows (control path; lookups are plain dict lookups)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.on_change: Callable[[], None] | None = None
-
-    def __setitem__(self, key: int, value: tuple[Producer, int]) -> None:
-        super().__setitem__(key, value)
-        if self.on_change is not None:
-            self.on_change()
-
-    def __delitem__(self, key: int) -> None:
-        super().__delitem__(key)
-        if self.on_change is not None:
-            self.on_change()
 
 
 class Transport:
@@ -120,9 +94,7 @@ class Transport:
         self.send_estimation.on_probe = self.prober.send
         self.send_estimation.on_trace = self._on_bwe_trace
         # The C receive core of a UDP transport's socket (`_start_receive_core`), or None.
-        self.receive_core: receive_core.TransportCore | None = None
-        self.core_packets = 0  # RTP packets the core took whole
-        self.core_handbacks = 0  # datagrams it handed to the Python path
+        self.receive_core: CoreDrain | None = None
 
     def _on_bwe_trace(self, info: dict) -> None:
         if not self.closed:
@@ -221,120 +193,16 @@ class Transport:
     # -- the C receive core (plain and pipe transports) ----------------------------------------
 
     def _start_receive_core(self, fd: int) -> None:
-        """Drain socket `fd` through the C receive core (relay/uring/receive_core.c) when it
-        is on; the subclass's drain then calls `_drain_by_core`."""
-        if not receive_core.ENABLED or getattr(self._ctx.ring, "core", None) is None:
-            return
-        self.receive_core = receive_core.TransportCore(fd, self._ctx.ring.core,
-                                                       self._max_rtp_size)
-        self.ssrc_table.on_change = self._sync_receive_core  # type: ignore[attr-defined]
-        self._sync_receive_core()
+        """Drain socket `fd` through the C receive core when it is on (`CoreDrain`); the
+        subclass's readable callback then calls `self.receive_core.drain`."""
+        if receive_core.ENABLED and getattr(self._ctx.ring, "core", None) is not None:
+            self.receive_core = CoreDrain(self, fd)
+            self.ssrc_table.on_change = self._sync_receive_core  # type: ignore[attr-defined]
+            self._sync_receive_core()
 
     def _sync_receive_core(self) -> None:
-        """Write what the C core reads of this transport (control path: remote, SRTP,
-        feedback, SSRC table changes)."""
-        core = self.receive_core
-        if core is None:
-            return
-        c = core.c
-        c.enabled = 0 if self.closed else 1
-        core.set_remote(getattr(self, "_remote_match", None))
-        srtp = self.srtp_recv
-        c.srtp = receive_core.srtp_pointer(srtp.srtp_t) if srtp is not None else receive_core.ffi.NULL
-        c.srtp_required = 1 if srtp is None and self.srtp_send is not None else 0
-        c.record_feedback = 1 if self.feedback.record is not None else 0
-        entries = []
-        for ssrc, (producer, index) in self.ssrc_table.items():
-            rx = getattr(producer, "rx", None)
-            if rx is not None:
-                entries.append((ssrc, rx[index]))
-        core.set_table(entries)
-
-    def _drain_by_core(self, on_datagram: Callable[[int, Any, float], int]) -> None:
-        """Drain the socket through the C core: recvmmsg batches; the core takes the
-        common packet whole (validation, SSRC, the stream's bookkeeping, fan-out) and hands
-        back, in arrival order, each datagram it does not: untouched (`on_datagram(n,
-        source, now)`, the subclass's per-datagram Python path) or decrypted and validated
-        (`_route_rtp`). Ends with one `flush_soon`, as the Python drain does."""
-        core = self.receive_core
-        c = core.c
-        c.ring = self._ctx.ring.core  # (NULL once the ring is closed: nothing is sent)
-        buf = self._rbuf
-        view = self._rview
-        now = time.monotonic()
-        sends = packets = 0
-        try:
-            while packets < MAX_PACKETS_PER_DRAIN and sends < MAX_SENDS_PER_DRAIN:
-                count = _rx_receive(c)
-                if count <= 0:
-                    if count < 0 and -count not in _EAGAIN:
-                        self.dropped[f"recv {-count}"] += 1
-                    break
-                packets += count
-                while (kind := _rx_next(c, now)) != _RX_DONE:
-                    if c.record_count:  # first the feedback records of packets before it
-                        self._record_core_packets(now)
-                    n = c.event_length
-                    index = c.event
-                    self.core_handbacks += 1
-                    buf[:n] = core.packet(index, n)
-                    try:
-                        if kind == _RX_RAW:
-                            sends += on_datagram(n, core.source(index), now)
-                        else:
-                            sends += self._route_rtp(buf, view, n, now)
-                    except Exception:  # a bug must cost one packet, not the transport
-                        logger.exception("RTP handling failed on transport %s", self.id)
-                        self.dropped["internalError"] += 1
-                if c.record_count:
-                    self._record_core_packets(now)
-                sends += c.sends
-                c.sends = 0
-                if count < _RX_BATCH:
-                    break  # the socket is (most likely) empty: no EAGAIN call needed
-        finally:
-            self._collect_core_counters()
-        self._ctx.ring.flush_soon()  # one submit per loop turn for every socket drained in it
-
-    def _record_core_packets(self, now: float) -> None:
-        """Congestion feedback records the arrival of the packets the C core took (in
-        arrival order, before any packet after them is handled in Python): the core lists
-        them, the feedback's own `record` reads each from the batch buffer."""
-        c = self.receive_core.c
-        record = self.feedback.record
-        count = c.record_count
-        c.record_count = 0
-        if record is None:
-            return
-        batch = self.receive_core.batch_view
-        indexes, lengths, ssrcs = c.record_index, c.record_length, c.record_ssrc
-        size = receive_core.BUF_SIZE
-        for k in range(count):
-            start = indexes[k] * size
-            n = lengths[k]
-            record(batch[start:start + n], n, ssrcs[k], now)
-
-    def _collect_core_counters(self) -> None:
-        """Add what the C core counted since the last drain to the Python counters."""
-        c = self.receive_core.c
-        if c.rtp_packets:
-            self.core_packets += c.rtp_packets
-            self.rtp_packets_received += c.rtp_packets
-            self.rtp_bytes_received += c.rtp_bytes
-            c.rtp_packets = c.rtp_bytes = 0
-        if c.malformed or c.too_large or c.srtp_failures or c.srtp_packets:
-            if c.malformed:
-                self.dropped["malformed"] += c.malformed
-            if c.too_large:
-                self.dropped["tooLarge"] += c.too_large
-            srtp = self.srtp_recv
-            if c.srtp_failures:
-                self.dropped["srtp"] += c.srtp_failures
-                if srtp is not None:
-                    srtp.failures[failure_reason(c.srtp_last_error)] += c.srtp_failures
-            if c.srtp_packets and srtp is not None:
-                srtp.packets += c.srtp_packets
-            c.malformed = c.too_large = c.srtp_failures = c.srtp_packets = 0
+        if self.receive_core is not None:
+            self.receive_core.sync()
 
     # -- inbound ------------------------------------------------------------------------------
 
@@ -456,8 +324,7 @@ class Transport:
                 "noCarrier": self.prober.no_carrier},
         }
         if self.receive_core is not None:
-            stats["receiveCore"] = {"packetsTaken": self.core_packets,
-                                    "handedToPython": self.core_handbacks}
+            stats["receiveCore"] = self.receive_core.stats()
         return stats
 
     def _srtp_stats(self, stats: dict[str, Any]) -> list[dict]:
@@ -489,8 +356,7 @@ class Transport:
             producer.close()
         self._close_io()
         if self.receive_core is not None:
-            self.receive_core.c.enabled = 0
-            self.receive_core.set_table([])
+            self.receive_core.close()
         self._ctx.handlers.pop(self.id, None)
         self.router.remove_transport(self)
 

@@ -209,7 +209,7 @@ class PlainTransport(Transport):
 
     def _on_rtp_readable(self) -> None:
         if self.receive_core is not None:  # the C core, with this Python path for the rest
-            self._drain_by_core(self._on_datagram)
+            self.receive_core.drain(self._on_datagram)
             return
         recv = self._sock.recvfrom_into
         buf = self._rbuf
