@@ -46,9 +46,26 @@ def test_workers_spread_a_fanout_over_pipes_and_compare(tmp_path):
     assert "per worker-CPU second" in proc.stdout
 
 
+def test_workers_over_webrtc_transports(tmp_path):
+    """The same spread with ICE + DTLS-SRTP peers: sinks on both workers, exact counts."""
+    out = tmp_path / "result.json"
+    proc = _run(tmp_path, "--workers", "2", "--transport", "webrtc", "--consumers", "3",
+                "--rate", "200", "--duration", "1", "--send-mode", "copy", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert list(data["modes"]) == ["copy x1", "copy x2"]
+    for entry in data["modes"].values():
+        (step,) = entry["steps"]
+        assert step["passed"] and step["packetsIn"] > 0
+        assert step["packetsOut"] == step["expected"] == step["packetsIn"] * 3
+        assert step["srtpFailures"] == step["duplicates"] == step["stale"] == 0
+        assert entry["webrtc"]["offeredSuite"]
+    assert set(data["comparison"]["perWorkerCpuSecondRatio"]) == {"copy x1", "copy x2"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--workers", "0"], "--workers must be in 1..16"),
-    (["--workers", "2", "--transport", "webrtc"], "plain transports only"),
+    (["--workers", "17"], "--workers must be in 1..16"),
 ])
 def test_bad_workers_option_is_a_clear_message(tmp_path, args, message):
     proc = _run(tmp_path, *args)
