@@ -111,10 +111,12 @@ class Consumer(ChannelObject):
     async def pause(self) -> None:
         await self._request(ConsumerMethod.PAUSE)
         self._paused = True
+        self.emit("@pause")  # internal, as "@close": pipe_to_router follows it across
 
     async def resume(self) -> None:
         await self._request(ConsumerMethod.RESUME)
         self._paused = False
+        self.emit("@resume")
 
     async def request_key_frame(self) -> None:
         await self._request(ConsumerMethod.REQUEST_KEY_FRAME)

@@ -23,6 +23,9 @@ DYNAMIC_PAYLOAD_TYPES = [*range(100, 128), 96, 97, 98, 99]
 
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+ABS_CAPTURE_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+RRID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 
 
 def _fb(*entries: tuple[str, str]) -> list[dict[str, str]]:
@@ -90,8 +93,8 @@ SUPPORTED_RTP_CAPABILITIES: dict[str, Any] = {
     "headerExtensions": [
         _ext("audio", "urn:ietf:params:rtp-hdrext:sdes:mid", 1),
         _ext("video", "urn:ietf:params:rtp-hdrext:sdes:mid", 1),
-        _ext("video", "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", 2, "recvonly"),
-        _ext("video", "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id", 3, "recvonly"),
+        _ext("video", RID_URI, 2, "recvonly"),
+        _ext("video", RRID_URI, 3, "recvonly"),
         _ext("audio", ABS_SEND_TIME_URI, 4),
         _ext("video", ABS_SEND_TIME_URI, 4),
         _ext("audio", TRANSPORT_CC_URI, 5, "recvonly"),
@@ -99,6 +102,8 @@ SUPPORTED_RTP_CAPABILITIES: dict[str, Any] = {
         _ext("audio", "urn:ietf:params:rtp-hdrext:ssrc-audio-level", 10),
         _ext("video", "urn:3gpp:video-orientation", 11),
         _ext("video", "urn:ietf:params:rtp-hdrext:toffset", 12),
+        _ext("audio", ABS_CAPTURE_TIME_URI, 13),
+        _ext("video", ABS_CAPTURE_TIME_URI, 13),
     ],
 }
 
@@ -581,6 +586,14 @@ def get_pipe_consumer_rtp_parameters(consumable: dict, enable_rtx: bool = False)
         params["codecs"].append(codec)
     params["headerExtensions"] = [copy.deepcopy(ext) for ext in consumable["headerExtensions"]
                                   if ext["uri"] not in PIPE_DROPPED_EXTENSIONS]
+    # RID / repaired RID are receive-only toward subscribers (not in `consumable`), but a pipe
+    # carries them: the far router's producer then sees the encodings as the sender named them.
+    kind = consumable["codecs"][0]["mimeType"].split("/")[0].lower() if consumable["codecs"] \
+        else ""
+    for ext in SUPPORTED_RTP_CAPABILITIES["headerExtensions"]:
+        if ext["kind"] == kind and ext["uri"] in (RID_URI, RRID_URI):
+            params["headerExtensions"].append({"uri": ext["uri"], "id": ext["preferredId"],
+                                               "encrypt": False, "parameters": {}})
     base_ssrc = _random_ssrc()
     base_rtx_ssrc = _random_ssrc()
     count = len(consumable["encodings"])

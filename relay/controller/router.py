@@ -200,8 +200,9 @@ class Router(ChannelObject):
         the routers may be in two workers of this controller): through the pair of pipe
         transports between the two routers (made and connected at the first call, reused
         after; closing either closes both), a pipe consumer here and a producer there.
-        Pause, resume and close of the producer follow it across; key-frame requests of
-        the other router's consumers come back."""
+        Pause, resume and close of the producer and of the pipe consumer follow it across
+        (the far producer is paused while either is); key-frame requests of the other
+        router's consumers come back."""
         self._ensure_open()
         if not isinstance(router, Router):
             raise ArgumentError("router must be a Router")
@@ -363,19 +364,36 @@ class Router(ChannelObject):
 
 
 def _follow(pipe_consumer: Consumer, pipe_producer: Producer) -> None:
-    """The pipe producer follows the producer behind the pipe consumer (pause, resume,
-    close), and closing either end closes the other (mediasoup's observers)."""
+    """The pipe producer is paused while the pipe consumer is, by its own pause or its
+    producer's, and closing either end closes the other (mediasoup's observers). One task at
+    a time brings the pipe producer to the latest wanted state, so quick pause/resume
+    sequences cannot land out of order."""
+    busy = False
 
-    def run(coro_fn: Callable[[], Any]) -> None:
-        if pipe_producer.closed:
+    def wanted() -> bool:
+        return pipe_consumer.paused or pipe_consumer.producer_paused
+
+    async def settle() -> None:
+        nonlocal busy
+        try:
+            while not pipe_producer.closed and pipe_producer.paused != wanted():
+                await (pipe_producer.pause() if wanted() else pipe_producer.resume())
+        finally:
+            busy = False
+
+    def changed() -> None:
+        nonlocal busy
+        if busy or pipe_producer.closed:
             return
-        task = asyncio.ensure_future(coro_fn())
+        busy = True
+        task = asyncio.ensure_future(settle())
         task.add_done_callback(_log_failure)
 
-    pipe_consumer.on("producerpause", lambda: run(pipe_producer.pause))
-    pipe_consumer.on("producerresume", lambda: run(pipe_producer.resume))
+    for event in ("producerpause", "producerresume", "@pause", "@resume"):
+        pipe_consumer.on(event, changed)
     pipe_consumer.on("@close", pipe_producer.close)
     pipe_producer.on("@close", pipe_consumer.close)
+    changed()  # the pipe consumer may have been paused while the pipe producer was made
 
 
 def _log_failure(task: asyncio.Future) -> None:

@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the scenario spread over N workers (sinks round-robin, the "
                         "producers piped from the first worker's router to the others'), "
                         "next to one worker, and compare forwarded packets per worker-CPU "
-                        "second (plain transports; default 1: one worker only)")
+                        "second (plain or WebRTC transports; the pipes between workers are "
+                        "unencrypted with WebRTC, SRTP with --srtp; default 1: one worker "
+                        "only)")
     w.add_argument("--self-test", action="store_true",
                    help="also run against a loopback reflector to show the harness sustains "
                         ">= 2x the rate it reports for relay")
@@ -234,8 +236,6 @@ def validate(cfg: LoadtestConfig) -> None:
         cfg.srtp = True  # DTLS-SRTP: the media is always encrypted
     if not 1 <= cfg.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be in 1..{MAX_WORKERS} (got {cfg.workers})")
-    if cfg.workers > 1 and cfg.transport != "plain":
-        raise ConfigError("--workers spreads plain transports only: drop --transport webrtc")
     positive_ints = {"--consumers": cfg.consumers, "--streams": cfg.streams,
                      "--rooms": cfg.rooms, "--max-steps": cfg.max_steps}
     for name, value in positive_ints.items():

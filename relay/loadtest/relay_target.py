@@ -47,6 +47,17 @@ def _key_of(parameters: dict) -> tuple[str, bytes]:
     return parameters["cryptoSuite"], base64.b64decode(parameters["keyBase64"])
 
 
+async def _pipe_room(routers: list[Any], sinks: int, producer_ids: dict[int, str],
+                     enable_srtp: bool) -> None:
+    """--workers: sink i of a room goes on worker i mod N; the routers of the other workers
+    that get a sink receive the room's producers through the pipe transport pair to the
+    first router (plain and WebRTC alike)."""
+    for edge in routers[1:sinks]:
+        for producer_id in producer_ids.values():
+            await routers[0].pipe_to_router(producer_id=producer_id, router=edge,
+                                            enable_srtp=enable_srtp)
+
+
 class RelayTarget:
     """One worker in one send mode, with the scenario built on it. ``quality``: whether its
     producers and consumers negotiate NACK and PLI/FIR (see --quality); ``transport_cc``:
@@ -219,12 +230,7 @@ class RelayTarget:
                 await self._produce(transport, scenario.kind, group, producer_ids)
                 for stream in group:
                     traffic.set_destination(stream, ("127.0.0.1", transport.tuple["localPort"]))
-            # sink i of the room on worker i mod N; the others' routers get the room's
-            # producers through the pipe transport pair to the first router
-            for edge in routers[1:len(room.sinks)]:
-                for producer_id in producer_ids.values():
-                    await router.pipe_to_router(producer_id=producer_id, router=edge,
-                                                enable_srtp=enable)
+            await _pipe_room(routers, len(room.sinks), producer_ids, enable)
             for index, sink in enumerate(room.sinks):
                 sink_router = routers[index % len(routers)]
                 transport = await sink_router.create_plain_transport(
@@ -256,7 +262,9 @@ class RelayTarget:
 
         group_index = 0
         for room_index, room in enumerate(scenario.rooms):
-            router = await self.worker.create_router(media_codecs=ROUTER_CODECS)
+            routers = [await worker.create_router(media_codecs=ROUTER_CODECS)
+                       for worker in self.workers]
+            router = routers[0]
             producer_ids: dict[int, str] = {}
             for group in room.send_groups:
                 streams = f"stream {group[0]}" if len(group) == 1 else \
@@ -269,11 +277,15 @@ class RelayTarget:
                 for stream in group:
                     traffic.set_destination(stream, peer.remote)
                 group_index += 1
-            for sink in room.sinks:
+            # as with plain transports; the pipes between workers of one host stay unencrypted
+            await _pipe_room(routers, len(room.sinks), producer_ids, False)
+            for index, sink in enumerate(room.sinks):
+                sink_router = routers[index % len(routers)]
                 transport, peer = await peer_for(
-                    router, f"room {room_index} consumer transport {sink}", traffic.sinks[sink])
+                    sink_router, f"room {room_index} consumer transport {sink}",
+                    traffic.sinks[sink])
                 keyed.append((peer, "sink", sink))
-                await self._consume(transport, router, scenario.streams_of_sink(sink),
+                await self._consume(transport, sink_router, scenario.streams_of_sink(sink),
                                     producer_ids)
         summary = await connect_peers(jobs, timeout=self.handshake_timeout)
         for peer, role, index in keyed:

@@ -165,6 +165,13 @@ def print_report(console: Console, result: dict) -> None:
                       f"{comparison['baseline']}): " + ", ".join(
                           f"{m} {_fmt(v)} ({_fmt(comparison['perWorkerCpuSecondRatio'][m], '.2f', 'x')})"
                           for m, v in per_cpu.items()))
+        for base, common in (comparison.get("workersAtCommonRate") or {}).items():
+            console.print(f"{base}, at the highest input rate all passed "
+                          f"({_fmt(common['inputRate'])} pkt/s): forwarded pkt per worker-CPU "
+                          "second " + ", ".join(
+                              f"{m} {_fmt(v)} ({_fmt(common['ratio'][m], '.2f', 'x')}, CPU "
+                              f"{_fmt(common['workerCpuPercent'][m], '.0f', '%')})"
+                              for m, v in common["forwardedPerWorkerCpuSecond"].items()))
     st = result.get("selfTest")
     if st:
         console.print(steps_table("Self-test against a loopback reflector (harness ceiling)",

@@ -280,6 +280,9 @@ class Run:
                 pass
         if len(self.cfg.variants) > 1:
             self.result["comparison"] = compare_modes(self.result["modes"], self.cfg.search)
+            if self.cfg.workers > 1:
+                self.result["comparison"]["workersAtCommonRate"] = workers_at_common_rate(
+                    self.result["modes"])
         return self.result
 
     async def close(self) -> None:
@@ -313,6 +316,36 @@ def search_summary(search: RateSearch, steps: list[dict]) -> dict[str, Any]:
             "firstFailingRate": search.first_failing,
             "retriedRates": list(search.retried),
             "steps": search.steps, "complete": search.done}
+
+
+def workers_at_common_rate(modes: dict[str, dict]) -> dict[str, Any]:
+    """--workers: each variant spread over N workers against its one-worker twin at the
+    highest input rate both passed, where they did the same work. Each variant's own best
+    step compares different loads: a worker batches more packets per wake-up near
+    saturation, and the spread one, its workers sharing one core, misses the on-time
+    criterion earlier (one waits while the other runs), so its best step is at a lighter
+    load per worker, which costs more per packet for reasons that are not the pipe's."""
+    twins: dict[str, list[str]] = {}
+    for label in modes:
+        twins.setdefault(label.rsplit(" x", 1)[0], []).append(label)
+    result: dict[str, Any] = {}
+    for base, labels in twins.items():
+        passed = [{s["rate"]: s for s in modes[label]["steps"]
+                   if s.get("passed") and not s.get("interrupted") and s.get("workerCpuPercent")}
+                  for label in labels]
+        common = set.intersection(*(set(p) for p in passed))
+        if len(labels) < 2 or not common:
+            continue
+        rate = max(common)
+        per_cpu = {label: round(p[rate]["forwardedPps"] / (p[rate]["workerCpuPercent"] / 100), 1)
+                   for label, p in zip(labels, passed, strict=True)}
+        first = per_cpu[labels[0]]
+        result[base] = {"inputRate": rate,
+                        "workerCpuPercent": {label: p[rate]["workerCpuPercent"]
+                                             for label, p in zip(labels, passed, strict=True)},
+                        "forwardedPerWorkerCpuSecond": per_cpu,
+                        "ratio": {label: round(v / first, 3) for label, v in per_cpu.items()}}
+    return result
 
 
 def compare_modes(modes: dict[str, dict], searching: bool) -> dict[str, Any]:

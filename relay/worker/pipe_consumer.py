@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from relay.worker.rtp_parameters import check_encodings, require_kind
+from relay.worker.rtp_parameters import (
+    check_encodings,
+    check_header_extensions,
+    extension_id_table,
+    require_kind,
+)
 from worker_proto.errors import (
     ArgumentError,
     InvalidStateError,
@@ -30,6 +35,13 @@ from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, require_dict, require_int, require_list
 
 from .consumer import Consumer
+
+# Sender-only extensions a pipe still carries (a subscriber's consumer blanks them): the far
+# router's producer sees each encoding's RID, and RTX's repaired RID, as the sender wrote them.
+PIPE_KEPT_EXTENSIONS = frozenset({
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+})
 
 if TYPE_CHECKING:
     from relay.transport.base import Transport
@@ -79,6 +91,9 @@ class PipeConsumer:
             raise InvalidStateError(f"producer {producer.id} is closed")
         rtp_parameters = require_dict(data.get("rtpParameters"), "rtpParameters")
         encodings = check_encodings(rtp_parameters, "rtpParameters")
+        extension_table = extension_id_table(
+            producer.header_extensions, check_header_extensions(rtp_parameters, "rtpParameters"),
+            keep=PIPE_KEPT_EXTENSIONS)
         consumable = require_list(data, "consumableRtpEncodings")
         paused = optional_bool(data, "paused", False)
         if len(consumable) != len(producer.streams) or len(encodings) != len(consumable):
@@ -123,7 +138,9 @@ class PipeConsumer:
                 lane.lane = i
                 Consumer.__init__(lane, lane_ids[i], transport, producer, lane_data, ctx)
                 ctx.handlers.pop(lane_ids[i], None)  # requests come to this object
+                lane.extension_table = extension_table
                 self.lanes.append(lane)
+            producer.rebuild_fanout()  # the lanes' groups with their extension table
         except BaseException:
             self.closed = True
             for lane in self.lanes:

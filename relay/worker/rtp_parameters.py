@@ -103,11 +103,12 @@ SENDER_ONLY_EXTENSIONS = frozenset({
 })
 
 
-def extension_id_table(producer_ids: dict[int, str], consumer_ids: dict[int, str]) -> bytes:
+def extension_id_table(producer_ids: dict[int, str], consumer_ids: dict[int, str],
+                       keep: frozenset[str] = frozenset()) -> bytes:
     """256 entries: producer id → the consumer's id for the same URI, 0 if not negotiated or
-    sender-only (`SENDER_ONLY_EXTENSIONS`)."""
+    sender-only (`SENDER_ONLY_EXTENSIONS`, except those in `keep`: a pipe carries RIDs)."""
     consumer_by_uri = {uri: ext_id for ext_id, uri in consumer_ids.items()
-                       if uri not in SENDER_ONLY_EXTENSIONS}
+                       if uri not in SENDER_ONLY_EXTENSIONS or uri in keep}
     table = bytearray(256)
     for ext_id, uri in producer_ids.items():
         table[ext_id] = consumer_by_uri.get(uri, 0)

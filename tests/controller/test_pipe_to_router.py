@@ -162,3 +162,64 @@ async def test_pipe_to_router_refuses_bad_arguments():
         with pytest.raises(relay.InvalidStateError):
             await router_a.pipe_to_router(producer_id=producer.id, router=router_b)
         sender.close()
+
+
+async def test_pause_resume_close_of_the_pipe_consumer_follow_across():
+    """Pausing the pipe consumer itself pauses the far producer (its consumers hear
+    "producerpause" and get nothing new), resuming asks the sender for a key frame and the
+    flow comes back from it; the pipe producer stays paused while either the pipe consumer
+    or the producer is; closing the pipe consumer closes the far producer."""
+    async with two_workers() as (router_a, router_b):
+        ssrc = 5555
+        _, producer, sender, address = await ingress(router_a, "video", vp8_parameters([ssrc]))
+        result = await router_a.pipe_to_router(producer_id=producer.id, router=router_b)
+        _, consumer, receiver = await egress(router_b, producer.id)
+        events: list[str] = []
+        for event in ("producerpause", "producerresume", "producerclose"):
+            consumer.on(event, lambda e=event: events.append(e))
+        seq = iter(range(10_000))
+
+        def burst() -> list[bytes]:
+            return [rtp(n, n * 3000, ssrc, VP8_PT, VP8_KEY if i == 0 else VP8_DELTA)
+                    for i, n in enumerate(next(seq) for _ in range(BURST))]
+
+        await send_paced(sender, address, burst(), (receiver,))
+        await collect(receiver, lambda: len(receiver.rtp) >= BURST)
+        assert len(receiver.rtp) == BURST
+
+        await result.pipe_consumer.pause()
+        await wait_until(lambda: result.pipe_producer.paused and consumer.producer_paused, 5)
+        await send_paced(sender, address, burst(), (receiver,))
+        await asyncio.sleep(0.2)
+        receiver.drain()
+        assert len(receiver.rtp) == BURST  # nothing new while the pipe consumer is paused
+
+        # the producer pauses too, then resumes: the pipe consumer is still paused
+        await producer.pause()
+        await producer.resume()
+        await asyncio.sleep(0.3)
+        assert result.pipe_producer.paused and consumer.producer_paused
+
+        await asyncio.sleep(1.2)  # past the key-frame request limit of the resume above
+        sender.drain()
+        plis_before = len(_plis(sender.rtcp))
+        await result.pipe_consumer.resume()
+        await wait_until(lambda: not result.pipe_producer.paused and not consumer.producer_paused,
+                         5)
+        await collect(sender, lambda: len(_plis(sender.rtcp)) > plis_before, timeout=3)
+        assert set(_plis(sender.rtcp)[plis_before:]) == {ssrc}  # a key frame is asked for
+        await send_paced(sender, address, burst(), (receiver,))  # starts with a key frame
+        await collect(receiver, lambda: len(receiver.rtp) >= 2 * BURST)
+        await asyncio.sleep(0.1)
+        receiver.drain()
+        assert len(receiver.rtp) == 2 * BURST
+        seqs = [struct.unpack_from("!H", p, 2)[0] for p in receiver.rtp]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(2 * BURST)]  # no gap
+        assert events == ["producerpause", "producerresume"]
+
+        result.pipe_consumer.close()
+        await wait_until(lambda: result.pipe_producer.closed and consumer.closed, 5)
+        assert events[-1] == "producerclose"
+        assert not producer.closed
+        for endpoint in (sender, receiver):
+            endpoint.close()
