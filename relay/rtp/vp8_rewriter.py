@@ -4,7 +4,7 @@ streams (simulcast layers, RFC 7741 4.2).
 Each simulcast layer numbers its pictures on its own. A receiver that sees the PictureID jump
 at a layer switch (or go backwards) takes the new pictures for ones it has seen or for a gap
 in its reference chain, and stops assembling frames until a key frame resets it, although
-every packet arrives. So, like the sequence numbers (`relay.rtp.rewriter`), the consumer's
+every packet arrives. So, like the sequence numbers (`relay.uring.rewriter`), the consumer's
 PictureID and TL0PICIDX continue from the last ones it sent: at every re-sync of the
 consumer's `RtpRewriter` (a layer switch, a resume) the offsets are chosen so the next
 picture is the last one sent plus one; between syncs they are fixed.
@@ -12,7 +12,10 @@ picture is the last one sent plus one; between syncs they are fixed.
 
 from __future__ import annotations
 
-from relay.rtp.rewriter import RtpRewriter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relay.uring.rewriter import RtpRewriter
 
 
 class Vp8PictureRewriter:

@@ -1,4 +1,4 @@
-/* fanout_core: see fanout_core.h. The same rules as relay.worker.fanout.fan_out (the
+/* fanout_core: see fanout_core.h. The same steps as relay.worker.fanout.fan_out (the
  * Python path, kept for the consumers this core does not take), which the tests compare
  * packet by packet. */
 #include <stdint.h>
@@ -150,22 +150,22 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         if (ext_end > n)
             return FC_MALFORMED;
     }
-    /* A (re)starting consumer is synced by Python on the packet it first gets. */
-    for (unsigned g = 0; g < ngroups; g++) {
-        if (tid > groups[g].max_tid)
-            continue;
-        for (unsigned k = 0; k < groups[g].nconsumers; k++)
-            if (groups[g].consumers[k]->sync_required)
-                return FC_NEEDS_SYNC;
-    }
-    unsigned marker = packet[1] & 0x80;
-    unsigned pt_in = packet[1] & 0x7F;
-    seq &= 0xFFFF;
+    unsigned in_b1 = packet[1];
+    unsigned in_ssrc = ((unsigned)packet[8] << 24) | ((unsigned)packet[9] << 16)
+                       | ((unsigned)packet[10] << 8) | packet[11];
 
     for (unsigned g = 0; g < ngroups; g++) {
         const struct fc_group *grp = &groups[g];
-        if (tid > grp->max_tid)
-            continue; /* Python recorded the temporal skips */
+        if (tid > grp->max_tid) {
+            /* not sent to this group: its number goes to the next packet (an older packet's
+             * number was already given to a later one, or never was) */
+            if (!older)
+                for (unsigned k = 0; k < grp->nconsumers; k++) {
+                    grp->consumers[k]->temporal_drops++;
+                    fc_rewriter_skip(grp->consumers[k]->rw, seq);
+                }
+            continue;
+        }
         memcpy(out, packet, n);
         int tcc_offset = -1;
         if (has_ext) {
@@ -177,21 +177,10 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         }
         for (unsigned k = 0; k < grp->nconsumers; k++) {
             struct fc_consumer *c = grp->consumers[k];
-            if (older && (((seq - (unsigned)c->sync_seq) & 0xFFFF) >= 0x8000
-                          || (c->skip_seq >= 0
-                              && ((seq - (unsigned)c->skip_seq) & 0xFFFF) >= 0x8000))) {
+            if (!fc_rewriter_rewrite(c->rw, out, in_b1, in_ssrc, seq, ts, older, now)) {
                 c->dropped++;
                 continue;
             }
-            unsigned pt = c->payload_types[pt_in];
-            if (pt == FC_NO_PAYLOAD_TYPE) {
-                c->dropped++;
-                continue;
-            }
-            out[1] = (unsigned char)(marker | pt);
-            put16(out + 2, seq + c->seq_offset);
-            put32(out + 4, ts + c->ts_offset);
-            put32(out + 8, c->ssrc);
             if (tcc_offset > 0 && c->tcc) {
                 struct fc_tcc *t = c->tcc;
                 long long wide = ++t->last;

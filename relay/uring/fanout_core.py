@@ -21,7 +21,6 @@ from relay.uring._ring import ffi, lib
 LIBSRTP_MAJOR = 2  # the srtp_protect(srtp_t, void *, int *) signature fanout_core.c calls
 MAX_PACKET = lib.FC_MAX_PACKET
 MALFORMED = lib.FC_MALFORMED
-NEEDS_SYNC = lib.FC_NEEDS_SYNC
 NO_PAYLOAD_TYPE = lib.FC_NO_PAYLOAD_TYPE
 
 fan_out = lib.fc_fan_out  # (ring, groups, ngroups, packet, n, seq, ts, older, tid, payload, now)
@@ -58,12 +57,9 @@ ENABLED, REASON = _enable()
 
 
 def new_consumer() -> Any:
-    """A zeroed `struct fc_consumer *` (owned by the returned cdata)."""
+    """A zeroed `struct fc_consumer *` (owned by the returned cdata); its `rw` must point at
+    an RtpRewriter's struct (`relay.uring.rewriter`) kept alive with it."""
     return ffi.new("struct fc_consumer *")
-
-
-def set_payload_types(c: Any, table: bytes) -> None:
-    ffi.memmove(c.payload_types, table, 128)
 
 
 def set_address(c: Any, dst: Any) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.rtp.nack_buffer import RtxStream
 from relay.rtp.receive_stats import compact_ntp, rtt_from_report_block
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE
 from relay.rtp.rtcp import (
     RECEIVER_RTCP_SSRC,
     DlrrSubBlock,
@@ -39,6 +39,7 @@ from relay.rtp.score import StreamScore
 from relay.rtp.transport_cc import TRANSPORT_CC_URI
 from relay.rtp.vp8_rewriter import Vp8PictureRewriter
 from relay.uring import fanout_core
+from relay.uring.rewriter import RtpRewriter
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -58,7 +59,6 @@ from worker_proto.errors import (
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
-from .fanout import write_rewriter
 from .retransmission import ResendHistory, retransmit
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Consumer:
         # bandwidth (relay.worker.bitrate_allocation)
         "priority", "congestion_key_frame_at", "congestion_key_frames", "bwe_allocated", "bwe_spatial_limit", "bwe_downgraded_at",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
-        "max_tid", "pending_max_tid", "temporal_drops",
+        "max_tid", "pending_max_tid", "py_temporal_drops",
     )
 
     def __init__(
@@ -158,12 +158,10 @@ class Consumer:
         self.stream_index = stream_index
         self.extension_table = extension_id_table(producer.header_extensions, extensions)
         self.rewriter = RtpRewriter(ssrc, pt_table, media[0]["clockRate"])
-        # What the C fan-out core reads of this consumer, and its send counters (below).
+        # What the C fan-out core reads of this consumer (its rewriter's struct, which the
+        # consumer keeps alive), and its send counters (below).
         self.core = fanout_core.new_consumer()
-        self.core.ssrc = ssrc
-        fanout_core.set_payload_types(self.core, pt_table)
-        self._rewriter_changed()
-        self.rewriter.on_change = self._rewriter_changed
+        self.core.rw = self.rewriter.c
         self.in_core = False
         self.py_packets_sent = self.py_bytes_sent = self.py_payload_bytes = 0
         self.py_dropped = self.py_ring_drops = 0
@@ -335,11 +333,6 @@ class Consumer:
         self.in_core = (fanout_core.ENABLED and self.vp8 is None and dst is not None
                         and getattr(self.transport, "media_send", None) is None)
 
-    def _rewriter_changed(self) -> None:
-        """The rewriter's offsets or sync state changed (sync, skip, stop): the core's copy
-        follows."""
-        write_rewriter(self.core, self.rewriter)
-
     # The send counters: what the C core counted in the consumer's struct plus what the
     # Python loop counted (`py_*`: a cffi field per packet would cost it 3,000 instructions).
     @property
@@ -377,6 +370,15 @@ class Consumer:
     def dropped(self, value: int) -> None:
         self.core.dropped = 0
         self.py_dropped = value
+
+    @property
+    def temporal_drops(self) -> int:
+        return self.core.temporal_drops + self.py_temporal_drops
+
+    @temporal_drops.setter
+    def temporal_drops(self, value: int) -> None:
+        self.core.temporal_drops = 0
+        self.py_temporal_drops = value
 
     @property
     def ring_drops(self) -> int:
@@ -444,8 +446,9 @@ class Consumer:
 
     def on_temporal_drop(self, seq: int) -> None:
         """A packet (input `seq`, in order) is not sent for its TID: the next one takes its
-        output number (called by the fan-out for each consumer of the group)."""
-        self.temporal_drops += 1
+        output number (called by the Python fan-out loop for each consumer of the group; the
+        C core does the same itself)."""
+        self.py_temporal_drops += 1
         self.rewriter.skip(seq)
 
     # -- RTCP from the consumer's remote (control path) ---------------------------------------

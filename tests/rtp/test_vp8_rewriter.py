@@ -4,8 +4,8 @@ resend gets the PictureID it was first sent with."""
 
 from __future__ import annotations
 
-from relay.rtp.rewriter import RtpRewriter
 from relay.rtp.vp8_rewriter import Vp8PictureRewriter
+from relay.uring.rewriter import RtpRewriter
 
 PT_TABLE = bytes(range(128))
 

@@ -14,11 +14,12 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from relay.rtp.packet import build_rtp
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
 from relay.transport.core_send_history import CoreSendHistory
 from relay.transport.srtp_session import SrtpSession
 from relay.uring import SendRing, fanout_core
-from relay.worker.fanout import CoreFanout, fan_out, write_rewriter
+from relay.uring.rewriter import RtpRewriter
+from relay.worker.fanout import CoreFanout, fan_out
 
 pytestmark = pytest.mark.skipif(not fanout_core.ENABLED, reason=fanout_core.REASON)
 
@@ -33,16 +34,13 @@ KEYS = {"AES_CM_128_HMAC_SHA1_80": bytes(range(30)), "AEAD_AES_128_GCM": bytes(r
 
 class FakeConsumer:
     """What both fan-outs read of a consumer (the Python one through attributes, the core
-    through `core`, kept current by the rewriter's on_change as the worker's Consumer does)."""
+    through `core`, which points at the rewriter's C struct as the worker's Consumer does)."""
 
     def __init__(self, ssrc: int, suite: str | None, tcc: bool, sink: socket.socket,
                  ring: SendRing) -> None:
         self.rewriter = RtpRewriter(ssrc, PT_TABLE, 48000)
         self.core = fanout_core.new_consumer()
-        self.core.ssrc = ssrc
-        fanout_core.set_payload_types(self.core, PT_TABLE)
-        write_rewriter(self.core, self.rewriter)
-        self.rewriter.on_change = lambda: write_rewriter(self.core, self.rewriter)
+        self.core.rw = self.rewriter.c
         self.srtp = SrtpSession(suite, KEYS[suite], outbound=True) if suite else None
         self.suite = suite
         self.core.srtp = self.srtp.core if self.srtp else fanout_core.ffi.NULL
@@ -54,7 +52,7 @@ class FakeConsumer:
         self.fd, self.addr = self.sock.fileno(), sink.getsockname()
         self.core.fd = self.fd
         fanout_core.set_address(self.core, ring.address(self.addr))
-        self.temporal_drops = 0
+        self.py_temporal_drops = 0
         self.py_dropped = self.py_ring_drops = self.py_packets_sent = self.py_bytes_sent = 0
         self.py_payload_bytes = 0
         self.sent: list[bytes] = []
@@ -67,9 +65,13 @@ class FakeConsumer:
         self.sent.append(bytes(data))
         return True
 
-    def on_temporal_drop(self, seq: int) -> None:
-        self.temporal_drops += 1
+    def on_temporal_drop(self, seq: int) -> None:  # the Python loop's (the core counts its own)
+        self.py_temporal_drops += 1
         self.rewriter.skip(seq)
+
+    @property
+    def temporal_drops(self) -> int:
+        return self.py_temporal_drops + self.core.temporal_drops
 
 
 class World:

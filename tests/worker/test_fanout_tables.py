@@ -42,11 +42,10 @@ def check_tables(producer) -> set[str]:
             for k, consumer in enumerate(consumers):
                 c = group.consumers[k]
                 assert c == consumer.core
-                rw = consumer.rewriter
-                assert (c.ssrc, c.seq_offset, c.ts_offset, c.sync_required, c.sync_seq,
-                        c.skip_seq) == (rw.ssrc, rw.seq_offset, rw.ts_offset,
-                                        rw.sync_required, rw.sync_seq, rw.skip_seq)
-                assert bytes(ffi.buffer(c.payload_types, 128)) == rw.payload_types
+                # the core reads the consumer's own rewriter (the one C struct, no copy)
+                assert c.rw == consumer.rewriter.c
+                assert c.rw.ssrc == consumer.ssrc
+                assert bytes(ffi.buffer(c.rw.payload_types, 128)) == consumer.rewriter.payload_types
                 assert c.fd == consumer.fd
                 assert c.addressed == 1
                 assert bytes(ffi.buffer(c.addr, 32)) == ring.address(consumer.addr)
