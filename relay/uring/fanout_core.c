@@ -10,6 +10,9 @@ typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
 static protect_fn srtp_protect_fn;
 
+/* room left after a packet for what srtp_protect appends (auth tag, MKI) */
+#define FC_SRTP_TRAILER 20
+
 void fc_set_protect(void *srtp_protect)
 {
     srtp_protect_fn = (protect_fn)srtp_protect;
@@ -126,16 +129,39 @@ static inline void put32(unsigned char *p, unsigned v)
     p[3] = (unsigned char)v;
 }
 
+/* SRTP-protect the n = *len bytes at p in place (it grows by the trailer); 0: failed,
+ * counted. */
+static int protect(struct fc_consumer *c, unsigned char *p, int *len)
+{
+    int rc = srtp_protect_fn ? srtp_protect_fn(c->srtp->ctx, p, len) : -1;
+    if (rc) {
+        c->srtp->failures++;
+        c->srtp->last_error = rc;
+        c->dropped++;
+        return 0;
+    }
+    c->srtp->packets++;
+    return 1;
+}
+
+static inline void count_sent(struct fc_consumer *c, unsigned n, unsigned payload_size)
+{
+    c->packets_sent++;
+    c->bytes_sent += n;
+    c->payload_bytes += payload_size;
+}
+
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now)
 {
     /* the group's copy, and an SRTP consumer's copy (protect grows it by its trailer) */
-    unsigned char out[FC_MAX_PACKET + 20];
-    unsigned char enc[FC_MAX_PACKET + 20];
+    unsigned char out[FC_MAX_PACKET + FC_SRTP_TRAILER];
+    unsigned char enc[FC_MAX_PACKET + FC_SRTP_TRAILER];
     unsigned profile = 0, ext_start = 0, ext_end = 0;
     int has_ext = packet[0] & 0x10;
     int sends = 0;
+    int streamed = 0;
 
     if (ring == NULL || n < 12 || n > FC_MAX_PACKET)
         return 0;
@@ -170,7 +196,7 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         int tcc_offset = -1;
         if (has_ext) {
             if (!rewrite_extension_ids(out, ext_start, ext_end, profile, grp->ext_table))
-                return sends | FC_MALFORMED;
+                return sends | streamed | FC_MALFORMED;
             if (grp->tcc_id)
                 tcc_offset = extension_value_offset(out, ext_start, ext_end, profile,
                                                     (unsigned)grp->tcc_id);
@@ -188,30 +214,41 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
                 t->sizes[wide & t->mask] = n;
                 put16(out + tcc_offset, (unsigned)wide);
             }
+            if (c->stream) {
+                /* ICE-TCP: length prefix, then the packet (protected in place) */
+                struct fc_stream *st = c->stream;
+                if (st->cap - st->len < 2 + n + FC_SRTP_TRAILER) {
+                    c->ring_drops++;
+                    continue;
+                }
+                unsigned char *frame = st->buf + st->len;
+                int len = (int)n;
+                memcpy(frame + 2, out, n);
+                if (c->srtp && !protect(c, frame + 2, &len))
+                    continue;
+                put16(frame, (unsigned)len);
+                st->len += 2 + (unsigned)len;
+                count_sent(c, n, payload_size);
+                sends++;
+                streamed = FC_STREAM_QUEUED;
+                continue;
+            }
             const unsigned char *data = out;
             int len = (int)n;
             if (c->srtp) {
                 memcpy(enc, out, n);
-                int rc = srtp_protect_fn ? srtp_protect_fn(c->srtp->ctx, enc, &len) : -1;
-                if (rc) {
-                    c->srtp->failures++;
-                    c->srtp->last_error = rc;
-                    c->dropped++;
+                if (!protect(c, enc, &len))
                     continue;
-                }
-                c->srtp->packets++;
                 data = enc;
             }
             if (rc_send(ring, c->fd, data, (unsigned)len, c->addressed ? c->addr : NULL)
                 == RC_QUEUED) {
-                c->packets_sent++;
-                c->bytes_sent += n;
-                c->payload_bytes += payload_size;
+                count_sent(c, n, payload_size);
                 sends++;
             } else {
                 c->ring_drops++;
             }
         }
     }
-    return sends;
+    return sends | streamed;
 }

@@ -7,7 +7,8 @@
  * 1-11 rewrite (rewriter_core.c: marker|PT, seq, timestamp, SSRC, syncing a (re)starting
  * consumer), the transport-wide sequence number and its send record, SRTP protect
  * (libsrtp's srtp_protect, the one pylibsrtp carries, given once to fc_set_protect) and
- * the ring's rc_send. Counters are kept per consumer for Python's stats.
+ * the ring's rc_send (or, for an ICE-TCP consumer, the framing into its connection's
+ * buffer). Counters are kept per consumer for Python's stats.
  */
 #ifndef RELAY_FANOUT_CORE_H
 #define RELAY_FANOUT_CORE_H
@@ -18,6 +19,9 @@
 /* fc_fan_out's result carries this bit when the packet's header extensions were malformed
  * (the packet was then not sent to the remaining groups). */
 #define FC_MALFORMED 1073741824
+/* fc_fan_out's result carries this bit when it framed packets into a consumer's stream
+ * buffer (ICE-TCP): the caller has the buffers written (once per batch). */
+#define FC_STREAM_QUEUED 536870912
 /* No longer returned (the core syncs (re)starting consumers itself); kept so a caller's
  * check stays valid. */
 #define FC_NEEDS_SYNC -1
@@ -42,6 +46,14 @@ struct fc_srtp {
     int last_error;
 };
 
+/* RFC 4571 framed packets (a 2-byte length before each) waiting to be written to one ICE-TCP
+ * connection; Python writes buf[0:len] once per batch and sets len to 0. */
+struct fc_stream {
+    unsigned char *buf;
+    unsigned len;
+    unsigned cap;
+};
+
 /* One consumer: its output stream and where it goes. */
 struct fc_consumer {
     struct fc_rewriter *rw;         /* its output stream (owned by its Python RtpRewriter) */
@@ -50,11 +62,12 @@ struct fc_consumer {
     unsigned char addr[32];         /* RC_ADDR_SIZE, from rc_make_sockaddr */
     struct fc_srtp *srtp;           /* NULL: plain RTP */
     struct fc_tcc *tcc;             /* NULL: not numbered */
+    struct fc_stream *stream;       /* not NULL: framed into it (ICE-TCP), not the ring */
     unsigned long long packets_sent;
     unsigned long long bytes_sent;
     unsigned long long payload_bytes;
     unsigned long long dropped;     /* PT not taken, older than a restart, SRTP failure */
-    unsigned long long ring_drops;
+    unsigned long long ring_drops;  /* ring full, or the stream buffer full */
     unsigned long long temporal_drops;  /* packets above its highest temporal layer */
 };
 
@@ -73,7 +86,8 @@ void fc_set_protect(void *srtp_protect);
 /* Send packet[0:n] (input seq, ts; its SSRC is the input SSRC; older: not the newest of its
  * stream; tid: its VP8 temporal layer) to every consumer of groups whose max_tid >= tid;
  * the consumers of the other groups skip it (when it is not older). Returns the sends
- * queued, with FC_MALFORMED added when the extensions were malformed. */
+ * queued, with FC_MALFORMED added when the extensions were malformed and FC_STREAM_QUEUED
+ * when a stream buffer got a packet. */
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now);

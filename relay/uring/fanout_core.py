@@ -21,6 +21,7 @@ from relay.uring._ring import ffi, lib
 LIBSRTP_MAJOR = 2  # the srtp_protect(srtp_t, void *, int *) signature fanout_core.c calls
 MAX_PACKET = lib.FC_MAX_PACKET
 MALFORMED = lib.FC_MALFORMED
+STREAM_QUEUED = lib.FC_STREAM_QUEUED
 NO_PAYLOAD_TYPE = lib.FC_NO_PAYLOAD_TYPE
 
 fan_out = lib.fc_fan_out  # (ring, groups, ngroups, packet, n, seq, ts, older, tid, payload, now)
@@ -119,3 +120,26 @@ class GroupTable:
             g.consumers = array
             self._arrays.append(array)
         self.keep = keep
+
+
+class StreamBuffer:
+    """RFC 4571 framed packets the core wrote for one ICE-TCP connection, waiting to be
+    written to it in one send per batch (`view()`, then `clear()`)."""
+
+    __slots__ = ("c", "buf", "_ptr")
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = bytearray(capacity)
+        self._ptr = ffi.from_buffer("unsigned char[]", self.buf)
+        self.c = ffi.new("struct fc_stream *")
+        self.c.buf = self._ptr
+        self.c.cap = capacity
+
+    def __len__(self) -> int:
+        return self.c.len
+
+    def view(self) -> memoryview:
+        return memoryview(self.buf)[:self.c.len]
+
+    def clear(self) -> None:
+        self.c.len = 0

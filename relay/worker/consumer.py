@@ -72,7 +72,7 @@ class Consumer:
     __slots__ = (
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
-        "keyframe_requests", "core", "in_core", "py_packets_sent", "py_bytes_sent",
+        "keyframe_requests", "core", "in_core", "tcp", "py_packets_sent", "py_bytes_sent",
         "py_payload_bytes", "py_dropped", "py_ring_drops",
         "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
@@ -308,19 +308,22 @@ class Consumer:
         """The transport's remote or SRTP session changed."""
         self.fd, self.addr, self.srtp = self.transport.route()
         self.send = getattr(self.transport, "media_send", None) or self._ctx.ring.send
-        in_core = self.in_core
+        in_core, tcp = self.in_core, self.tcp
         self._write_route()
         if self._refresh():
             self.request_key_frame()
-        elif in_core != self.in_core and self.active:
-            self.producer.rebuild_fanout()
+        elif (in_core != self.in_core or tcp is not self.tcp) and self.active:
+            self.producer.rebuild_fanout()  # (the core's fan-out flushes its ICE-TCP connections)
 
     # -- what the C fan-out core reads (relay.worker.fanout.CoreFanout) -----------------------
 
     def _write_route(self) -> None:
-        """The core's copy of where this consumer sends; whether the core takes it at all
-        (not: ICE-TCP remotes, which send through the transport; VP8 PictureID rewriting)."""
+        """The core's copy of where this consumer sends (an ICE-TCP remote: the connection's
+        media buffer, which the core frames into); whether the core takes it at all (not:
+        VP8 PictureID rewriting, or the core switched off)."""
         c = self.core
+        self.tcp = getattr(self.transport, "tcp_connection", None)
+        c.stream = self.tcp.media_buffer.c if self.tcp is not None else fanout_core.ffi.NULL
         c.fd = self.fd if self.fd is not None else -1
         dst = None
         if self.addr is not None:
@@ -330,8 +333,7 @@ class Consumer:
                 dst = None
         fanout_core.set_address(c, dst)
         c.srtp = self.srtp.core if self.srtp is not None else fanout_core.ffi.NULL
-        self.in_core = (fanout_core.ENABLED and self.vp8 is None and dst is not None
-                        and getattr(self.transport, "media_send", None) is None)
+        self.in_core = fanout_core.ENABLED and self.vp8 is None and dst is not None
 
     # The send counters: what the C core counted in the consumer's struct plus what the
     # Python loop counted (`py_*`: a cffi field per packet would cost it 3,000 instructions).
@@ -557,6 +559,9 @@ class Consumer:
             "paused": self.paused,
             "producerPaused": self.producer_paused,
             "active": self.active,
+            # sent by the C fan-out core (else the Python loop: VP8 PictureID rewriting, or
+            # the core switched off)
+            "fanoutCore": self.in_core,
         }
 
     def get_stats(self) -> list[dict]:

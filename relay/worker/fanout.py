@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 _core_fan_out = fanout_core.fan_out
 _MALFORMED = fanout_core.MALFORMED
+_STREAM_QUEUED = fanout_core.STREAM_QUEUED
 _from_buffer = fanout_core.ffi.from_buffer
 
 # (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all,
@@ -60,9 +61,11 @@ class CoreFanout:
     """One producer stream's groups as the C core sends to them (relay/uring/fanout_core.c).
 
     Python keeps the decisions (who is in which group); the core does the rest, syncs of
-    (re)starting consumers and temporal skips included, in their rewriters' C structs."""
+    (re)starting consumers and temporal skips included, in their rewriters' C structs.
+    ICE-TCP consumers' packets are framed by the core into their connection's buffer, which
+    the connection writes once per loop turn (`media_queued`)."""
 
-    __slots__ = ("groups", "table")
+    __slots__ = ("groups", "table", "connections")
 
     def __init__(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups
@@ -70,6 +73,8 @@ class CoreFanout:
             [(table, max_tid, tcc_id, [c.core for c in consumers])
              for table, consumers, max_tid, tcc_id in groups],
             keep=[c for _, consumers, _, _ in groups for c in consumers])
+        self.connections = tuple({c.tcp: None for _, consumers, _, _ in groups
+                                  for c in consumers if c.tcp is not None})
 
     def fan_out(self, ring: Any, packet: Any, n: int, ssrc: int, seq: int, ts: int,
                 older: bool, tid: int, payload_size: int, now: float,
@@ -78,9 +83,14 @@ class CoreFanout:
         ring's C pointer, `packet` a C pointer to the packet."""
         sends = _core_fan_out(ring, self.table.groups, self.table.count, packet, n, seq, ts,
                               older, tid, payload_size, now)
-        if sends >= _MALFORMED:
-            dropped["malformedExtensions"] += 1
-            sends -= _MALFORMED
+        if sends >= _STREAM_QUEUED:  # rare bits
+            if sends >= _MALFORMED:
+                dropped["malformedExtensions"] += 1
+                sends -= _MALFORMED
+            if sends >= _STREAM_QUEUED:
+                sends -= _STREAM_QUEUED
+                for connection in self.connections:
+                    connection.media_queued()
         return sends
 
 

@@ -2,7 +2,9 @@
 packet: two identical worlds of consumers get the same inbound packets and control actions,
 one through `fan_out` (Python), one through `CoreFanout` (C, real SendRing, real sockets);
 every datagram must be byte-identical, SRTP included (same keys, so the same ciphertext),
-and an independent libsrtp session must unprotect what the core sent."""
+and an independent libsrtp session must unprotect what the core sent. An ICE-TCP consumer's
+packets come out of its connection's buffer, RFC 4571 framed by the core, and are read back
+with the transport's own FrameDecoder."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from relay.rtp.packet import build_rtp
 from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
 from relay.transport.core_send_history import CoreSendHistory
 from relay.transport.srtp_session import SrtpSession
+from relay.transport.tcp_framing import FrameDecoder
 from relay.uring import SendRing, fanout_core
 from relay.uring.rewriter import RtpRewriter
 from relay.worker.fanout import CoreFanout, fan_out
@@ -32,12 +35,31 @@ TABLE_B = bytes({1: 7}.get(i, 0) for i in range(256))
 KEYS = {"AES_CM_128_HMAC_SHA1_80": bytes(range(30)), "AEAD_AES_128_GCM": bytes(range(28))}
 
 
+class FakeConnection:
+    """An ICE-TCP connection as the core fan-out sees it: the media buffer and its flush."""
+
+    def __init__(self) -> None:
+        self.media_buffer = fanout_core.StreamBuffer(64 * 1024)
+        self.decoder = FrameDecoder()
+        self.frames: list[bytes] = []
+        self.flushes = 0
+
+    def media_queued(self) -> None:
+        self.flushes += 1
+        self.frames += self.decoder.feed(self.media_buffer.view())
+        self.media_buffer.clear()
+
+    def take(self) -> list[bytes]:
+        frames, self.frames = self.frames, []
+        return frames
+
+
 class FakeConsumer:
     """What both fan-outs read of a consumer (the Python one through attributes, the core
     through `core`, which points at the rewriter's C struct as the worker's Consumer does)."""
 
     def __init__(self, ssrc: int, suite: str | None, tcc: bool, sink: socket.socket,
-                 ring: SendRing) -> None:
+                 ring: SendRing, tcp: bool = False) -> None:
         self.rewriter = RtpRewriter(ssrc, PT_TABLE, 48000)
         self.core = fanout_core.new_consumer()
         self.core.rw = self.rewriter.c
@@ -47,6 +69,8 @@ class FakeConsumer:
         self.tcc_history = CoreSendHistory(1024) if tcc else None
         self.vp8 = None
         self.in_core = True
+        self.tcp = None
+        self.is_tcp = tcp
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sink = sink
         self.fd, self.addr = self.sock.fileno(), sink.getsockname()
@@ -60,6 +84,9 @@ class FakeConsumer:
     def link_tcc(self) -> None:  # the core world numbers through the C arrays
         if self.tcc_history is not None:
             self.core.tcc = self.tcc_history.core_ring().c
+        if self.is_tcp:  # ... and frames an ICE-TCP consumer's packets into its connection
+            self.tcp = FakeConnection()
+            self.core.stream = self.tcp.media_buffer.c
 
     def send(self, fd, data, addr) -> bool:  # the Python world records instead of sending
         self.sent.append(bytes(data))
@@ -76,10 +103,12 @@ class FakeConsumer:
 
 class World:
     """Consumers in two groups (A: three, plain / SRTP AES-CM / SRTP GCM with transport-cc;
-    B: one, plain, taking only VP8 TID 0), fed through one of the two fan-outs."""
+    B: one, plain, taking only VP8 TID 0; then in A an ICE-TCP one, SRTP AES-CM with
+    transport-cc), fed through one of the two fan-outs."""
 
-    SPECS = [("A", None, False), ("A", "AES_CM_128_HMAC_SHA1_80", False),
-             ("A", "AEAD_AES_128_GCM", True), ("B", None, False)]
+    SPECS = [("A", None, False, False), ("A", "AES_CM_128_HMAC_SHA1_80", False, False),
+             ("A", "AEAD_AES_128_GCM", True, False), ("B", None, False, False),
+             ("A", "AES_CM_128_HMAC_SHA1_80", True, True)]
 
     def __init__(self, core: bool, ring: SendRing) -> None:
         self.core = core
@@ -87,12 +116,12 @@ class World:
         self.stream = InputStream(0xAAAA)
         self.sinks = []
         self.consumers = []
-        for i, (_, suite, tcc) in enumerate(self.SPECS):
+        for i, (_, suite, tcc, tcp) in enumerate(self.SPECS):
             sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sink.bind(("127.0.0.1", 0))
             sink.setblocking(False)
             self.sinks.append(sink)
-            consumer = FakeConsumer(0x7000 + i, suite, tcc, sink, ring)
+            consumer = FakeConsumer(0x7000 + i, suite, tcc, sink, ring, tcp)
             if core:
                 consumer.link_tcc()
             self.consumers.append(consumer)
@@ -103,8 +132,10 @@ class World:
 
     def regroup(self) -> None:
         """As build_groups after a control action: the active consumers only."""
-        a = tuple(c for i, c in enumerate(self.consumers[:3]) if i not in self.paused)
-        b = tuple(c for i, c in enumerate(self.consumers[3:], 3) if i not in self.paused)
+        a = tuple(c for i, c in enumerate(self.consumers)
+                  if i not in self.paused and self.SPECS[i][0] == "A")
+        b = tuple(c for i, c in enumerate(self.consumers)
+                  if i not in self.paused and self.SPECS[i][0] == "B")
         groups = []
         if a:
             groups.append((TABLE_A, a, 255, TCC_ID))
@@ -147,7 +178,10 @@ class World:
                                         payload, now, self.dropped)
             self.ring.flush()
             got = []
-            for sink in self.sinks:
+            for sink, consumer in zip(self.sinks, self.consumers, strict=True):
+                if consumer.tcp is not None:
+                    got.append(consumer.tcp.take())
+                    continue
                 out = []
                 while True:
                     try:
@@ -261,6 +295,9 @@ def test_core_matches_python_packet_by_packet():
         assert core.dropped == python.dropped == Counter({"malformedExtensions": 1})
         # every group saw drops of its own kind
         assert python.consumers[3].temporal_drops > 10
+        # the ICE-TCP consumer's packets all came framed out of its connection's buffer
+        tcp = core.consumers[4]
+        assert tcp.tcp.flushes == tcp.core.packets_sent > 50 and not len(tcp.tcp.media_buffer)
         assert python.consumers[0].py_dropped == 1  # the PT not taken
         assert python.consumers[1].py_dropped == 2  # ... and the packet older than its resume
     finally:
