@@ -56,7 +56,7 @@ MAX_PENDING_BYTES = 256 * 1024
 # The core's framed media for one connection, written once per loop turn; past
 # MEDIA_FLUSH_BYTES it is written at once, so MEDIA_BUFFER_BYTES holds a whole packet more.
 MEDIA_BUFFER_BYTES = 64 * 1024
-MEDIA_FLUSH_BYTES = 32 * 1024
+MEDIA_FLUSH_BYTES = MEDIA_BUFFER_BYTES // 2  # (where the core tells: FC_STREAM_QUEUED)
 TCP_READ_SIZE = 65536
 MAX_TCP_CONNECTIONS = 256  # per listener
 # An ICE-TCP client (the active side, RFC 6544) sends its Binding request as soon as its
@@ -216,8 +216,9 @@ class TcpConnection:
         return self._media
 
     def media_queued(self) -> None:
-        """The core framed media into `media_buffer`: write it at the end of this loop turn
-        (one send for the turn's packets), or now if it is filling up."""
+        """The core framed media into `media_buffer` (the first since the last write, or
+        past MEDIA_FLUSH_BYTES): write it at the end of this loop turn (one send for the
+        turn's packets), or now if it is filling up."""
         media = self._media
         if media is not None and len(media) >= MEDIA_FLUSH_BYTES:
             self.flush_media()

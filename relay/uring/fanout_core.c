@@ -227,10 +227,14 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
                 if (c->srtp && !protect(c, frame + 2, &len))
                     continue;
                 put16(frame, (unsigned)len);
+                unsigned before = st->len;
                 st->len += 2 + (unsigned)len;
                 count_sent(c, n, payload_size);
                 sends++;
-                streamed = FC_STREAM_QUEUED;
+                /* Python acts when a buffer stops being empty (a write is due at the end of
+                 * the loop turn) or fills past half (write now), not on every packet */
+                if (before == 0 || (before < st->cap / 2 && st->len >= st->cap / 2))
+                    streamed = FC_STREAM_QUEUED;
                 continue;
             }
             const unsigned char *data = out;

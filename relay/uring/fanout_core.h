@@ -19,8 +19,9 @@
 /* fc_fan_out's result carries this bit when the packet's header extensions were malformed
  * (the packet was then not sent to the remaining groups). */
 #define FC_MALFORMED 1073741824
-/* fc_fan_out's result carries this bit when it framed packets into a consumer's stream
- * buffer (ICE-TCP): the caller has the buffers written (once per batch). */
+/* fc_fan_out's result carries this bit when a consumer's stream buffer (ICE-TCP) went from
+ * empty to holding a packet, or filled past half its capacity: the caller has the buffers
+ * written (once per batch, at once past half). */
 #define FC_STREAM_QUEUED 536870912
 /* No longer returned (the core syncs (re)starting consumers itself); kept so a caller's
  * check stays valid. */

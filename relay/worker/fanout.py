@@ -63,7 +63,8 @@ class CoreFanout:
     Python keeps the decisions (who is in which group); the core does the rest, syncs of
     (re)starting consumers and temporal skips included, in their rewriters' C structs.
     ICE-TCP consumers' packets are framed by the core into their connection's buffer, which
-    the connection writes once per loop turn (`media_queued`)."""
+    the connection writes once per loop turn (`media_queued`, called when the core's result
+    says a buffer started filling or is half full: not per packet)."""
 
     __slots__ = ("groups", "table", "connections")
 

@@ -331,3 +331,39 @@ def test_core_srtp_round_trip_through_an_independent_session(suite):
     finally:
         world.close()
         ring.close()
+
+
+def test_core_tells_when_a_stream_buffer_needs_writing():
+    """FC_STREAM_QUEUED comes back when an ICE-TCP buffer stops being empty or fills past
+    half, not for every packet; a full buffer drops (counted), never overruns."""
+    ring = SendRing(mode="socket")
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    consumer = FakeConsumer(0x7100, None, False, sink, ring)
+    buffer = fanout_core.StreamBuffer(1200)
+    consumer.core.stream = buffer.c
+    table = fanout_core.GroupTable([(TABLE_B, 255, 0, [consumer.core])], keep=[consumer])
+    try:
+        size = len(rtp(0, 0, tcc=False)) + 2  # framed: 86 bytes
+
+        def send(k: int) -> int:
+            packet = rtp(k, 960 * k, tcc=False)
+            buf = fanout_core.ffi.from_buffer("unsigned char[]", bytearray(packet))
+            return fanout_core.fan_out(ring.core, table.groups, 1, buf, len(packet), k,
+                                       960 * k, False, 0, 60, 0.0)
+
+        results = [send(k) for k in range(8)]
+        queued = fanout_core.STREAM_QUEUED
+        # empty -> one packet: due; then nothing until 7 * 86 = 602 >= 600: half full
+        assert size == 86 and results == [queued | 1, 1, 1, 1, 1, 1, queued | 1, 1]
+        frames = FrameDecoder().feed(buffer.view())
+        assert len(frames) == 8 and len(buffer) == 8 * size
+        # a packet needs its frame plus the SRTP margin (20) free: 13 fit in 1200, then drops
+        assert [send(k) for k in range(8, 16)] == [1, 1, 1, 1, 1, 0, 0, 0]
+        assert len(buffer) == 13 * size and consumer.core.ring_drops == 3
+        buffer.clear()
+        assert send(16) == queued | 1
+    finally:
+        consumer.sock.close()
+        sink.close()
+        ring.close()
