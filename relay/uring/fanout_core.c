@@ -207,6 +207,8 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
                 c->dropped++;
                 continue;
             }
+            if (c->rw->vp8 && payload_size <= n) /* from the input: out may hold another's */
+                fc_vp8_rewrite(c->rw, packet, out, n - payload_size, n, 1);
             if (tcc_offset > 0 && c->tcc) {
                 struct fc_tcc *t = c->tcc;
                 long long wide = ++t->last;

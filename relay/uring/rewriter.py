@@ -67,6 +67,9 @@ class RtpRewriter:
         c.sync_required = 1
         c.input_ssrc = -1
         c.skip_seq = -1
+        c.vp8_syncs = -1  # (VP8 PictureIDs: relay.uring.vp8_rewriter switches them on)
+        c.last_pid = -1
+        c.last_tl0 = -1
         ffi.memmove(c.payload_types, payload_types, 128)
         self.c = c
         self.payload_types = bytes(payload_types)  # input PT -> output PT, NO_PAYLOAD_TYPE: drop

@@ -132,3 +132,73 @@ int fc_rewriter_rewrite(struct fc_rewriter *rw, unsigned char *buf, unsigned in_
     buf[11] = (unsigned char)rw->ssrc;
     return 1;
 }
+
+void fc_vp8_rewrite(struct fc_rewriter *rw, const unsigned char *in, unsigned char *out,
+                    unsigned offset, unsigned n, int update)
+{
+    if (offset + 2 > n || !(in[offset] & 0x80))
+        return; /* no extension byte X */
+    unsigned x = in[offset + 1];
+    unsigned pos = offset + 2;
+    int pid_pos = -1, tl0_pos = -1, wide = 0;
+    unsigned in_pid = 0, in_tl0 = 0;
+
+    if (x & 0x80) { /* I: PictureID */
+        if (pos >= n)
+            return;
+        pid_pos = (int)pos;
+        wide = in[pos] & 0x80;
+        pos += wide ? 2 : 1;
+    }
+    if (x & 0x40) { /* L: TL0PICIDX */
+        if (pos >= n)
+            return;
+        tl0_pos = (int)pos;
+    }
+    if (pid_pos < 0 && tl0_pos < 0)
+        return;
+    if (wide) {
+        if ((unsigned)pid_pos + 1 >= n)
+            return;
+        in_pid = ((in[pid_pos] & 0x7Fu) << 8) | in[pid_pos + 1];
+    } else if (pid_pos >= 0) {
+        in_pid = in[pid_pos] & 0x7Fu;
+    }
+    if (tl0_pos >= 0)
+        in_tl0 = in[tl0_pos];
+    if (update && rw->vp8_syncs != (long long)rw->syncs) {
+        /* the first packet after a (re)start: continue from the last picture sent */
+        rw->vp8_syncs = (long long)rw->syncs;
+        if (rw->vp8_started) {
+            if (pid_pos >= 0 && rw->last_pid >= 0)
+                rw->pid_offset = ((unsigned)rw->last_pid + 1 - in_pid) & 0x7FFF;
+            if (tl0_pos >= 0 && rw->last_tl0 >= 0)
+                rw->tl0_offset = ((unsigned)rw->last_tl0 + 1 - in_tl0) & 0xFF;
+        }
+        rw->vp8_started = 1;
+    }
+    if (pid_pos >= 0) {
+        unsigned mask = wide ? 0x7FFF : 0x7F;
+        unsigned pid = (in_pid + rw->pid_offset) & mask;
+        if (wide) {
+            out[pid_pos] = (unsigned char)(0x80 | (pid >> 8));
+            out[pid_pos + 1] = (unsigned char)pid;
+        } else {
+            out[pid_pos] = (unsigned char)pid;
+        }
+        if (update) {
+            unsigned ahead = (pid - (unsigned)rw->last_pid) & mask;
+            if (rw->last_pid < 0 || (ahead > 0 && ahead < (mask + 1) / 2))
+                rw->last_pid = (int)pid;
+        }
+    }
+    if (tl0_pos >= 0) {
+        unsigned tl0 = (in_tl0 + rw->tl0_offset) & 0xFF;
+        out[tl0_pos] = (unsigned char)tl0;
+        if (update) {
+            unsigned ahead = (tl0 - (unsigned)rw->last_tl0) & 0xFF;
+            if (rw->last_tl0 < 0 || (ahead > 0 && ahead < 0x80))
+                rw->last_tl0 = (int)tl0;
+        }
+    }
+}

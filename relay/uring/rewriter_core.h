@@ -32,6 +32,16 @@ struct fc_rewriter {
     unsigned run_seq[FC_SKIP_RUNS];
     unsigned run_offset[FC_SKIP_RUNS];
     unsigned char payload_types[128];  /* input PT -> output PT, FC_NO_PAYLOAD_TYPE: drop */
+    /* VP8 PictureID / TL0PICIDX continuity (a consumer switching simulcast streams):
+     * offsets re-chosen at the first packet after each sync so the next picture is the
+     * last one sent + 1 (relay/uring/vp8_rewriter.py) */
+    int vp8;                        /* rewrite them (fc_fan_out calls fc_vp8_rewrite) */
+    long long vp8_syncs;            /* the syncs count the offsets were chosen at, -1 none */
+    unsigned pid_offset;            /* mod 2^15 */
+    unsigned tl0_offset;            /* mod 2^8 */
+    int last_pid;                   /* the newest output PictureID, -1 none yet */
+    int last_tl0;                   /* the newest output TL0PICIDX, -1 none yet */
+    int vp8_started;
 };
 
 /* The consumer stops receiving its input stream (pause, producer pause, SSRC change); the
@@ -57,5 +67,12 @@ int fc_rewriter_input_seq(const struct fc_rewriter *rw, unsigned out_seq);
  * take, or older than its sync point or last skip (its number may be taken). */
 int fc_rewriter_rewrite(struct fc_rewriter *rw, unsigned char *buf, unsigned in_b1,
                         unsigned in_ssrc, unsigned seq, unsigned ts, int older, double now);
+
+/* Rewrite the VP8 payload descriptor's PictureID and TL0PICIDX: read from in[offset:n] (the
+ * input packet), written to out at the same positions (in may be out). No-op for a
+ * descriptor without them or a malformed one. update: the newest packet sent (0 for a
+ * resend: apply the offsets, change nothing). */
+void fc_vp8_rewrite(struct fc_rewriter *rw, const unsigned char *in, unsigned char *out,
+                    unsigned offset, unsigned n, int update);
 
 #endif

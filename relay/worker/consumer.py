@@ -37,9 +37,9 @@ from relay.rtp.rtcp import (
 )
 from relay.rtp.score import StreamScore
 from relay.rtp.transport_cc import TRANSPORT_CC_URI
-from relay.rtp.vp8_rewriter import Vp8PictureRewriter
 from relay.uring import fanout_core
 from relay.uring.rewriter import RtpRewriter
+from relay.uring.vp8_rewriter import Vp8PictureRewriter
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -319,8 +319,8 @@ class Consumer:
 
     def _write_route(self) -> None:
         """The core's copy of where this consumer sends (an ICE-TCP remote: the connection's
-        media buffer, which the core frames into); whether the core takes it at all (not:
-        VP8 PictureID rewriting, or the core switched off)."""
+        media buffer, which the core frames into); whether the core takes it at all (not
+        when switched off, or the remote has no address the ring can send to)."""
         c = self.core
         self.tcp = getattr(self.transport, "tcp_connection", None)
         c.stream = self.tcp.media_buffer.c if self.tcp is not None else fanout_core.ffi.NULL
@@ -333,7 +333,7 @@ class Consumer:
                 dst = None
         fanout_core.set_address(c, dst)
         c.srtp = self.srtp.core if self.srtp is not None else fanout_core.ffi.NULL
-        self.in_core = fanout_core.ENABLED and self.vp8 is None and dst is not None
+        self.in_core = fanout_core.ENABLED and dst is not None
 
     # The send counters: what the C core counted in the consumer's struct plus what the
     # Python loop counted (`py_*`: a cffi field per packet would cost it 3,000 instructions).
@@ -559,8 +559,7 @@ class Consumer:
             "paused": self.paused,
             "producerPaused": self.producer_paused,
             "active": self.active,
-            # sent by the C fan-out core (else the Python loop: VP8 PictureID rewriting, or
-            # the core switched off)
+            # sent by the C fan-out core (else the Python loop: the core switched off)
             "fanoutCore": self.in_core,
         }
 

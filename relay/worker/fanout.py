@@ -1,17 +1,19 @@
 """The per-packet fan-out: one inbound RTP packet to every active consumer of its stream.
 
 Everything per consumer and per packet happens here, and nothing else on the packet path is
-per consumer. Most consumers are sent to by the C core (relay/uring/fanout_core.c, through
+per consumer. Every consumer is sent to by the C core (relay/uring/fanout_core.c, through
 `CoreFanout`): one C call per inbound packet does their copies, rewrites, transport-wide
-numbers, SRTP and ring sends. `fan_out` below is the same work in Python, for the consumers
-the core does not take (`split_groups`) and as the reference the tests compare the core with.
+numbers, SRTP and ring sends (or ICE-TCP framing). `fan_out` below is the same work with the
+steps around the rewrite in Python: used when the core is switched off
+(`RELAY_FANOUT_CORE=0`, `split_groups`), and the reference the tests compare the core with.
 
 Consumers of a stream are grouped by header-extension id table (usually one group: consumers
 get the router's ids) and by the highest VP8 temporal layer they take. Per inbound packet and
 group, the packet is copied once into a scratch buffer and its extension ids rewritten once;
 then per consumer only bytes 1–11 are rewritten by the consumer's `RtpRewriter` (C, the
-same code the core calls: relay/uring/rewriter_core.c), SRTP-protected if its transport has
-SRTP, and queued in the send ring (or copied to an ICE-TCP connection).
+same code the core calls: relay/uring/rewriter_core.c; with a simulcast VP8 consumer's
+PictureID and TL0PICIDX), SRTP-protected if its transport has SRTP, and queued in the send
+ring (or copied to an ICE-TCP connection).
 The groups hold only active consumers (not paused, producer not paused, remote known, not
 waiting for a key frame) and are rebuilt on every state change (`build_groups`, control
 path), so the loop has no checks for those. The transport ends its drain with `ring.flush_soon()`
@@ -27,6 +29,7 @@ from relay.rtp.packet import extension_bounds, rewrite_extension_ids
 from relay.rtp.transport_cc import extension_value_offset
 from relay.uring import fanout_core
 from relay.uring.rewriter import rewrite_header
+from relay.uring.vp8_rewriter import rewrite_vp8
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
@@ -43,8 +46,8 @@ Group = tuple[bytes, tuple[Any, ...], int, int]
 
 def split_groups(groups: tuple[Group, ...]) -> tuple[tuple[Group, ...], CoreFanout | None]:
     """(the groups the Python loop sends to, the C core's share of them or None): a consumer
-    the core can't take (`Consumer.in_core`: ICE-TCP remote, VP8 PictureID rewriting, the
-    core switched off) stays in Python, so behaviour stays complete (control path)."""
+    the core can't take (`Consumer.in_core`: the core switched off, or no address the ring
+    can send to) stays in Python, so behaviour stays complete (control path)."""
     python: list[Group] = []
     core: list[Group] = []
     for table, consumers, max_tid, tcc_id in groups:
@@ -132,6 +135,7 @@ def fan_out(
     b1 = packet[1]
     out = scratch_view[:n]
     out_ptr = _from_buffer("unsigned char[]", scratch)
+    in_ptr = None  # the input packet, for VP8 PictureIDs (read from it, not the shared copy)
     for table, consumers, max_tid, tcc_id in groups:
         if tid > max_tid:
             if not older:  # else its number was already given to a later packet (or never was)
@@ -151,9 +155,10 @@ def fan_out(
             if not rewrite_header(consumer.rewriter.c, out_ptr, b1, ssrc, seq, ts, older, now):
                 consumer.py_dropped += 1  # PT not taken, or older than a restart or a skip
                 continue
-            vp8 = consumer.vp8
-            if vp8 is not None:
-                vp8.rewrite(scratch, n - payload_size, n)
+            if consumer.vp8 is not None:
+                if in_ptr is None:
+                    in_ptr = _from_buffer("unsigned char[]", bytes(packet))
+                rewrite_vp8(consumer.rewriter.c, in_ptr, out_ptr, n - payload_size, n, True)
             if tcc_offset > 0:
                 history = consumer.tcc_history
                 if history is not None:

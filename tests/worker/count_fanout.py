@@ -2,7 +2,7 @@
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.out \
         python3 tests/worker/count_fanout.py PACKETS --toggle [--consumers 10] [--srtp] [--tcc] \
-        [--tcp]
+        [--tcp] [--vp8]
 
 Builds the same in-process router as bench_fanout.py (real WorkerContext, SendRing in copy
 mode, UDP sockets on 127.0.0.1), then drives PACKETS 200-byte packets through
@@ -11,7 +11,9 @@ for two packet counts (e.g. 200 and 1200) and take (instructions(1200) - instruc
 1000: what is not per packet cancels out.
 `RELAY_FANOUT_CORE=0` runs the Python fan-out instead of the C core. `--tcp` sends every
 consumer's packets over an ICE-TCP connection (a real `TcpConnection` on a loopback TCP
-socket pair, set as its transport's selected tuple), as a WebRTC transport would.
+socket pair, set as its transport's selected tuple), as a WebRTC transport would. `--vp8`
+gives every consumer the VP8 PictureID/TL0PICIDX rewriting of a simulcast consumer (and the
+packets a VP8 payload descriptor that has both).
 """
 
 from __future__ import annotations
@@ -62,11 +64,25 @@ def use_ice_tcp(media, consumers: int) -> list[socket.socket]:
     return peers
 
 
+def use_vp8_rewriting(media, consumers: int) -> None:
+    try:
+        from relay.uring.vp8_rewriter import Vp8PictureRewriter
+    except ImportError:  # (the tree before it moved into the C core)
+        from relay.rtp.vp8_rewriter import Vp8PictureRewriter
+    for i in range(consumers):
+        consumer = media.ctx.handlers[f"c{i}"]
+        consumer.vp8 = Vp8PictureRewriter(consumer.rewriter)
+        consumer.update_route()  # recomputes whether the core takes it
+    media.ctx.handlers["p1"].rebuild_fanout()
+
+
 async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: bool,
-                tcp: bool) -> None:
+                tcp: bool, vp8: bool) -> None:
     media, _sender = await setup(consumers, "copy", srtp)
     producer = media.ctx.handlers["p1"]
     peers = use_ice_tcp(media, consumers) if tcp else []
+    if vp8:
+        use_vp8_rewriting(media, consumers)
     if tcc:  # number every consumer's packets as a browser's subscription would
         for i in range(consumers):
             consumer = media.ctx.handlers[f"c{i}"]
@@ -84,7 +100,10 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: boo
                  for i in range(consumers)] if tcc else []
     histories = [h for h in histories if hasattr(h, "collect")]  # (the core's only)
     ext = TCC_EXT if tcc else {1: b"\x90", 3: b"\x01\x02\x03"}
-    packet = rtp(0, 0, payload=b"\x00" * (176 - (4 if tcc else 0)), extensions=ext)
+    # (--vp8: a descriptor with a 15-bit PictureID and a TL0PICIDX, RFC 7741)
+    head = b"\x90\xc0\x80\x01\x05" if vp8 else b""
+    packet = rtp(0, 0, payload=head + b"\x00" * (176 - (4 if tcc else 0) - len(head)),
+                 extensions=ext)
     assert len(packet) == 200, len(packet)
     buf = bytearray(2048)
     view = memoryview(buf)
@@ -112,12 +131,12 @@ async def drive(packets: int, consumers: int, srtp: bool, tcc: bool, toggle: boo
     numbered = sum(media.ctx.handlers[f"c{i}"].transport.send_estimation.history.sent
                    for i in range(consumers)) if tcc else 0
     assert numbered == (sent if tcc else 0), (numbered, sent)
+    in_core = sum(media.ctx.handlers[f"c{i}"].in_core for i in range(consumers))
+    print(f"consumers in the C core: {in_core}")
     if tcp:
-        in_core = sum(media.ctx.handlers[f"c{i}"].in_core for i in range(consumers))
-        print(f"ICE-TCP consumers: {in_core} in the C core")
         for peer in peers:
             peer.close()
-    print(f"packets={packets} consumers={consumers} srtp={srtp} tcc={tcc} tcp={tcp} "
+    print(f"packets={packets} consumers={consumers} srtp={srtp} tcc={tcc} tcp={tcp} vp8={vp8} "
           f"sent={sent} numbered={numbered}")
 
 
@@ -128,10 +147,12 @@ def main() -> None:
     parser.add_argument("--srtp", action="store_true")
     parser.add_argument("--tcc", action="store_true")
     parser.add_argument("--tcp", action="store_true", help="consumers on ICE-TCP")
+    parser.add_argument("--vp8", action="store_true", help="VP8 PictureID rewriting")
     parser.add_argument("--toggle", action="store_true",
                         help="switch callgrind's instrumentation on for the packets only")
     args = parser.parse_args()
-    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc, args.toggle, args.tcp))
+    uvloop.run(drive(args.packets, args.consumers, args.srtp, args.tcc, args.toggle, args.tcp,
+                     args.vp8))
 
 
 if __name__ == "__main__":

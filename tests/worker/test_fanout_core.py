@@ -8,6 +8,7 @@ with the transport's own FrameDecoder."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections import Counter
@@ -22,6 +23,7 @@ from relay.transport.srtp_session import SrtpSession
 from relay.transport.tcp_framing import FrameDecoder
 from relay.uring import SendRing, fanout_core
 from relay.uring.rewriter import RtpRewriter
+from relay.uring.vp8_rewriter import Vp8PictureRewriter
 from relay.worker.fanout import CoreFanout, fan_out
 
 pytestmark = pytest.mark.skipif(not fanout_core.ENABLED, reason=fanout_core.REASON)
@@ -366,4 +368,76 @@ def test_core_tells_when_a_stream_buffer_needs_writing():
     finally:
         consumer.sock.close()
         sink.close()
+        ring.close()
+
+
+def vp8_packet(seq: int, pid: int, tl0: int, ssrc: int = 0xAAAA) -> bytes:
+    """A VP8 packet with a 15-bit PictureID and a TL0PICIDX (RFC 7741)."""
+    descriptor = bytes([0x90, 0xC0, 0x80 | (pid >> 8), pid & 0xFF, tl0]) + b"\x9d\x01\x2a"
+    return build_rtp(payload_type=111, sequence_number=seq, timestamp=seq * 3000, ssrc=ssrc,
+                     payload=descriptor + b"\x00" * 20)
+
+
+def read_pid(packet: bytes) -> tuple[int, int]:
+    return ((packet[14] & 0x7F) << 8) | packet[15], packet[16]
+
+
+@pytest.mark.parametrize("core", [True, False], ids=["core", "python-loop"])
+def test_vp8_picture_ids_continue_per_consumer_in_one_group(core):
+    """Two simulcast-style consumers in one group, with different PictureID offsets: each
+    gets its own continuation, read from the input packet (not the copy the other rewrote).
+    Expected values worked out from RFC 7741 continuity, not from the code."""
+    ring = SendRing(mode="socket")
+    sinks, consumers = [], []
+    for i in range(2):
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        sink.setblocking(False)
+        sinks.append(sink)
+        consumer = FakeConsumer(0x7200 + i, None, False, sink, ring)
+        consumer.vp8 = Vp8PictureRewriter(consumer.rewriter)
+        consumers.append(consumer)
+    late, early = consumers  # `late` misses pictures 100..104, so its offset differs
+    stream = InputStream(0xAAAA)
+    got: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    scratch = bytearray(2048)
+
+    def feed(seq: int, pid: int, tl0: int, members: tuple) -> None:
+        packet = vp8_packet(seq, pid, tl0)
+        older = stream.update(seq, seq * 3000, 0.0)
+        groups = ((bytes(256), members, 255, 0),)
+        if core:
+            buf = fanout_core.ffi.from_buffer("unsigned char[]", bytearray(packet))
+            CoreFanout(groups).fan_out(ring.core, buf, len(packet), 0xAAAA, seq, seq * 3000,
+                                       older, 0, len(packet) - 12, 0.0, Counter())
+            ring.flush()
+            for i, sink in enumerate(sinks):
+                with contextlib.suppress(BlockingIOError):
+                    got[i].append(read_pid(sink.recv(4096)))
+        else:
+            for c in consumers:
+                c.sent.clear()
+            fan_out(groups, memoryview(packet), len(packet), 0xAAAA, seq, seq * 3000, older, 0,
+                    len(packet) - 12, 0.0, scratch, memoryview(scratch), Counter())
+            for i, c in enumerate(consumers):
+                if c.sent:
+                    got[i].append(read_pid(c.sent[-1]))
+
+    try:
+        late.rewriter.sync(0xAAAA, 1, 3000, 0.0)  # it ran before: pictures 50, 51 (tl0 5)
+        for seq, pid in ((1, 50), (2, 51)):
+            feed(seq, pid, 5, (late,))
+        late.rewriter.stop(stream)  # paused while `early` starts at picture 100
+        for k in range(5):
+            feed(10 + k, 100 + k, 20 + k, (early,))
+        for k in range(5, 8):  # resumed: `late` first in the group
+            feed(10 + k, 100 + k, 20 + k, (late, early))
+        assert got[1] == [(100 + k, 20 + k) for k in range(8)]  # its numbering as sent
+        # `late` continues after 51 / 5: 52, 53, 54 and tl0 6, 7, 8
+        assert got[0] == [(50, 5), (51, 5), (52, 6), (53, 7), (54, 8)]
+    finally:
+        for c in consumers:
+            c.sock.close()
+        for s in sinks:
+            s.close()
         ring.close()

@@ -1,6 +1,6 @@
 """The tables Python writes for the C fan-out core are what the core reads, after every
 control action: consume, pause/resume (consumer and producer), SRTP keys arriving, a
-simulcast layer switch (VP8 PictureID rewriting: the Python loop's), consumer and transport
+simulcast layer switch (VP8 PictureID rewriting, in the core too), consumer and transport
 close, a route moving to an ICE-TCP connection. Each check rebuilds the expected groups from the consumers' state and compares them
 with the C structs field by field, then sends a packet and checks who got it."""
 
@@ -126,7 +126,7 @@ def test_tables_follow_every_control_action(run_media):
     run_media(body)
 
 
-def test_vp8_picture_id_rewriting_consumers_stay_on_the_python_loop(run_media):
+def test_vp8_picture_id_rewriting_consumers_are_in_the_core(run_media):
     async def body(media):
         tp, _, publisher, subscriber = media.publish_subscribe()
         media.request("tp", "transport.produce", {
@@ -147,9 +147,10 @@ def test_vp8_picture_id_rewriting_consumers_stay_on_the_python_loop(run_media):
             "preferredLayers": {"spatialLayer": 1},
         })
         consumer = media.ctx.handlers["c1"]
-        assert consumer.vp8 is not None and not consumer.in_core
+        assert consumer.vp8 is not None and consumer.in_core
+        assert consumer.core.rw.vp8 == 1  # the core rewrites its PictureIDs
         producer = media.ctx.handlers["p1"]
-        assert check_tables(producer) == set()
+        assert check_tables(producer) == set()  # (waiting for a key frame)
         media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0})
         assert check_tables(producer) == set()
 
