@@ -5,10 +5,11 @@
  * per group, the copy and the header-extension id rewrite (or, for a group above the
  * packet's temporal layer, each consumer's skip), and per consumer its rewriter's bytes
  * 1-11 rewrite (rewriter_core.c: marker|PT, seq, timestamp, SSRC, syncing a (re)starting
- * consumer; a simulcast VP8 consumer's PictureID and TL0PICIDX), the transport-wide sequence number and its send record, SRTP protect
- * (libsrtp's srtp_protect, the one pylibsrtp carries, given once to fc_set_protect) and
- * the ring's rc_send (or, for an ICE-TCP consumer, the framing into its connection's
- * buffer). Counters are kept per consumer for Python's stats.
+ * consumer; a simulcast VP8 consumer's PictureID and TL0PICIDX), the transport-wide
+ * sequence number and its send record, SRTP protect (libsrtp's srtp_protect, the one
+ * pylibsrtp carries, given once to fc_set_protect) and the ring's rc_send (or, for an
+ * ICE-TCP consumer, the RFC 4571 framing into its connection's buffer). Counters are kept
+ * per consumer for Python's stats.
  */
 #ifndef RELAY_FANOUT_CORE_H
 #define RELAY_FANOUT_CORE_H

@@ -6,8 +6,8 @@ inside pylibsrtp is the 2.x the core's call signature is written for (libsrtp 3 
 `srtp_protect`). pylibsrtp's cffi module does not export `srtp_get_version`, its shared
 object does, so that one is read with ctypes.
 
-`RELAY_FANOUT_CORE=0` in the environment keeps every consumer on the Python fan-out (the
-reference the tests compare the core with, and the "before" of a measurement).
+`RELAY_FANOUT_CORE=0` in the environment keeps every consumer on the Python fan-out loop (the
+reference the tests compare the core with; it runs the same C rewrite per consumer).
 """
 
 from __future__ import annotations

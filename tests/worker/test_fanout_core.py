@@ -266,8 +266,14 @@ def test_core_matches_python_packet_by_packet():
     ring = SendRing(mode="socket")
     python, core = World(False, ring), World(True, ring)
     compared = 0
+    # Both worlds run the same C rewrite, so consumer 0's numbers (never paused, every TID)
+    # are also checked against the rule itself: the sender's numbers until the SSRC change,
+    # then the stream's last output + 1 onwards, constant offset (rewriter.py's doc).
+    offset, last_out, numbers = 0, None, []
     try:
         for action, arg in script():
+            if action == "ssrc":
+                last_out = python.stream.max_seq  # offset 0 until now
             for world in (python, core):
                 if action == "pause":
                     world.pause(arg)
@@ -282,7 +288,15 @@ def test_core_matches_python_packet_by_packet():
             got = core.packet(packet, now, tid)
             assert got == want, (packet[2:4].hex(), tid)
             compared += sum(len(w) for w in want)
+            in_seq = struct.unpack_from("!H", packet, 2)[0]
+            if last_out is not None and not numbers[-1][2]:  # the first after the change
+                offset = (last_out + 1 - in_seq) & 0xFFFF
+            for sent in want[0]:
+                out_seq = struct.unpack_from("!H", sent, 2)[0]
+                numbers.append((in_seq, out_seq, last_out is not None))
+                assert out_seq == (in_seq + offset) & 0xFFFF, (in_seq, out_seq, offset)
         assert compared > 150
+        assert sum(after for _, _, after in numbers) > 15 and offset != 0
         for p, c in zip(python.consumers, core.consumers, strict=True):
             assert (c.core.packets_sent, c.core.bytes_sent, c.core.payload_bytes,
                     c.core.dropped, c.core.ring_drops) == (
