@@ -12,8 +12,9 @@ is framed by the C fan-out core into the connection's `media_buffer` (rewrite, S
 length prefix in one C call per inbound packet for all consumers) and written with one send
 per event-loop turn (`media_queued`), or at once past `MEDIA_FLUSH_BYTES`. What the kernel
 does not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past
-it, packets are dropped and counted, so our memory never depends on a client's delay. A
-framing error closes the connection.
+it, packets are dropped and counted (`sendBufferFull`; a media batch that does not fit is
+dropped whole and counted once, its packets already counted as sent by the consumers), so
+our memory never depends on a client's delay. A framing error closes the connection.
 
 A connection is "claimed" once it passes an ICE check for a transport (the transport sets
 `claimed`); until then it is a stranger's, and strangers must not be able to keep legit
