@@ -133,6 +133,8 @@ class WebRtcTransport(Transport):
         self._validated: set[Any] = set()
         self._selected_path: tuple[Any, Any] | None = None
         self.media_send = ctx.ring.send
+        # the selected tuple's ICE-TCP connection (the core frames media into it), or None
+        self.tcp_connection: TcpConnection | None = None
         self._route: tuple[int, Any, SrtpSession | None] = (-1, None, None)
         self._dtls_timer: Any = None
         self._consent_timer: Any = None
@@ -208,12 +210,15 @@ class WebRtcTransport(Transport):
         if path is None or srtp is None or self.dtls.state != "connected":
             self._route = (-1, None, None)
             self.media_send = self._ctx.ring.send
+            self.tcp_connection = None
         elif isinstance(path[0], TcpConnection):
             self._route = (path[0].fd, path[0].addr, srtp)
             self.media_send = path[0].media_send
+            self.tcp_connection = path[0]
         else:
             self._route = (path[0].fd, path[1], srtp)
             self.media_send = self._ctx.ring.send
+            self.tcp_connection = None
         for consumer in list(self.consumers.values()):
             consumer.update_route()
 

@@ -7,10 +7,14 @@ buffer (with a libsrtp pointer to it, so SRTP is unprotected in place); every da
 
 `TcpListener` / `TcpConnection`: ICE-TCP, passive (RFC 6544), RFC 4571 framing. Reads are
 taken in whatever chunks TCP gives (`FrameDecoder`); writes are plain socket writes (copies,
-never the zero-copy ring: a TCP buffer is held until the peer ACKs it). What the kernel does
-not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past it,
-packets are dropped and counted, so our memory never depends on a client's delay. A framing
-error closes the connection.
+never the zero-copy ring: a TCP buffer is held until the peer ACKs it). The consumers' media
+is framed by the C fan-out core into the connection's `media_buffer` (rewrite, SRTP and the
+length prefix in one C call per inbound packet for all consumers) and written with one send
+per event-loop turn (`media_queued`), or at once past `MEDIA_FLUSH_BYTES`. What the kernel
+does not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past
+it, packets are dropped and counted (`sendBufferFull`; a media batch that does not fit is
+dropped whole and counted once, its packets already counted as sent by the consumers), so
+our memory never depends on a client's delay. A framing error closes the connection.
 
 A connection is "claimed" once it passes an ICE check for a transport (the transport sets
 `claimed`); until then it is a stranger's, and strangers must not be able to keep legit
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from relay.transport.base import MAX_PACKETS_PER_DRAIN, MAX_SENDS_PER_DRAIN, RECV_BUFFER_SIZE
 from relay.transport.srtp_session import buffer_pointer
 from relay.transport.tcp_framing import FrameDecoder, FramingError, encode_frame
+from relay.uring.fanout_core import StreamBuffer
 
 if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
@@ -49,6 +54,10 @@ logger = logging.getLogger(__name__)
 # Largest frame we take on ICE-TCP: a full-MTU SRTP packet or DTLS flight fragment fits.
 MAX_TCP_FRAME = 4096
 MAX_PENDING_BYTES = 256 * 1024
+# The core's framed media for one connection, written once per loop turn; past
+# MEDIA_FLUSH_BYTES it is written at once, so MEDIA_BUFFER_BYTES holds a whole packet more.
+MEDIA_BUFFER_BYTES = 64 * 1024
+MEDIA_FLUSH_BYTES = MEDIA_BUFFER_BYTES // 2  # (where the core tells: FC_STREAM_QUEUED)
 TCP_READ_SIZE = 65536
 MAX_TCP_CONNECTIONS = 256  # per listener
 # An ICE-TCP client (the active side, RFC 6544) sends its Binding request as soon as its
@@ -152,6 +161,8 @@ class TcpConnection:
         self._decoder = FrameDecoder(MAX_TCP_FRAME)
         self._pending = bytearray()
         self._writing = False
+        self._media: StreamBuffer | None = None  # made when a consumer first sends here
+        self._media_scheduled = False
         self.dropped: Counter[str] = Counter()
         ctx.loop.add_reader(self.fd, self._on_readable)
 
@@ -198,11 +209,44 @@ class TcpConnection:
                 self.dropped["internalError"] += 1
         self._ctx.ring.flush_soon()  # media fanned out to UDP consumers
 
+    @property
+    def media_buffer(self) -> StreamBuffer:
+        """Where the C fan-out core frames this connection's media (see the module doc)."""
+        if self._media is None:
+            self._media = StreamBuffer(MEDIA_BUFFER_BYTES)
+        return self._media
+
+    def media_queued(self) -> None:
+        """The core framed media into `media_buffer` (the first since the last write, or
+        past MEDIA_FLUSH_BYTES): write it at the end of this loop turn (one send for the
+        turn's packets), or now if it is filling up."""
+        media = self._media
+        if media is not None and len(media) >= MEDIA_FLUSH_BYTES:
+            self.flush_media()
+        elif not self._media_scheduled:
+            self._media_scheduled = True
+            self._ctx.loop.call_soon(self.flush_media)
+
+    def flush_media(self) -> None:
+        """Write what the core framed (before any other frame, which keeps the order)."""
+        self._media_scheduled = False
+        media = self._media
+        if media is None or not len(media):
+            return
+        if not self.closed:
+            self._write(media.view())
+        media.clear()
+
     def send(self, data: bytes | bytearray | memoryview) -> bool:
         """Frame `data` and write it (a copy); False if dropped (buffer full or closed)."""
         if self.closed:
             return False
-        frame = encode_frame(data)
+        if self._media is not None and len(self._media):
+            self.flush_media()  # media the core framed earlier goes first
+        return self._write(encode_frame(data))
+
+    def _write(self, frame: bytes | memoryview) -> bool:
+        """Write framed bytes, or keep them (bounded) for when the socket is writable."""
         if self._pending:
             if len(self._pending) + len(frame) > MAX_PENDING_BYTES:
                 self.dropped["sendBufferFull"] += 1

@@ -1,9 +1,9 @@
 """cffi builder for the send ring's C core (API mode, compiled when the package installs).
 
-The C sources are ring_core.c, fanout_core.c and receive_core.c beside this file (one
-module, so the fan-out calls rc_send directly and the receive core fc_fan_out); the cdef
-below is their headers minus the preprocessor lines, so Python sees exactly the C surface
-and nothing more.
+The C sources are ring_core.c, rewriter_core.c, fanout_core.c and receive_core.c beside this
+file (one module, so the fan-out calls rc_send and the rewriter directly and the receive core
+fc_fan_out); the cdef below is their headers minus the preprocessor lines, so Python sees
+exactly the C surface and nothing more.
 """
 
 from pathlib import Path
@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 def _cdef() -> str:
     lines = []
-    for header in ("ring_core.h", "fanout_core.h", "receive_core.h"):
+    for header in ("ring_core.h", "rewriter_core.h", "fanout_core.h", "receive_core.h"):
         for line in (HERE / header).read_text().splitlines():
             if line.startswith("#"):
                 # Integer constants are kept (cffi accepts them); include guards are not.
@@ -30,9 +30,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "relay.uring._ring",
-    '#include "ring_core.h"\n#include "fanout_core.h"\n#include "receive_core.h"',
+    '#include "ring_core.h"\n#include "rewriter_core.h"\n#include "fanout_core.h"\n#include "receive_core.h"',
     sources=[str((HERE / name).relative_to(Path.cwd())) if str(HERE).startswith(str(Path.cwd()))
-             else str(HERE / name) for name in ("ring_core.c", "fanout_core.c", "receive_core.c")],
+             else str(HERE / name) for name in ("ring_core.c", "rewriter_core.c", "fanout_core.c", "receive_core.c")],
     include_dirs=[str(HERE)],
     libraries=["uring", "m"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

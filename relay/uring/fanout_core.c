@@ -1,4 +1,4 @@
-/* fanout_core: see fanout_core.h. The same rules as relay.worker.fanout.fan_out (the
+/* fanout_core: see fanout_core.h. The same steps as relay.worker.fanout.fan_out (the
  * Python path, kept for the consumers this core does not take), which the tests compare
  * packet by packet. */
 #include <stdint.h>
@@ -9,6 +9,9 @@
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
 static protect_fn srtp_protect_fn;
+
+/* room left after a packet for what srtp_protect appends (auth tag, MKI) */
+#define FC_SRTP_TRAILER 20
 
 void fc_set_protect(void *srtp_protect)
 {
@@ -126,16 +129,39 @@ static inline void put32(unsigned char *p, unsigned v)
     p[3] = (unsigned char)v;
 }
 
+/* SRTP-protect the n = *len bytes at p in place (it grows by the trailer); 0: failed,
+ * counted. */
+static int protect(struct fc_consumer *c, unsigned char *p, int *len)
+{
+    int rc = srtp_protect_fn ? srtp_protect_fn(c->srtp->ctx, p, len) : -1;
+    if (rc) {
+        c->srtp->failures++;
+        c->srtp->last_error = rc;
+        c->dropped++;
+        return 0;
+    }
+    c->srtp->packets++;
+    return 1;
+}
+
+static inline void count_sent(struct fc_consumer *c, unsigned n, unsigned payload_size)
+{
+    c->packets_sent++;
+    c->bytes_sent += n;
+    c->payload_bytes += payload_size;
+}
+
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now)
 {
     /* the group's copy, and an SRTP consumer's copy (protect grows it by its trailer) */
-    unsigned char out[FC_MAX_PACKET + 20];
-    unsigned char enc[FC_MAX_PACKET + 20];
+    unsigned char out[FC_MAX_PACKET + FC_SRTP_TRAILER];
+    unsigned char enc[FC_MAX_PACKET + FC_SRTP_TRAILER];
     unsigned profile = 0, ext_start = 0, ext_end = 0;
     int has_ext = packet[0] & 0x10;
     int sends = 0;
+    int streamed = 0;
 
     if (ring == NULL || n < 12 || n > FC_MAX_PACKET)
         return 0;
@@ -150,48 +176,39 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
         if (ext_end > n)
             return FC_MALFORMED;
     }
-    /* A (re)starting consumer is synced by Python on the packet it first gets. */
-    for (unsigned g = 0; g < ngroups; g++) {
-        if (tid > groups[g].max_tid)
-            continue;
-        for (unsigned k = 0; k < groups[g].nconsumers; k++)
-            if (groups[g].consumers[k]->sync_required)
-                return FC_NEEDS_SYNC;
-    }
-    unsigned marker = packet[1] & 0x80;
-    unsigned pt_in = packet[1] & 0x7F;
-    seq &= 0xFFFF;
+    unsigned in_b1 = packet[1];
+    unsigned in_ssrc = ((unsigned)packet[8] << 24) | ((unsigned)packet[9] << 16)
+                       | ((unsigned)packet[10] << 8) | packet[11];
 
     for (unsigned g = 0; g < ngroups; g++) {
         const struct fc_group *grp = &groups[g];
-        if (tid > grp->max_tid)
-            continue; /* Python recorded the temporal skips */
+        if (tid > grp->max_tid) {
+            /* not sent to this group: its number goes to the next packet (an older packet's
+             * number was already given to a later one, or never was) */
+            if (!older)
+                for (unsigned k = 0; k < grp->nconsumers; k++) {
+                    grp->consumers[k]->temporal_drops++;
+                    fc_rewriter_skip(grp->consumers[k]->rw, seq);
+                }
+            continue;
+        }
         memcpy(out, packet, n);
         int tcc_offset = -1;
         if (has_ext) {
             if (!rewrite_extension_ids(out, ext_start, ext_end, profile, grp->ext_table))
-                return sends | FC_MALFORMED;
+                return sends | streamed | FC_MALFORMED;
             if (grp->tcc_id)
                 tcc_offset = extension_value_offset(out, ext_start, ext_end, profile,
                                                     (unsigned)grp->tcc_id);
         }
         for (unsigned k = 0; k < grp->nconsumers; k++) {
             struct fc_consumer *c = grp->consumers[k];
-            if (older && (((seq - (unsigned)c->sync_seq) & 0xFFFF) >= 0x8000
-                          || (c->skip_seq >= 0
-                              && ((seq - (unsigned)c->skip_seq) & 0xFFFF) >= 0x8000))) {
+            if (!fc_rewriter_rewrite(c->rw, out, in_b1, in_ssrc, seq, ts, older, now)) {
                 c->dropped++;
                 continue;
             }
-            unsigned pt = c->payload_types[pt_in];
-            if (pt == FC_NO_PAYLOAD_TYPE) {
-                c->dropped++;
-                continue;
-            }
-            out[1] = (unsigned char)(marker | pt);
-            put16(out + 2, seq + c->seq_offset);
-            put32(out + 4, ts + c->ts_offset);
-            put32(out + 8, c->ssrc);
+            if (c->rw->vp8 && payload_size <= n) /* from the input: out may hold another's */
+                fc_vp8_rewrite(c->rw, packet, out, n - payload_size, n, 1);
             if (tcc_offset > 0 && c->tcc) {
                 struct fc_tcc *t = c->tcc;
                 long long wide = ++t->last;
@@ -199,30 +216,45 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
                 t->sizes[wide & t->mask] = n;
                 put16(out + tcc_offset, (unsigned)wide);
             }
+            if (c->stream) {
+                /* ICE-TCP: length prefix, then the packet (protected in place) */
+                struct fc_stream *st = c->stream;
+                if (st->cap - st->len < 2 + n + FC_SRTP_TRAILER) {
+                    c->ring_drops++;
+                    continue;
+                }
+                unsigned char *frame = st->buf + st->len;
+                int len = (int)n;
+                memcpy(frame + 2, out, n);
+                if (c->srtp && !protect(c, frame + 2, &len))
+                    continue;
+                put16(frame, (unsigned)len);
+                unsigned before = st->len;
+                st->len += 2 + (unsigned)len;
+                count_sent(c, n, payload_size);
+                sends++;
+                /* Python acts when a buffer stops being empty (a write is due at the end of
+                 * the loop turn) or fills past half (write now), not on every packet */
+                if (before == 0 || (before < st->cap / 2 && st->len >= st->cap / 2))
+                    streamed = FC_STREAM_QUEUED;
+                continue;
+            }
             const unsigned char *data = out;
             int len = (int)n;
             if (c->srtp) {
                 memcpy(enc, out, n);
-                int rc = srtp_protect_fn ? srtp_protect_fn(c->srtp->ctx, enc, &len) : -1;
-                if (rc) {
-                    c->srtp->failures++;
-                    c->srtp->last_error = rc;
-                    c->dropped++;
+                if (!protect(c, enc, &len))
                     continue;
-                }
-                c->srtp->packets++;
                 data = enc;
             }
             if (rc_send(ring, c->fd, data, (unsigned)len, c->addressed ? c->addr : NULL)
                 == RC_QUEUED) {
-                c->packets_sent++;
-                c->bytes_sent += n;
-                c->payload_bytes += payload_size;
+                count_sent(c, n, payload_size);
                 sends++;
             } else {
                 c->ring_drops++;
             }
         }
     }
-    return sends;
+    return sends | streamed;
 }

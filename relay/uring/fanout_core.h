@@ -1,24 +1,31 @@
 /* fanout_core: the per-packet fan-out of one inbound RTP packet, in C.
  *
- * Python keeps every decision (who is active, layers, pauses, key-frame waits, syncs and
- * temporal skips of the rewriters) and writes what the packet path needs into these
- * tables whenever it changes; fc_fan_out() then does, per group, the copy and the
- * header-extension id rewrite, and per consumer the bytes 1-11 rewrite (marker|PT, seq,
- * timestamp, SSRC), the transport-wide sequence number and its send record, SRTP protect
- * (libsrtp's srtp_protect, the one pylibsrtp carries, given once to fc_set_protect) and
- * the ring's rc_send. Counters are kept per consumer for Python's stats.
+ * Python keeps every decision (who is active, layers, pauses, key-frame waits) and writes
+ * what the packet path needs into these tables whenever it changes; fc_fan_out() then does,
+ * per group, the copy and the header-extension id rewrite (or, for a group above the
+ * packet's temporal layer, each consumer's skip), and per consumer its rewriter's bytes
+ * 1-11 rewrite (rewriter_core.c: marker|PT, seq, timestamp, SSRC, syncing a (re)starting
+ * consumer; a simulcast VP8 consumer's PictureID and TL0PICIDX), the transport-wide
+ * sequence number and its send record, SRTP protect (libsrtp's srtp_protect, the one
+ * pylibsrtp carries, given once to fc_set_protect) and the ring's rc_send (or, for an
+ * ICE-TCP consumer, the RFC 4571 framing into its connection's buffer). Counters are kept
+ * per consumer for Python's stats.
  */
 #ifndef RELAY_FANOUT_CORE_H
 #define RELAY_FANOUT_CORE_H
 
 #include "ring_core.h"
+#include "rewriter_core.h"
 
-#define FC_NO_PAYLOAD_TYPE 255
 /* fc_fan_out's result carries this bit when the packet's header extensions were malformed
  * (the packet was then not sent to the remaining groups). */
 #define FC_MALFORMED 1073741824
-/* fc_fan_out's result when a consumer the packet goes to waits for a sync: nothing was
- * sent; the caller syncs it (Python's rule) and calls again. */
+/* fc_fan_out's result carries this bit when a consumer's stream buffer (ICE-TCP) went from
+ * empty to holding a packet, or filled past half its capacity: the caller has the buffers
+ * written (once per batch, at once past half). */
+#define FC_STREAM_QUEUED 536870912
+/* No longer returned (the core syncs (re)starting consumers itself); kept so a caller's
+ * check stays valid. */
 #define FC_NEEDS_SYNC -1
 /* the longest packet fc_fan_out takes (the SRTP trailer must still fit its buffer) */
 #define FC_MAX_PACKET 2028
@@ -41,25 +48,29 @@ struct fc_srtp {
     int last_error;
 };
 
+/* RFC 4571 framed packets (a 2-byte length before each) waiting to be written to one ICE-TCP
+ * connection; Python writes buf[0:len] once per batch and sets len to 0. */
+struct fc_stream {
+    unsigned char *buf;
+    unsigned len;
+    unsigned cap;
+};
+
 /* One consumer: its output stream and where it goes. */
 struct fc_consumer {
-    unsigned ssrc;
-    unsigned seq_offset;            /* mod 2^16 */
-    unsigned ts_offset;             /* mod 2^32 */
-    int sync_required;              /* Python must sync it first (FC_NEEDS_SYNC) */
-    int sync_seq;                   /* input seq of the last sync */
-    int skip_seq;                   /* input seq of the last temporal skip, -1 none */
+    struct fc_rewriter *rw;         /* its output stream (owned by its Python RtpRewriter) */
     int fd;
     int addressed;                  /* 0: connected socket (addr unused) */
     unsigned char addr[32];         /* RC_ADDR_SIZE, from rc_make_sockaddr */
-    unsigned char payload_types[128];
     struct fc_srtp *srtp;           /* NULL: plain RTP */
     struct fc_tcc *tcc;             /* NULL: not numbered */
+    struct fc_stream *stream;       /* not NULL: framed into it (ICE-TCP), not the ring */
     unsigned long long packets_sent;
     unsigned long long bytes_sent;
     unsigned long long payload_bytes;
     unsigned long long dropped;     /* PT not taken, older than a restart, SRTP failure */
-    unsigned long long ring_drops;
+    unsigned long long ring_drops;  /* ring full, or the stream buffer full */
+    unsigned long long temporal_drops;  /* packets above its highest temporal layer */
 };
 
 /* Consumers sharing an extension-id table, a highest VP8 TID and a transport-cc id. */
@@ -74,9 +85,11 @@ struct fc_group {
 /* libsrtp's srtp_protect (srtp_err_status_t (*)(srtp_t, void *, int *), libsrtp 2.x). */
 void fc_set_protect(void *srtp_protect);
 
-/* Send packet[0:n] (input seq, ts; older: not the newest of its stream; tid: its VP8
- * temporal layer) to every consumer of groups whose max_tid >= tid. Returns the sends
- * queued, with FC_MALFORMED added when the extensions were malformed, or FC_NEEDS_SYNC. */
+/* Send packet[0:n] (input seq, ts; its SSRC is the input SSRC; older: not the newest of its
+ * stream; tid: its VP8 temporal layer) to every consumer of groups whose max_tid >= tid;
+ * the consumers of the other groups skip it (when it is not older). Returns the sends
+ * queued, with FC_MALFORMED added when the extensions were malformed and FC_STREAM_QUEUED
+ * when a stream buffer got a packet. */
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now);

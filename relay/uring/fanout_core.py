@@ -6,8 +6,8 @@ inside pylibsrtp is the 2.x the core's call signature is written for (libsrtp 3 
 `srtp_protect`). pylibsrtp's cffi module does not export `srtp_get_version`, its shared
 object does, so that one is read with ctypes.
 
-`RELAY_FANOUT_CORE=0` in the environment keeps every consumer on the Python fan-out (the
-reference the tests compare the core with, and the "before" of a measurement).
+`RELAY_FANOUT_CORE=0` in the environment keeps every consumer on the Python fan-out loop (the
+reference the tests compare the core with; it runs the same C rewrite per consumer).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from relay.uring._ring import ffi, lib
 LIBSRTP_MAJOR = 2  # the srtp_protect(srtp_t, void *, int *) signature fanout_core.c calls
 MAX_PACKET = lib.FC_MAX_PACKET
 MALFORMED = lib.FC_MALFORMED
-NEEDS_SYNC = lib.FC_NEEDS_SYNC
+STREAM_QUEUED = lib.FC_STREAM_QUEUED
 NO_PAYLOAD_TYPE = lib.FC_NO_PAYLOAD_TYPE
 
 fan_out = lib.fc_fan_out  # (ring, groups, ngroups, packet, n, seq, ts, older, tid, payload, now)
@@ -58,12 +58,9 @@ ENABLED, REASON = _enable()
 
 
 def new_consumer() -> Any:
-    """A zeroed `struct fc_consumer *` (owned by the returned cdata)."""
+    """A zeroed `struct fc_consumer *` (owned by the returned cdata); its `rw` must point at
+    an RtpRewriter's struct (`relay.uring.rewriter`) kept alive with it."""
     return ffi.new("struct fc_consumer *")
-
-
-def set_payload_types(c: Any, table: bytes) -> None:
-    ffi.memmove(c.payload_types, table, 128)
 
 
 def set_address(c: Any, dst: Any) -> None:
@@ -123,3 +120,26 @@ class GroupTable:
             g.consumers = array
             self._arrays.append(array)
         self.keep = keep
+
+
+class StreamBuffer:
+    """RFC 4571 framed packets the core wrote for one ICE-TCP connection, waiting to be
+    written to it in one send per batch (`view()`, then `clear()`)."""
+
+    __slots__ = ("c", "buf", "_ptr")
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = bytearray(capacity)
+        self._ptr = ffi.from_buffer("unsigned char[]", self.buf)
+        self.c = ffi.new("struct fc_stream *")
+        self.c.buf = self._ptr
+        self.c.cap = capacity
+
+    def __len__(self) -> int:
+        return self.c.len
+
+    def view(self) -> memoryview:
+        return memoryview(self.buf)[:self.c.len]
+
+    def clear(self) -> None:
+        self.c.len = 0

@@ -416,6 +416,9 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
             s->malformed_extensions++;
             sends -= FC_MALFORMED;
         }
+        /* Streams with ICE-TCP consumers stay on Python (the producer's fast flag), which
+         * tells their connections; the bit is never a count. */
+        sends &= ~FC_STREAM_QUEUED;
         t->sends += sends;
     }
     return RX_DONE;

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.rtp.nack_buffer import RtxStream
 from relay.rtp.receive_stats import compact_ntp, rtt_from_report_block
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE
 from relay.rtp.rtcp import (
     RECEIVER_RTCP_SSRC,
     DlrrSubBlock,
@@ -37,8 +37,9 @@ from relay.rtp.rtcp import (
 )
 from relay.rtp.score import StreamScore
 from relay.rtp.transport_cc import TRANSPORT_CC_URI
-from relay.rtp.vp8_rewriter import Vp8PictureRewriter
 from relay.uring import fanout_core
+from relay.uring.rewriter import RtpRewriter
+from relay.uring.vp8_rewriter import Vp8PictureRewriter
 from relay.worker.rtp_parameters import (
     check_codecs,
     check_encodings,
@@ -58,7 +59,6 @@ from worker_proto.errors import (
 from worker_proto.methods import ConsumerEvent, ConsumerMethod
 from worker_proto.validation import optional_bool, optional_int, require_dict, require_int
 
-from .fanout import write_rewriter
 from .retransmission import ResendHistory, retransmit
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Consumer:
     __slots__ = (
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
-        "keyframe_requests", "core", "in_core", "py_packets_sent", "py_bytes_sent",
+        "keyframe_requests", "core", "in_core", "tcp", "py_packets_sent", "py_bytes_sent",
         "py_payload_bytes", "py_dropped", "py_ring_drops",
         "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
@@ -88,7 +88,7 @@ class Consumer:
         # bandwidth (relay.worker.bitrate_allocation)
         "priority", "congestion_key_frame_at", "congestion_key_frames", "bwe_allocated", "bwe_spatial_limit", "bwe_downgraded_at",
         # VP8 temporal layers: packets with a TID above `max_tid` are not sent (see Producer)
-        "max_tid", "pending_max_tid", "temporal_drops",
+        "max_tid", "pending_max_tid", "py_temporal_drops",
     )
 
     def __init__(
@@ -158,12 +158,10 @@ class Consumer:
         self.stream_index = stream_index
         self.extension_table = extension_id_table(producer.header_extensions, extensions)
         self.rewriter = RtpRewriter(ssrc, pt_table, media[0]["clockRate"])
-        # What the C fan-out core reads of this consumer, and its send counters (below).
+        # What the C fan-out core reads of this consumer (its rewriter's struct, which the
+        # consumer keeps alive), and its send counters (below).
         self.core = fanout_core.new_consumer()
-        self.core.ssrc = ssrc
-        fanout_core.set_payload_types(self.core, pt_table)
-        self._rewriter_changed()
-        self.rewriter.on_change = self._rewriter_changed
+        self.core.rw = self.rewriter.c
         self.in_core = False
         self.py_packets_sent = self.py_bytes_sent = self.py_payload_bytes = 0
         self.py_dropped = self.py_ring_drops = 0
@@ -310,19 +308,22 @@ class Consumer:
         """The transport's remote or SRTP session changed."""
         self.fd, self.addr, self.srtp = self.transport.route()
         self.send = getattr(self.transport, "media_send", None) or self._ctx.ring.send
-        in_core = self.in_core
+        in_core, tcp = self.in_core, self.tcp
         self._write_route()
         if self._refresh():
             self.request_key_frame()
-        elif in_core != self.in_core and self.active:
-            self.producer.rebuild_fanout()
+        elif (in_core != self.in_core or tcp is not self.tcp) and self.active:
+            self.producer.rebuild_fanout()  # (the core's fan-out flushes its ICE-TCP connections)
 
     # -- what the C fan-out core reads (relay.worker.fanout.CoreFanout) -----------------------
 
     def _write_route(self) -> None:
-        """The core's copy of where this consumer sends; whether the core takes it at all
-        (not: ICE-TCP remotes, which send through the transport; VP8 PictureID rewriting)."""
+        """The core's copy of where this consumer sends (an ICE-TCP remote: the connection's
+        media buffer, which the core frames into); whether the core takes it at all (not
+        when switched off, or the remote has no address the ring can send to)."""
         c = self.core
+        self.tcp = getattr(self.transport, "tcp_connection", None)
+        c.stream = self.tcp.media_buffer.c if self.tcp is not None else fanout_core.ffi.NULL
         c.fd = self.fd if self.fd is not None else -1
         dst = None
         if self.addr is not None:
@@ -332,13 +333,7 @@ class Consumer:
                 dst = None
         fanout_core.set_address(c, dst)
         c.srtp = self.srtp.core if self.srtp is not None else fanout_core.ffi.NULL
-        self.in_core = (fanout_core.ENABLED and self.vp8 is None and dst is not None
-                        and getattr(self.transport, "media_send", None) is None)
-
-    def _rewriter_changed(self) -> None:
-        """The rewriter's offsets or sync state changed (sync, skip, stop): the core's copy
-        follows."""
-        write_rewriter(self.core, self.rewriter)
+        self.in_core = fanout_core.ENABLED and dst is not None
 
     # The send counters: what the C core counted in the consumer's struct plus what the
     # Python loop counted (`py_*`: a cffi field per packet would cost it 3,000 instructions).
@@ -377,6 +372,15 @@ class Consumer:
     def dropped(self, value: int) -> None:
         self.core.dropped = 0
         self.py_dropped = value
+
+    @property
+    def temporal_drops(self) -> int:
+        return self.core.temporal_drops + self.py_temporal_drops
+
+    @temporal_drops.setter
+    def temporal_drops(self, value: int) -> None:
+        self.core.temporal_drops = 0
+        self.py_temporal_drops = value
 
     @property
     def ring_drops(self) -> int:
@@ -444,8 +448,9 @@ class Consumer:
 
     def on_temporal_drop(self, seq: int) -> None:
         """A packet (input `seq`, in order) is not sent for its TID: the next one takes its
-        output number (called by the fan-out for each consumer of the group)."""
-        self.temporal_drops += 1
+        output number (called by the Python fan-out loop for each consumer of the group; the
+        C core does the same itself)."""
+        self.py_temporal_drops += 1
         self.rewriter.skip(seq)
 
     # -- RTCP from the consumer's remote (control path) ---------------------------------------
@@ -554,6 +559,8 @@ class Consumer:
             "paused": self.paused,
             "producerPaused": self.producer_paused,
             "active": self.active,
+            # sent by the C fan-out core (else the Python loop: the core switched off)
+            "fanoutCore": self.in_core,
         }
 
     def get_stats(self) -> list[dict]:

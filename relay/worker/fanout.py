@@ -1,19 +1,19 @@
 """The per-packet fan-out: one inbound RTP packet to every active consumer of its stream.
 
 Everything per consumer and per packet happens here, and nothing else on the packet path is
-per consumer. Most consumers are sent to by the C core (relay/uring/fanout_core.c, through
+per consumer. Every consumer is sent to by the C core (relay/uring/fanout_core.c, through
 `CoreFanout`): one C call per inbound packet does their copies, rewrites, transport-wide
-numbers, SRTP and ring sends. `fan_out` below is the same work in Python, for the consumers
-the core does not take (`split_groups`) and as the reference the tests compare the core with.
+numbers, SRTP and ring sends (or ICE-TCP framing). `fan_out` below is the same work with the
+steps around the rewrite in Python: used when the core is switched off
+(`RELAY_FANOUT_CORE=0`, `split_groups`), and the reference the tests compare the core with.
 
 Consumers of a stream are grouped by header-extension id table (usually one group: consumers
 get the router's ids) and by the highest VP8 temporal layer they take. Per inbound packet and
 group, the packet is copied once into a scratch buffer and its extension ids rewritten once;
-then per consumer only bytes 1–11 are rewritten (the consumer's `RtpRewriter` holds the
-offsets and the rules; the rewrite itself is written out in the loop, because a method call
-per consumer and packet cost +6 % instructions per packet at 10 consumers), SRTP-protected
-if its transport has SRTP, and queued in the send ring (or copied to an ICE-TCP connection).
-tests/rtp/test_rewriter.py drives this loop, so the rules are tested in the shipped code.
+then per consumer only bytes 1–11 are rewritten by the consumer's `RtpRewriter` (C, the
+same code the core calls: relay/uring/rewriter_core.c; with a simulcast VP8 consumer's
+PictureID and TL0PICIDX), SRTP-protected if its transport has SRTP, and queued in the send
+ring (or copied to an ICE-TCP connection).
 The groups hold only active consumers (not paused, producer not paused, remote known, not
 waiting for a key frame) and are rebuilt on every state change (`build_groups`, control
 path), so the loop has no checks for those. The transport ends its drain with `ring.flush_soon()`
@@ -25,18 +25,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from relay.rtp.packet import RTP_B1_SEQ_TS_SSRC, extension_bounds, rewrite_extension_ids
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, RtpRewriter
+from relay.rtp.packet import extension_bounds, rewrite_extension_ids
 from relay.rtp.transport_cc import extension_value_offset
 from relay.uring import fanout_core
+from relay.uring.rewriter import rewrite_header
+from relay.uring.vp8_rewriter import rewrite_vp8
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
 
-_pack_header = RTP_B1_SEQ_TS_SSRC.pack_into
 _core_fan_out = fanout_core.fan_out
 _MALFORMED = fanout_core.MALFORMED
-_NEEDS_SYNC = fanout_core.NEEDS_SYNC
+_STREAM_QUEUED = fanout_core.STREAM_QUEUED
+_from_buffer = fanout_core.ffi.from_buffer
 
 # (extension id table, the group's consumers, the highest VP8 TID they take: 255 = all,
 #  their transport-wide-cc extension id: 0 = none)
@@ -45,8 +46,8 @@ Group = tuple[bytes, tuple[Any, ...], int, int]
 
 def split_groups(groups: tuple[Group, ...]) -> tuple[tuple[Group, ...], CoreFanout | None]:
     """(the groups the Python loop sends to, the C core's share of them or None): a consumer
-    the core can't take (`Consumer.in_core`: ICE-TCP remote, VP8 PictureID rewriting, the
-    core switched off) stays in Python, so behaviour stays complete (control path)."""
+    the core can't take (`Consumer.in_core`: the core switched off, or no address the ring
+    can send to) stays in Python, so behaviour stays complete (control path)."""
     python: list[Group] = []
     core: list[Group] = []
     for table, consumers, max_tid, tcc_id in groups:
@@ -59,38 +60,16 @@ def split_groups(groups: tuple[Group, ...]) -> tuple[tuple[Group, ...], CoreFano
     return tuple(python), (CoreFanout(tuple(core)) if core else None)
 
 
-_IDENTITY = bytes(range(256))
-
-
-def write_rewriter(core: Any, rw: RtpRewriter) -> None:
-    """Copy what the C core reads of a consumer's rewriter into its struct (`rw.on_change`)."""
-    core.seq_offset = rw.seq_offset
-    core.ts_offset = rw.ts_offset
-    core.sync_required = rw.sync_required
-    core.sync_seq = rw.sync_seq
-    core.skip_seq = rw.skip_seq
-
-
-def _extensions_ok(packet: Any, n: int) -> bool:
-    """The packet's header extensions are well formed (else no consumer syncs on it, as in
-    `fan_out`; only asked when a consumer waits for a sync)."""
-    copy = bytearray(fanout_core.ffi.buffer(packet, n))
-    if not copy[0] & 0x10:
-        return True
-    profile, start, end = extension_bounds(copy, n)
-    return rewrite_extension_ids(copy, start, end, profile, _IDENTITY)
-
-
 class CoreFanout:
     """One producer stream's groups as the C core sends to them (relay/uring/fanout_core.c).
 
-    Python keeps the decisions the core does not make: a temporal skip (`on_temporal_drop`,
-    which moves the consumer's offsets) happens here before the core is called, and the sync
-    of a (re)starting consumer when the core says one is due (it then sent nothing); each
-    writes the consumer's core struct through the rewriter's `on_change`; the core only
-    reads them."""
+    Python keeps the decisions (who is in which group); the core does the rest, syncs of
+    (re)starting consumers and temporal skips included, in their rewriters' C structs.
+    ICE-TCP consumers' packets are framed by the core into their connection's buffer, which
+    the connection writes once per loop turn (`media_queued`, called when the core's result
+    says a buffer started filling or is half full: not per packet)."""
 
-    __slots__ = ("groups", "table", "min_tid")
+    __slots__ = ("groups", "table", "connections")
 
     def __init__(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups
@@ -98,42 +77,25 @@ class CoreFanout:
             [(table, max_tid, tcc_id, [c.core for c in consumers])
              for table, consumers, max_tid, tcc_id in groups],
             keep=[c for _, consumers, _, _ in groups for c in consumers])
-        self.min_tid = min(max_tid for _, _, max_tid, _ in groups)
+        self.connections = tuple({c.tcp: None for _, consumers, _, _ in groups
+                                  for c in consumers if c.tcp is not None})
 
     def fan_out(self, ring: Any, packet: Any, n: int, ssrc: int, seq: int, ts: int,
                 older: bool, tid: int, payload_size: int, now: float,
                 dropped: Counter[str]) -> int:
         """As `fan_out` (below) for these groups, through the core; `ring` is the send
         ring's C pointer, `packet` a C pointer to the packet."""
-        if tid > self.min_tid and not older:
-            for _, consumers, max_tid, _ in self.groups:
-                if tid > max_tid:
-                    for consumer in consumers:
-                        consumer.on_temporal_drop(seq)
         sends = _core_fan_out(ring, self.table.groups, self.table.count, packet, n, seq, ts,
                               older, tid, payload_size, now)
-        if sends == _NEEDS_SYNC:
-            if not _extensions_ok(packet, n):
+        if sends >= _STREAM_QUEUED:  # rare bits
+            if sends >= _MALFORMED:
                 dropped["malformedExtensions"] += 1
-                return 0
-            self._sync(ssrc, seq, ts, tid, now)
-            sends = _core_fan_out(ring, self.table.groups, self.table.count, packet, n, seq,
-                                  ts, older, tid, payload_size, now)
-        if sends >= _MALFORMED:
-            dropped["malformedExtensions"] += 1
-            sends -= _MALFORMED
+                sends -= _MALFORMED
+            if sends >= _STREAM_QUEUED:
+                sends -= _STREAM_QUEUED
+                for connection in self.connections:
+                    connection.media_queued()
         return sends
-
-    def _sync(self, ssrc: int, seq: int, ts: int, tid: int, now: float) -> None:
-        """(Re)start the consumers waiting for a sync on this packet, as the Python loop
-        does on a consumer's first packet (only where the packet is sent: its TID taken).
-        Each sync writes the consumer's struct (the rewriter's `on_change`)."""
-        for _, consumers, max_tid, _ in self.groups:
-            if tid <= max_tid:
-                for consumer in consumers:
-                    rw = consumer.rewriter
-                    if rw.sync_required:
-                        rw.sync(ssrc, seq, ts, now)
 
 
 def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:
@@ -169,12 +131,11 @@ def fan_out(
     its VP8 temporal layer, 0 if none) to every consumer of `groups`; return the sends
     queued. `payload_size` feeds the consumers' SR octet counts."""
     sends = 0
-    b1 = packet[1]
-    marker = b1 & 0x80
-    pt_in = b1 & 0x7F
-    pack_header = _pack_header
     has_extension = packet[0] & 0x10
+    b1 = packet[1]
     out = scratch_view[:n]
+    out_ptr = _from_buffer("unsigned char[]", scratch)
+    in_ptr = None  # the input packet, for VP8 PictureIDs (read from it, not the shared copy)
     for table, consumers, max_tid, tcc_id in groups:
         if tid > max_tid:
             if not older:  # else its number was already given to a later packet (or never was)
@@ -191,25 +152,13 @@ def fan_out(
         # such extension, so it goes unnumbered; the fan-out does not grow packets)
         tcc_offset = extension_value_offset(scratch, n, tcc_id, 2) if tcc_id else -1
         for consumer in consumers:
-            rw = consumer.rewriter
-            if rw.sync_required:
-                rw.sync(ssrc, seq, ts, now)
-            elif older and (
-                (seq - rw.sync_seq) & 0xFFFF >= 0x8000
-                # older than a skip that moved the offset: its number is taken
-                or (rw.skip_seq >= 0 and (seq - rw.skip_seq) & 0xFFFF >= 0x8000)
-            ):
-                consumer.py_dropped += 1
+            if not rewrite_header(consumer.rewriter.c, out_ptr, b1, ssrc, seq, ts, older, now):
+                consumer.py_dropped += 1  # PT not taken, or older than a restart or a skip
                 continue
-            pt = rw.payload_types[pt_in]
-            if pt == NO_PAYLOAD_TYPE:
-                consumer.py_dropped += 1
-                continue
-            pack_header(scratch, 1, marker | pt, (seq + rw.seq_offset) & 0xFFFF,
-                        (ts + rw.ts_offset) & 0xFFFFFFFF, rw.ssrc)
-            vp8 = consumer.vp8
-            if vp8 is not None:
-                vp8.rewrite(scratch, n - payload_size, n)
+            if consumer.vp8 is not None:
+                if in_ptr is None:
+                    in_ptr = _from_buffer("unsigned char[]", bytes(packet))
+                rewrite_vp8(consumer.rewriter.c, in_ptr, out_ptr, n - payload_size, n, True)
             if tcc_offset > 0:
                 history = consumer.tcc_history
                 if history is not None:

@@ -289,8 +289,9 @@ class Producer:
         after every change of the fan-out groups, pause, observers or close). It takes a
         stream's packets whole only when nothing per packet needs Python: no consumer on
         the Python fan-out, no VP8 temporal-layer parsing, no audio-level observer, a key
-        frame detector it has (VP8) or none, not paused; the rest of the time, and for
-        every rare packet, it hands the packet to `receive`."""
+        frame detector it has (VP8) or none, not paused, no ICE-TCP consumer (the core's
+        FC_STREAM_QUEUED must reach the connection, which Python's fan-out call does); the
+        rest of the time, and for every rare packet, it hands the packet to `receive`."""
         if self.rx is None:
             return
         null = fanout_core.ffi.NULL
@@ -301,7 +302,8 @@ class Producer:
             c.fast = int(not self.closed and not self.paused and not self._fanout[index]
                          and not self._tid_parse[index]
                          and not (self.level_observers and self._audio_level_id)
-                         and self.receivers[index].takes_all)
+                         and self.receivers[index].takes_all
+                         and not (core is not None and core.connections))
 
     @property
     def packets_received(self) -> int:

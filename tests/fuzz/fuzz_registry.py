@@ -41,7 +41,7 @@ HARNESSES: dict[str, Harness] = {h.name: h for h in (
             _RTP + ("relay.rtp.nack_buffer", "relay.rtp.audio_level"), 1500, 3_000,
             "RTP validation, extension walk and id rewrite (packet.py), cross-checked with "
             "nack_buffer's and audio_level's walkers"),
-    Harness("rewriter", "targets_rtp:fuzz_rewriter", ("relay.rtp.rewriter", "relay.worker.fanout"), 600, 3_000,
+    Harness("rewriter", "targets_rtp:fuzz_rewriter", ("relay.rtp.rewriter", "relay.uring.rewriter", "relay.worker.fanout"), 600, 3_000,
             "seq/ts rewriting across pauses and SSRC changes (rewriter.py)"),
     Harness("rtx", "targets_rtp:fuzz_rtx", _RTP + ("relay.rtp.nack_buffer",), 1500, 20_000,
             "RTX unwrap and wrap (nack_buffer.py)"),

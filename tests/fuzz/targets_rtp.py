@@ -40,7 +40,8 @@ from relay.rtp.packet import (
     rewrite_extension_ids,
     rtp_payload_offset,
 )
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
+from relay.uring.rewriter import RtpRewriter
 from relay.worker.fanout import fan_out
 
 from .fuzz_support import ByteReader, check, expect, in_receive_buffer

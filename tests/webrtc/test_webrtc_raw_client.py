@@ -15,6 +15,7 @@ from raw_webrtc_client import RawWebRtcClient, binding_request
 import relay
 from relay.rtp.packet import RTP_SEQ_TS_SSRC
 from relay.transport.dtls import DtlsCertificate
+from relay.uring import fanout_core
 
 UDP = {"protocol": "udp", "ip": "127.0.0.1"}
 TCP = {"protocol": "tcp", "ip": "127.0.0.1"}
@@ -104,6 +105,8 @@ async def test_ice_tcp_publish_and_subscribe(certificate, via_server):
             await publish_and_receive(pub, sub, pub_t, sub_t, consumer)
             assert pub_t.ice_selected_tuple["protocol"] == "tcp"
             assert (await stats_of(sub_t))["rtpPacketsSent"] >= 10
+            # framed for ICE-TCP by the C fan-out core, like a UDP consumer's sends
+            assert (await consumer.dump())["fanoutCore"] is fanout_core.ENABLED
         finally:
             pub.close()
             sub.close()
@@ -120,6 +123,7 @@ async def test_udp_mid_routing_and_restart_ice(certificate):
         sub = await connected_client(sub_t, certificate, "udp")
         try:
             await publish_and_receive(pub, sub, pub_t, sub_t, consumer)
+            assert (await consumer.dump())["fanoutCore"] is fanout_core.ENABLED
             old = dict(pub_t.ice_parameters)
             new = await pub_t.restart_ice()
             assert new["usernameFragment"] != old["usernameFragment"]

@@ -1,14 +1,20 @@
 """The tables Python writes for the C fan-out core are what the core reads, after every
 control action: consume, pause/resume (consumer and producer), SRTP keys arriving, a
-simulcast layer switch (VP8 PictureID rewriting: the Python loop's), consumer and transport
-close. Each check rebuilds the expected groups from the consumers' state and compares them
+simulcast layer switch (VP8 PictureID rewriting, in the core too), consumer and transport
+close, a route moving to an ICE-TCP connection. Each check rebuilds the expected groups from the consumers' state and compares them
 with the C structs field by field, then sends a packet and checks who got it."""
 
 from __future__ import annotations
 
+import socket
+import struct
+from types import SimpleNamespace
+
 import pytest
 from media_harness import MAPPED_SSRC, rtp
 
+from relay.transport.tcp_framing import FrameDecoder
+from relay.transport.webrtc_sockets import TcpConnection
 from relay.uring import fanout_core
 from relay.worker.fanout import build_groups
 
@@ -42,11 +48,10 @@ def check_tables(producer) -> set[str]:
             for k, consumer in enumerate(consumers):
                 c = group.consumers[k]
                 assert c == consumer.core
-                rw = consumer.rewriter
-                assert (c.ssrc, c.seq_offset, c.ts_offset, c.sync_required, c.sync_seq,
-                        c.skip_seq) == (rw.ssrc, rw.seq_offset, rw.ts_offset,
-                                        rw.sync_required, rw.sync_seq, rw.skip_seq)
-                assert bytes(ffi.buffer(c.payload_types, 128)) == rw.payload_types
+                # the core reads the consumer's own rewriter (the one C struct, no copy)
+                assert c.rw == consumer.rewriter.c
+                assert c.rw.ssrc == consumer.ssrc
+                assert bytes(ffi.buffer(c.rw.payload_types, 128)) == consumer.rewriter.payload_types
                 assert c.fd == consumer.fd
                 assert c.addressed == 1
                 assert bytes(ffi.buffer(c.addr, 32)) == ring.address(consumer.addr)
@@ -121,7 +126,7 @@ def test_tables_follow_every_control_action(run_media):
     run_media(body)
 
 
-def test_vp8_picture_id_rewriting_consumers_stay_on_the_python_loop(run_media):
+def test_vp8_picture_id_rewriting_consumers_are_in_the_core(run_media):
     async def body(media):
         tp, _, publisher, subscriber = media.publish_subscribe()
         media.request("tp", "transport.produce", {
@@ -142,10 +147,66 @@ def test_vp8_picture_id_rewriting_consumers_stay_on_the_python_loop(run_media):
             "preferredLayers": {"spatialLayer": 1},
         })
         consumer = media.ctx.handlers["c1"]
-        assert consumer.vp8 is not None and not consumer.in_core
+        assert consumer.vp8 is not None and consumer.in_core
+        assert consumer.core.rw.vp8 == 1  # the core rewrites its PictureIDs
         producer = media.ctx.handlers["p1"]
-        assert check_tables(producer) == set()
+        assert check_tables(producer) == set()  # (waiting for a key frame)
         media.request("c1", "consumer.setPreferredLayers", {"spatialLayer": 0})
         assert check_tables(producer) == set()
 
     run_media(body)
+
+
+def test_a_route_moving_to_ice_tcp_stays_in_the_core_framed_on_the_connection(run_media):
+    """As when a WebRTC transport's selected tuple becomes an ICE-TCP connection: the
+    consumer's struct points at the connection's media buffer, the fan-out is rebuilt with
+    the connection to flush, and the packets arrive on the TCP socket, RFC 4571 framed."""
+    async def body(media):
+        tp, _, sender, _ = media.publish_subscribe()
+        media.produce("tp")
+        media.consume("tc", "c1", ssrc=7001)
+        producer = media.ctx.handlers["p1"]
+        consumer = media.ctx.handlers["c1"]
+        server = socket.create_server(("127.0.0.1", 0))
+        peer = socket.create_connection(server.getsockname())
+        sock, addr = server.accept()
+        server.close()
+        sock.setblocking(False)
+        peer.setblocking(False)
+        listener = SimpleNamespace(ip="127.0.0.1", port=0, announced=None, on_frame=None,
+                                   forget=lambda conn: None, on_claimed=lambda conn: None)
+        conn = TcpConnection(media.ctx, sock, addr, listener)
+        try:
+            transport = consumer.transport
+            transport.tcp_connection = conn  # what WebRtcTransport._update_routes sets
+            transport.media_send = conn.media_send
+            transport.route = lambda: (conn.fd, conn.addr, None)
+            consumer.update_route()
+            assert consumer.in_core and consumer.tcp is conn
+            assert producer._core[0].connections == (conn,)
+            assert producer._core[0].table.groups[0].consumers[0].stream == \
+                conn.media_buffer.c
+            for seq in range(1, 6):
+                sender.send(rtp(seq, seq * 960), tp["tuple"])
+            await media.wait_for(lambda: producer.packets_received == 5)
+            await media.settle()
+            decoder = FrameDecoder()
+            frames = []
+            while len(frames) < 5:
+                await media.wait_for(lambda: _readable(peer))
+                frames += decoder.feed(peer.recv(65536))
+            assert [struct.unpack_from("!HI", f, 2)[0] for f in frames] == [1, 2, 3, 4, 5]
+            assert {struct.unpack_from("!I", f, 8)[0] for f in frames} == {consumer.ssrc}
+            assert consumer.packets_sent == 5 and not len(conn.media_buffer)
+        finally:
+            conn.close()
+            peer.close()
+
+    run_media(body)
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False

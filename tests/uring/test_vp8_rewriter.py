@@ -1,11 +1,11 @@
-"""relay.rtp.vp8_rewriter: a consumer's VP8 PictureID and TL0PICIDX continue across the
+"""relay.uring.vp8_rewriter (the C in rewriter_core.c): a consumer's VP8 PictureID and TL0PICIDX continue across the
 re-syncs of its RtpRewriter (simulcast layer switches), in 15- and 7-bit PictureIDs, and a
 resend gets the PictureID it was first sent with."""
 
 from __future__ import annotations
 
-from relay.rtp.rewriter import RtpRewriter
-from relay.rtp.vp8_rewriter import Vp8PictureRewriter
+from relay.uring.rewriter import RtpRewriter
+from relay.uring.vp8_rewriter import Vp8PictureRewriter
 
 PT_TABLE = bytes(range(128))
 

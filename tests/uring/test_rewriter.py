@@ -1,5 +1,7 @@
-"""relay.rtp.rewriter: the seq/ts continuity rules, without sockets, applied by the worker's
-fan-out loop (relay.worker.fanout.fan_out) as the worker applies them."""
+"""relay.uring.rewriter (the C in rewriter_core.c, which the C fan-out core also calls): the
+seq/ts continuity rules, without sockets, applied by the worker's fan-out loop
+(relay.worker.fanout.fan_out) as the worker applies them. The expected numbers are worked out
+by hand from the rules, independently of the code."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import struct
 from collections import Counter
 
 from relay.rtp.packet import build_rtp
-from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream, RtpRewriter
+from relay.rtp.rewriter import NO_PAYLOAD_TYPE, InputStream
+from relay.uring.rewriter import RtpRewriter
 from relay.worker.fanout import fan_out
 
 PT_TABLE = bytes(100 if pt == 111 else NO_PAYLOAD_TYPE for pt in range(128))
@@ -23,7 +26,12 @@ class _Consumer:
         self.fd, self.addr = -1, None
         self.py_dropped = self.py_ring_drops = self.py_packets_sent = self.py_bytes_sent = 0
         self.py_payload_bytes = 0
+        self.py_temporal_drops = 0
         self.sent: list[bytes] = []
+
+    def on_temporal_drop(self, seq):
+        self.py_temporal_drops += 1
+        self.rewriter.skip(seq)
 
     def send(self, fd, data, addr):
         self.sent.append(bytes(data))
@@ -37,17 +45,18 @@ class Feed:
         self.stream = InputStream(ssrc)
         self.rw = RtpRewriter(0x7777, PT_TABLE, 48000)
         self.consumer = _Consumer(self.rw)
-        self.groups = ((bytes(256), (self.consumer,), 255, 0),)
+        # the consumer takes VP8 temporal layer 0 only: a packet with tid 1 is skipped
+        self.groups = ((bytes(256), (self.consumer,), 0, 0),)
         self.scratch = bytearray(2048)
         self.out: list[tuple[int, int, int, int]] = []
 
-    def packet(self, seq, ts, now=0.0, ssrc=None, pt=111, marker=False):
+    def packet(self, seq, ts, now=0.0, ssrc=None, pt=111, marker=False, tid=0):
         ssrc = self.stream.ssrc if ssrc is None else ssrc
         buf = bytearray(build_rtp(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc,
                                   marker=marker))
         older = self.stream.update(seq, ts, now)
         before = len(self.consumer.sent)
-        fan_out(self.groups, memoryview(buf), len(buf), ssrc, seq, ts, older, 0, 0, now,
+        fan_out(self.groups, memoryview(buf), len(buf), ssrc, seq, ts, older, tid, 0, now,
                 self.scratch, memoryview(self.scratch), Counter())
         if len(self.consumer.sent) > before:
             b1, oseq, ots, ossrc = struct.unpack_from("!BHII", self.consumer.sent[-1], 1)
@@ -124,3 +133,53 @@ def test_input_stream_order_tracking():
     assert s.update(0, 0, 0.0)  # 11 → 0: 11 back, reordered
     assert not s.update(60000, 0, 0.0) and s.max_seq == 60000  # 5547 back: a restart
     assert not s.update(60001, 0, 0.0) and s.max_seq == 60001
+
+
+def test_temporal_skips_give_their_numbers_to_the_next_packet_and_map_back():
+    f = Feed()
+    # input 65533..65535, 0..6 across the wrap; tid 1 (skipped) at 65535, 0, 3 and 6
+    skipped = {65535, 0, 3, 6}
+    for seq in [65533, 65534, 65535, 0, 1, 2, 3, 4, 5, 6, 7]:
+        f.packet(seq, seq * 10, tid=1 if seq in skipped else 0)
+    # sent: 65533, 65534 as they are; then 1, 2 after a run of two skips (-2); 4, 5 after
+    # one more (-3); 7 after one more (-4): no gap in the output
+    assert [o[1] for o in f.out] == [65533, 65534, 65535, 0, 1, 2, 3]
+    assert f.consumer.py_temporal_drops == 4
+    rw = f.rw
+    assert rw.seq_offset == (-4) & 0xFFFF and rw.skip_seq == 6
+    # a NACK for an output number is mapped back across the runs (each had its offset)
+    assert [rw.input_seq(out) for out in [65533, 65534, 65535, 0, 1, 2, 3]] == [
+        65533, 65534, 1, 2, 4, 5, 7]
+    # a late packet older than the last skip is not sent: its number may be taken
+    assert not f.packet(5, 50)
+    assert f.packet(8, 80) and f.out[-1][1] == 4
+
+
+def test_a_resume_forgets_the_skips_and_continues_after_the_last_number():
+    f = Feed()
+    for seq in range(100, 106):
+        f.packet(seq, seq, tid=1 if seq % 2 else 0)  # 101, 103, 105 skipped
+    assert [o[1] for o in f.out] == [100, 101, 102]
+    # the stream's newest was 105 (skipped, offset -3 since): the output got to 102
+    f.rw.stop(f.stream)
+    assert (f.rw.last_seq, f.rw.skip_seq) == (102, -1)
+    f.stream.update(106, 106, 0.0)
+    assert f.packet(107, 107)
+    assert f.out[-1][1] == 103 and f.rw.input_seq(103) == 107
+
+
+def test_only_the_newest_skip_runs_are_remembered():
+    from relay.uring.rewriter import SKIP_RUNS
+
+    f = Feed()
+    seq = 1000
+    f.packet(seq, 0)
+    for _ in range(SKIP_RUNS + 5):  # a skip, then a packet sent: one run each
+        f.packet(seq + 1, 0, tid=1)
+        f.packet(seq + 2, 0)
+        seq += 2
+    out_first = f.out[0][1]
+    assert out_first == 1000 and f.out[-1][1] == 1000 + SKIP_RUNS + 5
+    assert f.rw.input_seq(f.out[-1][1]) == seq
+    assert f.rw.input_seq(f.out[-3][1]) == seq - 4
+    assert f.rw.input_seq(out_first) is None  # older than the runs remembered
