@@ -314,16 +314,6 @@ unsigned rx_store_count(const struct rx_store *s)
     return count;
 }
 
-/* Some consumer the packet goes to waits for a sync (fc_fan_out would say FC_NEEDS_SYNC). */
-static int sync_due(const struct rx_stream *s)
-{
-    for (unsigned g = 0; g < s->ngroups; g++)
-        for (unsigned k = 0; k < s->groups[g].nconsumers; k++)
-            if (s->groups[g].consumers[k]->sync_required)
-                return 1;
-    return 0;
-}
-
 /* One datagram of the batch: RX_DONE when taken whole, else what Python must do. */
 static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double now)
 {
@@ -385,8 +375,6 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
         return RX_ROUTE;
     if (s->vp8 && is_vp8_keyframe(p + offset, n - (unsigned)offset))
         return RX_ROUTE;
-    if (sync_due(s))
-        return RX_ROUTE;
 
     /* taken: the state changes Python's path would make, in its order */
     t->rtp_packets++;
@@ -410,8 +398,6 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     if (s->ngroups) {
         int sends = fc_fan_out(t->ring, s->groups, s->ngroups, p, n, seq, ts, 0, 0,
                                n - (unsigned)offset, now);
-        if (sends == FC_NEEDS_SYNC) /* not after sync_due(); never sent anything */
-            sends = 0;
         if (sends >= FC_MALFORMED) {
             s->malformed_extensions++;
             sends -= FC_MALFORMED;
