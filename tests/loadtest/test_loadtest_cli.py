@@ -165,7 +165,7 @@ def test_search_in_every_send_mode_with_plot_and_self_test(tmp_path):
     (["--plot", "out.jpg"], "ending in .png"),
     (["--json", "/nonexistent-dir/x.json"], "does not exist"),
     (["--port-min", "65500", "--consumers", "100"], "does not fit"),
-    (["--send-mode", "fast"], "invalid choice"),
+    (["--send-mode", "fast"], "--send-mode: 'fast' is not auto"),
     (["--poll-interval-ms", "50"], "--poll-interval-ms must be in 0..20"),
     (["--late-after-ms", "0"], "--late-after-ms must be positive"),
     (["--kind", "video", "--rate", "40000"], "at most 1000 packets per frame"),

@@ -64,7 +64,7 @@ def test_an_entry_forgotten_with_slots_in_flight_goes_when_they_come_back(mode, 
     sock = _udp()
     fd = sock.fileno()
     try:
-        for i in range(30):
+        for _ in range(30):
             ring.send(fd, b"x" * 100, receiver.addr)
         ring.flush(reap=False)
         assert ring.fd_stats(fd)["inFlight"] == 30  # nothing reaped yet
