@@ -358,6 +358,9 @@ def _spec_of(cfg: LoadtestConfig) -> str:
 
 
 def _validate_matrix(cfg: LoadtestConfig) -> None:
+    if cfg.plot is not None:
+        raise ConfigError("--plot draws one scenario: drop it from a matrix (the JSON has "
+                          "every step of every cell)")
     if cfg.soak is not None:
         raise ConfigError("--soak watches one worker: drop --matrix, --scenarios and "
                           "--srtp-suites")

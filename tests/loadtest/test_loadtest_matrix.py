@@ -108,6 +108,7 @@ def test_the_issue14_preset_and_what_overrides_it():
     (["--compare-tree", "/nonexistent"], "no relay checkout there"),
     (["--compare-tree", str(REPO_ROOT)], "is this checkout"),
     (["--send-mode", "copy,copy"], "listed twice"),
+    (["--scenarios", "audio10", "--plot", "x.png"], "--plot draws one scenario"),
 ])
 def test_bad_matrix_options_are_clear_messages(args, message):
     with pytest.raises(ConfigError, match=message):
