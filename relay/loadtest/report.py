@@ -226,14 +226,15 @@ def matrix_tables(result: dict) -> list[Table]:
     latency = Table(title="One-way latency at half that rate, p50/p99/max µs (generator's "
                           "send time to the sink's kernel receive time)", title_justify="left")
     for table in (best, latency):
-        table.add_column("scenario")
-        table.add_column("srtp")
-    for _, labels in columns:
+        table.add_column("scenario", no_wrap=True)
+        table.add_column("srtp", no_wrap=True)
+    for mode, labels in columns:
         for label in labels:
             best.add_column(label, justify="right")
             latency.add_column(label, justify="right")
-        if len(labels) == 2:  # this checkout over the compared one
-            best.add_column(f"{labels[1]}/{labels[0]}", justify="right")
+        if len(labels) == 2:  # this checkout over the compared one, e.g. "copy after/before"
+            trees = [label.removeprefix(mode).strip() for label in labels]
+            best.add_column(f"{mode} {trees[1]}/{trees[0]}", justify="right")
     for scenario, srtp in _cells(rows):
         cells_best, cells_lat = [scenario, srtp], [scenario, srtp]
         for _, labels in columns:
@@ -273,6 +274,17 @@ def matrix_tables(result: dict) -> list[Table]:
 def print_matrix_report(console: Console, result: dict) -> None:
     console.print(f"\n[bold]relay-loadtest matrix[/bold] {result.get('matrix') or ''}: "
                   f"{len(result['cells'])} scenario x SRTP cells")
+    # which checkout each worker ran from: the send ring module it mapped
+    trees: dict[tuple[bool, str | None], set] = {}
+    for cell in result["cells"]:
+        for entry in cell["result"].get("modes", {}).values():
+            tree = entry.get("tree") or {}
+            trees.setdefault((bool(tree.get("compared")), tree.get("path")), set()).add(
+                tree.get("ringModule"))
+    if any(compared for compared, _ in trees):
+        for (compared, path), rings in trees.items():
+            console.print(f"{'compared' if compared else 'this'} checkout {path}: workers "
+                          f"mapped {', '.join(sorted(str(r) for r in rings))}")
     for cell in result["cells"]:
         modes = cell["result"].get("modes", {})
         numbered = {label: entry.get("transportCc") or {} for label, entry in modes.items()}
@@ -283,10 +295,6 @@ def print_matrix_report(console: Console, result: dict) -> None:
                 f"{tcc.get('producersNegotiated')} of {tcc.get('producers')} producers "
                 f"negotiated it, {tcc.get('consumersNumbered', '-')} of "
                 f"{tcc.get('consumers', '-')} consumers numbered (send history)")
-        for label, entry in modes.items():
-            ring = (entry.get("tree") or {}).get("ringModule")
-            if (entry.get("tree") or {}).get("compared"):
-                console.print(f"  {label}: worker from {entry['tree']['path']} ({ring})")
     for table in matrix_tables(result):
         console.print(table)
     loads = [s.get("loadAverage1m") for cell in result["cells"]
