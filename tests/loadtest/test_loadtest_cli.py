@@ -186,6 +186,16 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
 def _gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -206,7 +216,12 @@ def test_ctrl_c_stops_closes_the_worker_and_writes_what_was_measured(tmp_path):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         workers = _children(proc.pid)
-        time.sleep(1.5)  # some traffic
+        # its three transports made (a loaded machine may take seconds to get there), then
+        # some traffic
+        while _sockets(workers[0]) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)
     finally:

@@ -29,7 +29,8 @@ def test_matrix_before_and_after_with_latency_and_rss_in_one_run(tmp_path):
         "--send-mode", "copy", "--transport-cc", "on", "--search", "--start-rate", "200",
         "--max-rate", "200", "--max-steps", "1", "--step-duration", "0.4",
         "--half-rate-latency", "--rss-per-consumer", "8", "--compare-tree", str(tree),
-        timeout=240)
+        # what is tested is the plumbing, not the rate: a loaded CI machine still passes
+        "--threshold", "0.5", "--late-after-ms", "2000", timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert data["errors"] == [] and not data["interrupted"]
     cells = [(c["scenario"], c["srtp"]) for c in data["cells"]]
