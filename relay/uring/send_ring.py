@@ -72,9 +72,9 @@ slots, which stay held while their datagrams wait in a qdisc or a device queue; 
 buffer bounds them only loosely (the worker's 8 MiB one holds ~1,600, each charged a page).
 "slots free" keeps any number of congested fds from taking the last slots. Slots queued since the last ``flush()`` do not count, so a fan-out of many
 datagrams to one shared socket in one event-loop turn is not capped. Per-fd counters:
-``fd_stats(fd)``; ``forget_fd(fd)`` just before the socket closes (every transport does). The table is bounded (2 x slots
-fds; idle fds without counts are swept first, then idle ones with counts, counted in
-``fdTableEvictions``).
+``fd_stats(fd)``; ``forget_fd(fd)`` just before the socket closes (every transport does).
+The table is bounded (2 x slots fds; idle fds without counts are swept first, then idle ones
+with counts, counted in ``fdTableEvictions``).
 
 One submit per event-loop turn: ``flush_soon()`` (what transports call after draining a
 socket) flushes once, from a ``loop.call_soon`` callback, for every socket read in that turn,
