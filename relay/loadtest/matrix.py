@@ -112,7 +112,8 @@ async def measure_rss_per_consumer(cfg: LoadtestConfig, variant: Variant,
             "rssWithConsumersBytes": readings["withConsumers"],
             "rssPerConsumerBytes": round(grown / consumers),
             "packetsDeliveredInLastStep": delivered,
-            "transportCc": target.transport_cc_check, "loadAverage1m": os.getloadavg()[0]}
+            "transportCc": target.transport_cc_check,
+            "loadAverage1m": round(os.getloadavg()[0], 2)}
 
 
 def matrix_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
