@@ -4,9 +4,12 @@ message that says what to change)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import resource
 from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 from relay.transport.dtls import SRTP_PROFILES
 from relay.transport.srtp_session import CRYPTO_SUITES
@@ -19,6 +22,34 @@ TRANSPORT_CC_CHOICES = ("on", "off", "both")
 MAX_SINKS = 2000
 MAX_PACKETS_PER_FRAME = 1000
 MAX_WORKERS = 16
+MAX_RSS_CONSUMERS = 1000
+PLAIN = "plain"  # --srtp-suites: no SRTP
+
+# --matrix NAME: what it sets, unless given on the command line.
+MATRIX_PRESETS: dict[str, dict[str, Any]] = {
+    # issue 14's Show: the four scenarios, plain and both SRTP families, every send mode,
+    # transport-cc numbering and send history on as browsers negotiate, latency at half the
+    # best rate and the worker's RSS per consumer.
+    "issue14": {"scenarios": ["audio10", "audio40", "video10x10", "rooms5x4"],
+                "srtp_suites": [PLAIN, "AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"],
+                "send_mode": "auto,zerocopy,copy,socket", "transport_cc": "on", "search": True,
+                "half_rate_latency": True, "rss_per_consumer": 100},
+}
+# Where a matrix search starts when --start-rate is not given: 20k forwarded pkt/s.
+MATRIX_START_FORWARDED = 20000.0
+
+
+class Variant(NamedTuple):
+    """One worker (or --workers group) of a run: the label keys the report and JSON;
+    ``tree`` is the checkout it runs from (None: this one; --compare-tree)."""
+
+    label: str
+    mode: str
+    quality: bool
+    transport_cc: bool
+    transport_cc_extension: bool  # the extension only, no feedback (transport-cc both)
+    workers: int
+    tree: str | None = None
 
 
 class ConfigError(ValueError):
@@ -65,8 +96,19 @@ class LoadtestConfig:
     # One target each: (label, send mode, quality on, transport-cc on, transport-cc
     # extension only, workers); the label keys the report and JSON.
     # With --workers N (> 1) each comes twice: on one worker, and spread over N.
-    variants: list[tuple[str, str, bool, bool, bool, int]] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
     workers: int = 1
+    # A matrix: every scenario (see parse_scenario_spec) x SRTP variant in one run (matrix.py)
+    matrix: str | None = None
+    scenarios: list[str] = field(default_factory=list)
+    srtp_suites: list[str] = field(default_factory=list)
+    start_rate_given: bool = True
+    # Before/after: the same variants also run from another checkout, interleaved.
+    compare_tree: str | None = None
+    compare_label: str = "before"
+    tree_label: str = "after"
+    half_rate_latency: bool = False
+    rss_per_consumer: int = 0
 
     def build_scenario(self) -> scenarios.Scenario:
         if self.scenario == "fanout":
@@ -75,6 +117,10 @@ class LoadtestConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def is_matrix(self) -> bool:
+        return bool(self.scenarios or self.srtp_suites)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,14 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="webrtc: seconds between each peer's ICE consent checks; the worker "
                         "drops a peer after 30 s without one (default 5)")
     r = p.add_argument_group("rates")
-    r.add_argument("--search", action="store_true",
+    r.add_argument("--search", action="store_true", default=None,
                    help="search the highest input rate with >= threshold delivery")
     r.add_argument("--rate", type=float, default=1000.0,
                    help="fixed mode: input packets/s over all producers (default 1000)")
     r.add_argument("--duration", type=float, default=5.0,
                    help="fixed mode: seconds (default 5)")
-    r.add_argument("--start-rate", type=float, default=2000.0,
-                   help="search: first input rate, doubled until a step fails (default 2000)")
+    r.add_argument("--start-rate", type=float, default=None,
+                   help="search: first input rate, doubled until a step fails (default 2000; "
+                        "in a matrix, the input rate that forwards 20k pkt/s)")
     r.add_argument("--max-rate", type=float, default=400000.0,
                    help="search: never offer more than this (default 400000)")
     r.add_argument("--step-duration", type=float, default=3.0,
@@ -151,16 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soak: RSS growth allowed from the settled baseline to the end "
                         "(default 8 MB)")
     w = p.add_argument_group("worker and harness")
-    w.add_argument("--send-mode", choices=("auto", *SEND_MODES, "all"), default="auto",
-                   help="the worker's send ring tier; all: one worker per mode, steps "
-                        "interleaved, compared side by side (default auto)")
+    w.add_argument("--send-mode", default=None, metavar="MODE",
+                   help=f"the worker's send ring tier: auto, {', '.join(SEND_MODES)}; all: "
+                        "one worker per tier, steps interleaved, compared side by side; or a "
+                        "comma-separated list of modes, e.g. auto,copy (default auto)")
     w.add_argument("--quality", choices=QUALITY_CHOICES, default="on",
                    help="on: producers and consumers negotiate NACK (and PLI/FIR for video), "
                         "as browsers do, so the worker keeps retransmission stores and NACKs "
                         "gaps upstream; off: no RTCP feedback negotiated (SR/RR reports run "
                         "either way); both: one worker each per send mode, steps interleaved, "
                         "compared side by side (default on)")
-    w.add_argument("--transport-cc", choices=TRANSPORT_CC_CHOICES, default="off",
+    w.add_argument("--transport-cc", choices=TRANSPORT_CC_CHOICES, default=None,
                    help="on: producers negotiate the transport-wide sequence number extension "
                         "and transport-cc feedback, the generator numbers every packet per "
                         "send transport, and the worker records each one and sends feedback "
@@ -182,6 +230,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first UDP port for the workers' transports (default 40000)")
     w.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin the worker and the harness to different cores")
+    m = p.add_argument_group("matrix, before/after, latency and memory")
+    m.add_argument("--matrix", choices=tuple(MATRIX_PRESETS),
+                   help="issue14: --scenarios audio10,audio40,video10x10,rooms5x4 "
+                        "--srtp-suites plain,AES_CM_128_HMAC_SHA1_80,AEAD_AES_256_GCM "
+                        "--send-mode auto,zerocopy,copy,socket --transport-cc on --search --half-rate-latency "
+                        "--rss-per-consumer 100 (each unless given)")
+    m.add_argument("--scenarios", type=_csv, metavar="LIST",
+                   help="run each of these scenarios in turn (a matrix), one table at the end: "
+                        "audioN / videoN (fan-out 1 -> N), videoNxS (S streams), roomsRxP, "
+                        "rooms-videoRxP; e.g. audio10,audio40,video10x10,rooms5x4")
+    m.add_argument("--srtp-suites", type=_csv, metavar="LIST",
+                   help=f"run each scenario with each of these (a matrix): {PLAIN} (no SRTP) "
+                        f"or an SRTP suite ({', '.join(CRYPTO_SUITES)})")
+    m.add_argument("--compare-tree", metavar="DIR",
+                   help="also run every variant from the relay checkout in DIR (its worker "
+                        "spawned with DIR first on PYTHONPATH; DIR needs its own compiled "
+                        "relay/uring/_ring*.so), steps interleaved with this checkout's, "
+                        "DIR's first as the baseline")
+    m.add_argument("--compare-label", default="before",
+                   help="the label of --compare-tree's variants (default before)")
+    m.add_argument("--tree-label", default="after",
+                   help="with --compare-tree, the label of this checkout's variants "
+                        "(default after)")
+    m.add_argument("--half-rate-latency", action=argparse.BooleanOptionalAction, default=None,
+                   help="after a search, one step at half the best rate for the one-way "
+                        "latency (generator's send time to the sink's kernel receive time)")
+    m.add_argument("--rss-per-consumer", type=int, metavar="N", default=None,
+                   help="also measure the worker's RSS with a producer and no consumers, "
+                        "then with N consumers (each on its own plain transport), per SRTP "
+                        "variant and checkout: (RSS_N - RSS_0) / N (default 0: off)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     o.add_argument("--plot", metavar="FILE.png",
@@ -190,6 +268,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _csv(text: str) -> list[str]:
+    """A comma-separated list (argparse type)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"an empty list: {text!r}")
+    return items
+
+
+_FANOUT_SPEC = re.compile(r"(audio|video)(\d+)(?:x(\d+))?")
+_ROOMS_SPEC = re.compile(r"rooms(?:-(audio|video))?(\d+)x(\d+)")
+
+
+def parse_scenario_spec(spec: str) -> dict[str, Any]:
+    """The config fields of a --scenarios item: audio10 (fan-out 1 -> 10 audio), video10x10
+    (1 -> 10 video, 10 streams), rooms5x4 (5 rooms of 4, audio), rooms-video5x4."""
+    if m := _FANOUT_SPEC.fullmatch(spec):
+        return {"scenario": "fanout", "kind": m[1], "consumers": int(m[2]),
+                "streams": int(m[3] or 1)}
+    if m := _ROOMS_SPEC.fullmatch(spec):
+        return {"scenario": "rooms", "kind": m[1] or "audio", "rooms": int(m[2]),
+                "participants": int(m[3])}
+    raise ConfigError(f"--scenarios: {spec!r} is not audioN, videoN, videoNxS, roomsRxP or "
+                      f"rooms-videoRxP (e.g. audio10, video10x10, rooms5x4)")
 
 
 def parse_duration(text: str) -> float:
@@ -215,12 +318,107 @@ def _check_output(path: str | None, what: str) -> None:
 def from_args(argv: list[str] | None = None) -> LoadtestConfig:
     """Parse and check; argparse exits on syntax errors, ConfigError on bad values."""
     ns = build_parser().parse_args(argv)
-    cfg = LoadtestConfig(**{k: v for k, v in vars(ns).items()})
+    given = {k for k, v in vars(ns).items() if v is not None}
+    cfg = LoadtestConfig(**{k: v for k, v in vars(ns).items() if v is not None})
+    if cfg.matrix:
+        for key, value in MATRIX_PRESETS[cfg.matrix].items():
+            if key not in given:
+                setattr(cfg, key, value)
+    cfg.start_rate_given = "start_rate" in given
     validate(cfg)
     return cfg
 
 
+def matrix_cells(cfg: LoadtestConfig) -> list[tuple[str, str, LoadtestConfig]]:
+    """(scenario spec, SRTP variant, the cell's own validated config) for every cell of a
+    matrix, in run order: each scenario with each SRTP variant."""
+    specs = cfg.scenarios or [_spec_of(cfg)]
+    suites = cfg.srtp_suites or [cfg.srtp_suite if cfg.srtp else PLAIN]
+    cells = []
+    for spec in specs:
+        fields = parse_scenario_spec(spec)
+        for suite in suites:
+            cell = dataclasses.replace(
+                cfg, **fields, srtp=suite != PLAIN,
+                srtp_suite=suite if suite != PLAIN else cfg.srtp_suite,
+                scenarios=[], srtp_suites=[], json=None, plot=None, rss_per_consumer=0,
+                variants=[], modes=[])
+            if not cfg.start_rate_given:
+                built = cell.build_scenario()
+                cell.start_rate = round(MATRIX_START_FORWARDED * built.streams
+                                        / len(built.consumers))
+                cell.max_rate = max(cell.max_rate, cell.start_rate)
+            validate(cell)
+            cells.append((spec, suite, cell))
+    return cells
+
+
+def _spec_of(cfg: LoadtestConfig) -> str:
+    if cfg.scenario == "fanout":
+        return f"{cfg.kind}{cfg.consumers}" + (f"x{cfg.streams}" if cfg.streams > 1 else "")
+    return f"rooms{'-video' if cfg.kind == 'video' else ''}{cfg.rooms}x{cfg.participants}"
+
+
+def _validate_matrix(cfg: LoadtestConfig) -> None:
+    if cfg.plot is not None:
+        raise ConfigError("--plot draws one scenario: drop it from a matrix (the JSON has "
+                          "every step of every cell)")
+    if cfg.soak is not None:
+        raise ConfigError("--soak watches one worker: drop --matrix, --scenarios and "
+                          "--srtp-suites")
+    for suite in cfg.srtp_suites:
+        if suite != PLAIN and suite not in CRYPTO_SUITES:
+            raise ConfigError(f"--srtp-suites: {suite!r} is not {PLAIN} or one of "
+                              f"{', '.join(CRYPTO_SUITES)}")
+        if suite == PLAIN and cfg.transport == "webrtc":
+            raise ConfigError(f"--srtp-suites {PLAIN}: WebRTC media is always SRTP; drop "
+                              f"{PLAIN} or use --transport plain")
+    if len(set(cfg.scenarios)) != len(cfg.scenarios) or \
+            len(set(cfg.srtp_suites)) != len(cfg.srtp_suites):
+        raise ConfigError("--scenarios and --srtp-suites: an item is listed twice")
+    cells = matrix_cells(cfg)
+    cfg.modes = cells[0][2].modes
+    cfg.variants = cells[0][2].variants
+
+
+def _validate_tree(cfg: LoadtestConfig) -> None:
+    """--compare-tree: a relay checkout with its compiled send ring."""
+    assert cfg.compare_tree is not None
+    tree = os.path.abspath(cfg.compare_tree)
+    if not os.path.isfile(os.path.join(tree, "relay", "worker", "__main__.py")):
+        raise ConfigError(f"--compare-tree {cfg.compare_tree}: no relay checkout there "
+                          f"(relay/worker/__main__.py is missing)")
+    uring = os.path.join(tree, "relay", "uring")
+    if not any(name.startswith("_ring.") and name.endswith(".so")
+               for name in os.listdir(uring)):
+        raise ConfigError(f"--compare-tree {cfg.compare_tree}: relay/uring has no compiled "
+                          f"_ring*.so; build it there first (docs/performance.md, "
+                          f"\"Reproduce\")")
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.samefile(tree, here):
+        raise ConfigError(f"--compare-tree {cfg.compare_tree} is this checkout")
+    if cfg.compare_label == cfg.tree_label:
+        raise ConfigError("--compare-label and --tree-label must differ")
+    if cfg.workers > 1:
+        raise ConfigError("--compare-tree with --workers: compare one worker each")
+    cfg.compare_tree = tree
+
+
 def validate(cfg: LoadtestConfig) -> None:
+    if cfg.compare_tree is not None:
+        _validate_tree(cfg)
+    if cfg.half_rate_latency and not cfg.search:
+        raise ConfigError("--half-rate-latency needs --search: half of the best rate found")
+    if not 0 <= cfg.rss_per_consumer <= MAX_RSS_CONSUMERS:
+        raise ConfigError(f"--rss-per-consumer must be in 0..{MAX_RSS_CONSUMERS} "
+                          f"(got {cfg.rss_per_consumer})")
+    if cfg.rss_per_consumer and cfg.transport != "plain":
+        raise ConfigError("--rss-per-consumer builds plain transports: drop --transport webrtc")
+    if cfg.is_matrix:
+        _validate_matrix(cfg)
+        _check_output(cfg.json, "--json")
+        _check_output(cfg.plot, "--plot")
+        return
     if cfg.srtp_suite not in CRYPTO_SUITES:
         raise ConfigError(f"--srtp-suite must be one of {', '.join(CRYPTO_SUITES)}")
     if cfg.transport == "webrtc":
@@ -268,27 +466,33 @@ def validate(cfg: LoadtestConfig) -> None:
                           f"{MAX_SINKS} are supported")
     if scenario.streams > 0xFFFF:
         raise ConfigError("too many streams (at most 65535)")
-    cfg.modes = list(SEND_MODES) if cfg.send_mode == "all" else [cfg.send_mode]
+    cfg.modes = _send_modes(cfg.send_mode)
     qualities = ["off", "on"] if cfg.quality == "both" else [cfg.quality]  # baseline first
     tccs = ["off", "on"] if cfg.transport_cc == "both" else [cfg.transport_cc]
+    # --compare-tree: the other checkout's worker first in each round (the baseline)
+    trees: list[tuple[str | None, str]] = [(None, "")]
+    if cfg.compare_tree is not None:
+        trees = [(cfg.compare_tree, cfg.compare_label), (None, cfg.tree_label)]
     if cfg.soak is not None:
         _validate_soak(cfg, len(cfg.modes) * len(qualities) * len(tccs)
-                       * (2 if cfg.workers > 1 else 1))
+                       * (2 if cfg.workers > 1 else 1) * len(trees))
 
-    def label(mode: str, quality: str, tcc: str) -> str:
+    def label(mode: str, quality: str, tcc: str, tree_label: str) -> str:
         return " ".join([mode] + ([f"quality-{quality}"] if len(qualities) > 1 else [])
-                        + ([f"transport-cc-{tcc}"] if len(tccs) > 1 else []))
+                        + ([f"transport-cc-{tcc}"] if len(tccs) > 1 else [])
+                        + ([tree_label] if tree_label else []))
 
     # both: the off worker gets the same numbered packets, its producers declaring the
     # extension but not the feedback, so the comparison is the feedback alone (browser
     # packets carry the extension either way; rewriting and numbering it when forwarding
     # is the fan-out's cost, not the feedback's).
     counts = [1, cfg.workers] if cfg.workers > 1 else [1]
-    cfg.variants = [(label(mode, quality, tcc) + (f" x{workers}" if cfg.workers > 1 else ""),
-                     mode, quality == "on", tcc == "on", tcc == "off" and len(tccs) > 1,
-                     workers)
+    cfg.variants = [Variant(label(mode, quality, tcc, tree_label)
+                            + (f" x{workers}" if cfg.workers > 1 else ""),
+                            mode, quality == "on", tcc == "on",
+                            tcc == "off" and len(tccs) > 1, workers, tree)
                     for mode in cfg.modes for quality in qualities for tcc in tccs
-                    for workers in counts]
+                    for workers in counts for tree, tree_label in trees]
     ports = port_range_size(cfg)
     last = cfg.port_min + ports * len(cfg.variants) - 1
     if not 1024 <= cfg.port_min or last > 65535:
@@ -317,6 +521,20 @@ def validate(cfg: LoadtestConfig) -> None:
     if cfg.plot is not None and not cfg.plot.lower().endswith(".png"):
         raise ConfigError(f"--plot writes a PNG: give a file name ending in .png "
                           f"(got {cfg.plot})")
+
+
+def _send_modes(text: str) -> list[str]:
+    """--send-mode: one tier, "all" (the three tiers), or a comma-separated list."""
+    if text == "all":
+        return list(SEND_MODES)
+    modes = [m.strip() for m in text.split(",")]
+    for mode in modes:
+        if mode not in ("auto", *SEND_MODES):
+            raise ConfigError(f"--send-mode: {mode!r} is not auto, {', '.join(SEND_MODES)}, "
+                              f"all, or a comma-separated list of them")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"--send-mode {text}: a mode is listed twice")
+    return modes
 
 
 def _validate_soak(cfg: LoadtestConfig, variants: int) -> None:

@@ -9,10 +9,14 @@ peer every `consent_interval` seconds until the target closes."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import relay
+import relay.controller.worker as worker_spawn
+from relay.rtp.transport_cc import TRANSPORT_CC_URI
 
 from .proc_stats import ProcessSample, sample_process
 from .scenario import (
@@ -58,6 +62,35 @@ async def _pipe_room(routers: list[Any], sinks: int, producer_ids: dict[int, str
                                             enable_srtp=enable_srtp)
 
 
+@contextlib.contextmanager
+def spawning_from(tree: str | None) -> Iterator[None]:
+    """Workers created inside run from checkout ``tree`` (None: this one). create_worker
+    puts its own package root first on the worker's PYTHONPATH, so that root is swapped
+    while it spawns (targets start one at a time; nothing else spawns meanwhile)."""
+    if tree is None:
+        yield
+        return
+    saved = worker_spawn._PACKAGE_ROOT
+    worker_spawn._PACKAGE_ROOT = tree
+    try:
+        yield
+    finally:
+        worker_spawn._PACKAGE_ROOT = saved
+
+
+def mapped_ring_module(pid: int) -> str | None:
+    """The send ring's compiled module the process has mapped (which checkout it runs)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                path = line.rsplit(" ", 1)[-1].strip()
+                if "/relay/uring/_ring" in path and path.endswith(".so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 class RelayTarget:
     """One worker in one send mode, with the scenario built on it. ``quality``: whether its
     producers and consumers negotiate NACK and PLI/FIR (see --quality); ``transport_cc``:
@@ -72,8 +105,11 @@ class RelayTarget:
                  transport: str = "plain", consent_interval: float = CONSENT_INTERVAL,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT, quality: bool = True,
                  transport_cc: bool = False, transport_cc_extension: bool = False,
-                 label: str | None = None, workers: int = 1) -> None:
+                 label: str | None = None, workers: int = 1, tree: str | None = None) -> None:
         self.send_mode = send_mode
+        self.tree = tree  # --compare-tree: the checkout its workers run from (None: this)
+        # --rss-per-consumer: awaited once the producers exist, before any consumer
+        self.before_consumers: Callable[[], Awaitable[None]] | None = None
         # --workers: each room's producers on the first worker, its sinks spread over all of
         # them, each other worker's router fed through a pipe transport (pipe_to_router)
         self.worker_count = workers
@@ -108,9 +144,10 @@ class RelayTarget:
         share = (self.port_range[1] - self.port_range[0] + 1) // self.worker_count
         for index in range(self.worker_count):
             low = self.port_range[0] + index * share
-            self.workers.append(await relay.create_worker(
-                log_level="error", rtc_min_port=low, rtc_max_port=low + share - 1,
-                send_mode=self.send_mode))
+            with spawning_from(self.tree):
+                self.workers.append(await relay.create_worker(
+                    log_level="error", rtc_min_port=low, rtc_max_port=low + share - 1,
+                    send_mode=self.send_mode))
         self.worker = self.workers[0]
         if cpus:  # every worker on the workers' cores: worker CPU is then comparable
             try:
@@ -120,6 +157,11 @@ class RelayTarget:
             except OSError:
                 self.pinned = None
         self.initial_send_ring = (await self.worker.dump())["sendRing"]
+
+    def tree_info(self) -> dict[str, Any]:
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return {"path": self.tree or here, "compared": self.tree is not None,
+                "ringModule": mapped_ring_module(self.pid) if self.pid else None}
 
     async def build(self, scenario: Scenario, traffic: Traffic, srtp_suite: str | None) -> None:
         if self.transport_cc or self.transport_cc_extension:
@@ -147,6 +189,12 @@ class RelayTarget:
             "producers": len(self._producers),
             "sendTransportsWithTransportCc": types.count("transport-cc"),
             "sendTransports": len(self._send_transports),
+            # consumers whose RTP parameters carry the extension: the worker numbers what
+            # they send and records it in its transport's send history
+            "consumersNumbered": sum(1 for c in self._consumers if any(
+                ext.get("uri") == TRANSPORT_CC_URI
+                for ext in c.rtp_parameters.get("headerExtensions", []))),
+            "consumers": len(self._consumers),
             "generatorNumbersPackets": traffic.transport_cc}
 
     async def receive_feedback(self) -> dict[str, Any]:
@@ -230,6 +278,8 @@ class RelayTarget:
                 await self._produce(transport, scenario.kind, group, producer_ids)
                 for stream in group:
                     traffic.set_destination(stream, ("127.0.0.1", transport.tuple["localPort"]))
+            if self.before_consumers is not None:
+                await self.before_consumers()
             await _pipe_room(routers, len(room.sinks), producer_ids, enable)
             for index, sink in enumerate(room.sinks):
                 sink_router = routers[index % len(routers)]

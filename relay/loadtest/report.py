@@ -61,15 +61,20 @@ def summary_table(result: dict) -> Table | None:
     table = Table(title=f"Highest rate with >= {result['config']['threshold']:.0%} delivery to "
                         f"every consumer: {result['scenario']['description']}",
                   title_justify="left")
+    half = any(m.get("halfRate") for m in modes.values())  # --half-rate-latency
     for name in ("mode", "best input pkt/s", "forwarded pkt/s", "worker cpu",
-                 "first failing input", "fwd ratio", "cpu ratio"):
+                 "first failing input", "fwd ratio", "cpu ratio") + (
+                     ("lat p50/p99/max µs at half",) if half else ()):
         table.add_column(name, justify="left" if name == "mode" else "right")
     for mode, entry in modes.items():
         s = entry.get("search") or {}
+        lat = (entry.get("halfRate") or {}).get("latencyUs")
         table.add_row(mode, _fmt(s.get("bestRate")), _fmt(s.get("bestForwardedPps")),
                       _fmt(s.get("bestWorkerCpuPercent"), ".0f", "%"),
                       _fmt(s.get("firstFailingRate")), _fmt(ratios.get(mode), ".2f", "x"),
-                      _fmt(cpu_ratios.get(mode), ".2f", "x"))
+                      _fmt(cpu_ratios.get(mode), ".2f", "x"),
+                      *((f"{_lat(lat['p50'])}/{_lat(lat['p99'])}/{_lat(lat['max'])}"
+                         if lat else "-",) if half else ()))
     return table
 
 
@@ -198,3 +203,116 @@ def write_json(path: str, result: dict) -> None:
         json.dump(result, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+# -- a matrix run (matrix.py) -------------------------------------------------------------
+
+def _matrix_columns(rows: list[dict]) -> list[tuple[str, list[str]]]:
+    """(send mode, its variant labels in run order): the compared checkout's first."""
+    columns: dict[str, list[str]] = {}
+    for row in rows:
+        labels = columns.setdefault(row["sendMode"], [])
+        if row["variant"] not in labels:
+            labels.append(row["variant"])
+    return list(columns.items())
+
+
+def _cells(rows: list[dict]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["scenario"], r["srtp"]) for r in rows))
+
+
+def matrix_tables(result: dict) -> list[Table]:
+    rows = result.get("rows") or []
+    if not rows:
+        return []
+    by_key = {(r["scenario"], r["srtp"], r["variant"]): r for r in rows}
+    columns = _matrix_columns(rows)
+    threshold = result["config"]["threshold"]
+    best = Table(title=f"Forwarded pkt/s at the highest input rate with >= {threshold:.0%} on "
+                       f"time to every consumer (worker CPU)", title_justify="left")
+    latency = Table(title="One-way latency at half that rate, p50/p99/max µs (generator's "
+                          "send time to the sink's kernel receive time)", title_justify="left")
+    for table in (best, latency):
+        table.add_column("scenario", no_wrap=True)
+        table.add_column("srtp", no_wrap=True)
+    for mode, labels in columns:
+        for label in labels:
+            best.add_column(label, justify="right")
+            latency.add_column(label, justify="right")
+        if len(labels) == 2:  # this checkout over the compared one, e.g. "copy after/before"
+            trees = [label.removeprefix(mode).strip() for label in labels]
+            best.add_column(f"{mode} {trees[1]}/{trees[0]}", justify="right")
+    for scenario, srtp in _cells(rows):
+        cells_best, cells_lat = [scenario, srtp], [scenario, srtp]
+        for _, labels in columns:
+            values = []
+            for label in labels:
+                r = by_key.get((scenario, srtp, label)) or {}
+                values.append(r.get("bestForwardedPps"))
+                cells_best.append(f"{_fmt(r.get('bestForwardedPps'))} "
+                                  f"({_fmt(r.get('workerCpuPercent'), '.0f', '%')})")
+                lat = r.get("halfRateLatencyUs") or {}
+                cells_lat.append(f"{_lat(lat.get('p50'))}/{_lat(lat.get('p99'))}/"
+                                 f"{_lat(lat.get('max'))}" if lat else "-")
+            if len(labels) == 2:
+                ratio = values[1] / values[0] if values[0] and values[1] else None
+                cells_best.append(_fmt(ratio, ".2f", "x"))
+        best.add_row(*cells_best)
+        latency.add_row(*cells_lat)
+    tables = [best]
+    if any(r.get("halfRateLatencyUs") for r in rows):
+        tables.append(latency)
+    rss = result.get("rssPerConsumer") or []
+    if rss:
+        table = Table(title="Worker RSS per consumer (each on its own plain transport, after "
+                            "traffic)", title_justify="left")
+        for name in ("srtp", "variant", "consumers", "rss 0 consumers MB",
+                     "rss N consumers MB", "per consumer kB"):
+            table.add_column(name, justify="left" if name in ("srtp", "variant") else "right")
+        for r in rss:
+            table.add_row(r["srtp"], r["label"], _fmt(r["consumers"]),
+                          _fmt(r["rssWithoutConsumersBytes"] / 1e6, ".1f"),
+                          _fmt(r["rssWithConsumersBytes"] / 1e6, ".1f"),
+                          _fmt(r["rssPerConsumerBytes"] / 1e3, ".1f"))
+        tables.append(table)
+    return tables
+
+
+def print_matrix_report(console: Console, result: dict) -> None:
+    console.print(f"\n[bold]relay-loadtest matrix[/bold] {result.get('matrix') or ''}: "
+                  f"{len(result['cells'])} scenario x SRTP cells")
+    # which checkout each worker ran from: the send ring module it mapped
+    trees: dict[tuple[bool, str | None], set] = {}
+    for cell in result["cells"]:
+        for entry in cell["result"].get("modes", {}).values():
+            tree = entry.get("tree") or {}
+            trees.setdefault((bool(tree.get("compared")), tree.get("path")), set()).add(
+                tree.get("ringModule"))
+    if any(compared for compared, _ in trees):
+        for (compared, path), rings in trees.items():
+            console.print(f"{'compared' if compared else 'this'} checkout {path}: workers "
+                          f"mapped {', '.join(sorted(str(r) for r in rings))}")
+    for cell in result["cells"]:
+        modes = cell["result"].get("modes", {})
+        numbered = {label: entry.get("transportCc") or {} for label, entry in modes.items()}
+        tcc = next(iter(numbered.values()), {})
+        if tcc:
+            console.print(
+                f"{cell['scenario']}, {cell['srtp']}: transport-cc {tcc.get('requested')}, "
+                f"{tcc.get('producersNegotiated')} of {tcc.get('producers')} producers "
+                f"negotiated it, {tcc.get('consumersNumbered', '-')} of "
+                f"{tcc.get('consumers', '-')} consumers numbered (send history)")
+    for table in matrix_tables(result):
+        console.print(table)
+    loads = [s.get("loadAverage1m") for cell in result["cells"]
+             for m in cell["result"].get("modes", {}).values() for s in m.get("steps", [])]
+    loads = [x for x in loads if x is not None]
+    if loads:
+        console.print(f"1-minute load average during the steps: {min(loads):.2f}–"
+                      f"{max(loads):.2f}")
+    console.print(f"[dim]reference: {REFERENCE_NOTE}[/dim]")
+    if result["interrupted"]:
+        console.print("[yellow]interrupted: the figures above are what was measured "
+                      "before Ctrl-C[/yellow]")
+    for error in result["errors"]:
+        console.print(f"[red]error:[/red] {error}")

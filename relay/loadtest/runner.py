@@ -154,7 +154,9 @@ class Run:
                      "sendRingAtStart": target.initial_send_ring, "steps": [], "search": None,
                      "webrtc": target.webrtc,  # the same dict: consent counts keep updating
                      "sendMode": target.send_mode, "quality": target.quality_check,
-                     "transportCc": target.transport_cc_check}
+                     "transportCc": target.transport_cc_check,
+                     # the checkout the worker ran from, and the send ring module it loaded
+                     "tree": target.tree_info()}
             self.result["modes"][target.label] = entry
             entries.append((target, traffic, entry))
         for target, traffic, _ in entries:
@@ -189,6 +191,24 @@ class Run:
                 entry["search"] = search_summary(search, entry["steps"])
         for _, _, entry in entries:
             entry["search"] = search_summary(searches[id(entry)], entry["steps"])
+        if cfg.half_rate_latency:
+            await self._half_rate(progress, entries)
+
+    async def _half_rate(self, progress: Progress, entries: list) -> None:
+        """One step at half of each variant's best rate, for the one-way latency there
+        (interleaved as the searches were); kept apart from the search's steps."""
+        for target, traffic, entry in entries:
+            best = (entry.get("search") or {}).get("bestRate")
+            entry["halfRate"] = None
+            if self.stopping or not best:
+                continue
+            steps: list[dict] = []
+            step = await self._step(progress, target, traffic, best / 2,
+                                    self.cfg.step_duration, steps)
+            entry["halfRate"] = {"rate": step["rate"], "forwardedPps": step["forwardedPps"],
+                                 "latencyUs": step["latencyUs"], "passed": step["passed"],
+                                 "workerCpuPercent": step["workerCpuPercent"],
+                                 "loadAverage1m": step["loadAverage1m"], "step": step}
 
     async def _run_self_test(self, progress: Progress, target: Any, traffic: Traffic) -> None:
         cfg = self.cfg
@@ -254,17 +274,18 @@ class Run:
                             transient=False)
         try:
             with progress:
-                for index, (label, mode, quality, tcc, tcc_ext, workers) in enumerate(
-                        self.cfg.variants):
+                for index, variant in enumerate(self.cfg.variants):
                     if self.stopping:
                         break
                     await self._add_target(
-                        RelayTarget(mode, port_range(self.cfg, index),
+                        RelayTarget(variant.mode, port_range(self.cfg, index),
                                     transport=self.cfg.transport,
                                     consent_interval=self.cfg.consent_interval,
-                                    quality=quality, transport_cc=tcc,
-                                    transport_cc_extension=tcc_ext, label=label,
-                                    workers=workers),
+                                    quality=variant.quality,
+                                    transport_cc=variant.transport_cc,
+                                    transport_cc_extension=variant.transport_cc_extension,
+                                    label=variant.label, workers=variant.workers,
+                                    tree=variant.tree),
                         worker_cpus)
                 if not self.stopping:
                     await self._run_relay(progress)

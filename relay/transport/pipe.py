@@ -263,5 +263,6 @@ class PipeTransport(Transport):
             return
         port = sock.getsockname()[1]
         self._ctx.loop.remove_reader(sock.fileno())
+        self._ctx.ring.forget_fd(sock.fileno())  # its per-fd entry goes (send_ring.py)
         sock.close()
         self._ctx.ports.release(port)

@@ -404,5 +404,6 @@ class PlainTransport(Transport):
                 continue
             port = sock.getsockname()[1]
             loop.remove_reader(sock.fileno())
+            self._ctx.ring.forget_fd(sock.fileno())  # its per-fd entry goes (send_ring.py)
             sock.close()
             self._ctx.ports.release(port)

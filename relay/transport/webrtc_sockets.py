@@ -131,6 +131,7 @@ class UdpSocket:
         if self.fd < 0:
             return
         self._ctx.loop.remove_reader(self.fd)
+        self._ctx.ring.forget_fd(self.fd)  # its per-fd entry goes (send_ring.py)
         self.sock.close()
         if self._ctx.ports is not None:
             self._ctx.ports.release(self.port)

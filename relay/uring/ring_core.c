@@ -56,6 +56,7 @@ struct rc_fdent {
     uint16_t zc_window;
     uint16_t zc_window_copied;
     uint8_t copy_sends; /* 1: its sends go as copy sends (the kernel copied them anyway) */
+    uint8_t forgotten;  /* rc_forget_fd while it held slots: removed when the last comes back */
 };
 
 struct rc_ring {
@@ -190,8 +191,10 @@ static int fdt_get(struct rc_ring *r, int fd)
     int e = fdt_find(r, fd);
     uint32_t i;
 
-    if (e >= 0)
+    if (e >= 0) {
+        r->fdt[e].forgotten = 0; /* a new socket took the number before the old sends came back */
         return e;
+    }
     if (r->fdt_nfree == 0)
         fdt_sweep(r);
     if (r->fdt_nfree == 0)
@@ -219,12 +222,16 @@ static inline uint32_t fd_held(struct rc_ring *r, struct rc_fdent *ent)
 
 static void release_slot(struct rc_ring *r, uint32_t slot)
 {
+    uint32_t ent;
+
     if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT)
         return; /* never release twice: a stale or foreign completion */
     r->state[slot] = SLOT_FREE;
     r->free_stack[r->nfree++] = slot;
     r->st.slots_in_flight--;
-    r->fdt[r->slot_ent[slot]].slots--;
+    ent = r->slot_ent[slot];
+    if (--r->fdt[ent].slots == 0 && r->fdt[ent].forgotten)
+        fdt_remove(r, ent); /* its socket closed while the kernel still had its sends */
 }
 
 struct rc_ring *rc_create(unsigned nslots, unsigned slot_size, int use_uring,
@@ -479,8 +486,8 @@ static void auto_note(struct rc_ring *r, uint32_t slot, int copied)
     if (slot >= r->nslots || r->state[slot] != SLOT_IN_FLIGHT || r->zc_failed[slot])
         return;
     ent = &r->fdt[r->slot_ent[slot]];
-    if (ent->copy_sends)
-        return; /* a zero-copy send still in flight when its fd switched */
+    if (ent->copy_sends || ent->forgotten)
+        return; /* a zero-copy send still in flight when its fd switched, or closed */
     ent->zc_window++;
     ent->zc_window_copied += copied ? 1 : 0;
     if (ent->zc_window < RC_AUTO_WINDOW)
@@ -989,10 +996,13 @@ int rc_forget_fd(struct rc_ring *r, int fd)
         r->st.auto_copy_fds--;
     r->fdt[e].copy_sends = 0;
     r->fdt[e].zc_window = r->fdt[e].zc_window_copied = 0;
-    /* With slots still held the entry must stay (they release through it); holding no
-     * counts, the next sweep takes it once they are back. */
+    /* With slots still held (the kernel still sends from them, on its own reference to the
+     * socket) the entry must stay, since they release through it: it goes when the last one
+     * comes back (release_slot), unless a new socket takes the number first. */
     if (r->fdt[e].slots == 0)
         fdt_remove(r, (uint32_t)e);
+    else
+        r->fdt[e].forgotten = 1;
     return 1;
 }
 

@@ -163,8 +163,9 @@ void rc_set_fd_cap(struct rc_ring *r, unsigned cap);
 /* The counters of fd: 1 when the table knows it, 0 when not (out is zeroed). */
 int rc_fd_stats(struct rc_ring *r, int fd, struct rc_fd_stats *out);
 
-/* The socket was closed: drop its counters (its entry goes once none of its slots is
- * held, so a new socket with the same number starts from zero). 1 if it was known. */
+/* The socket is closing: drop its counters and auto decision. Its entry goes now, or, with
+ * slots still held by the kernel, when the last of them comes back (unless a new socket
+ * sends with the same number first: the entry is then that socket's). 1 if it was known. */
 int rc_forget_fd(struct rc_ring *r, int fd);
 
 /* Up to max fds with drops or errors, most drops first. Returns how many were written. */

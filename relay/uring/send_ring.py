@@ -72,9 +72,9 @@ slots, which stay held while their datagrams wait in a qdisc or a device queue; 
 buffer bounds them only loosely (the worker's 8 MiB one holds ~1,600, each charged a page).
 "slots free" keeps any number of congested fds from taking the last slots. Slots queued since the last ``flush()`` do not count, so a fan-out of many
 datagrams to one shared socket in one event-loop turn is not capped. Per-fd counters:
-``fd_stats(fd)``; ``forget_fd(fd)`` when the socket closes. The table is bounded (2 x slots
-fds; idle fds without counts are swept first, then idle ones with counts, counted in
-``fdTableEvictions``).
+``fd_stats(fd)``; ``forget_fd(fd)`` just before the socket closes (every transport does).
+The table is bounded (2 x slots fds; idle fds without counts are swept first, then idle ones
+with counts, counted in ``fdTableEvictions``).
 
 One submit per event-loop turn: ``flush_soon()`` (what transports call after draining a
 socket) flushes once, from a ``loop.call_soon`` callback, for every socket read in that turn,
@@ -549,9 +549,15 @@ class SendRing:
         return _fd_dict(out)
 
     def forget_fd(self, fd: int) -> None:
-        """Socket ``fd`` was closed: drop its counters, so the table stays bounded and a new
-        socket given the same number starts from zero."""
+        """Socket ``fd`` is about to close (call it before ``close()``): drop its counters and
+        auto decision, so the table stays bounded and a new socket given the same number
+        starts from zero. What is queued for any socket is submitted first: the kernel takes
+        its own reference to the socket at submit, so those sends still go out from it, and
+        none can reach a new socket that reuses the number. Its sends still in flight keep
+        the entry until the last completes (then it goes); their slots come back as usual."""
         if not self._closed and isinstance(fd, int):
+            if self._rc_queued(self._r):
+                self.flush(reap=False)
             lib.rc_forget_fd(self._r, fd)
 
     def _fd_top(self) -> dict[str, dict[str, int]]:

@@ -165,7 +165,7 @@ def test_search_in_every_send_mode_with_plot_and_self_test(tmp_path):
     (["--plot", "out.jpg"], "ending in .png"),
     (["--json", "/nonexistent-dir/x.json"], "does not exist"),
     (["--port-min", "65500", "--consumers", "100"], "does not fit"),
-    (["--send-mode", "fast"], "invalid choice"),
+    (["--send-mode", "fast"], "--send-mode: 'fast' is not auto"),
     (["--poll-interval-ms", "50"], "--poll-interval-ms must be in 0..20"),
     (["--late-after-ms", "0"], "--late-after-ms must be positive"),
     (["--kind", "video", "--rate", "40000"], "at most 1000 packets per frame"),
@@ -184,6 +184,16 @@ def _children(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(x) for x in text.split()]
+
+
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 def _gone(pid: int) -> bool:
@@ -206,7 +216,12 @@ def test_ctrl_c_stops_closes_the_worker_and_writes_what_was_measured(tmp_path):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         workers = _children(proc.pid)
-        time.sleep(1.5)  # some traffic
+        # its three transports made (a loaded machine may take seconds to get there), then
+        # some traffic
+        while _sockets(workers[0]) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)
     finally:
