@@ -42,6 +42,7 @@ class CoreSendHistory(SendHistory):
         last = self.last
         if core_last == last:
             return
+        self.allocate()
         mask = self.mask
         entries, times, sizes = self.entries, core.times, core.sizes
         wide = max(last + 1, core_last - mask)

@@ -48,14 +48,25 @@ class SendHistory:
         # Public for the fan-out's inlined record (relay.worker.fanout): per slot, the
         # (unwrapped number, send time, size, probe cluster) it holds, or None.
         self.mask = capacity - 1
-        self.entries: list[tuple[int, float, int, int | None] | None] = [None] * capacity
+        # The slots are made at the first record (`allocate`): every transport has a
+        # history, but only those whose consumers negotiated transport-cc use it, and three
+        # lists of 16384 slots are ~390 kB a transport.
+        self.entries: list[tuple[int, float, int, int | None] | None] = []
         self.last = -1  # highest unwrapped number sent (-1: none yet)
         # per slot, the unwrapped number last reported received / lost (news detection)
-        self._received = [-1] * capacity
-        self._lost = [-1] * capacity
+        self._received: list[int] = []
+        self._lost: list[int] = []
         self._first = 0  # the first unwrapped number recorded (on_sent may start elsewhere)
         self.unknown = 0
         self.duplicates = 0
+
+    def allocate(self) -> None:
+        """Make the slots (once, before the first record)."""
+        if not self.entries:
+            capacity = self.mask + 1
+            self.entries = [None] * capacity
+            self._received = [-1] * capacity
+            self._lost = [-1] * capacity
 
     @property
     def capacity(self) -> int:
@@ -72,6 +83,7 @@ class SendHistory:
         seq &= 0xFFFF
         last = self.last
         if last < 0:
+            self.allocate()
             unwrapped = seq
             self._first = seq
             self.last = seq
@@ -91,6 +103,8 @@ class SendHistory:
         The fan-out writes the same three lines inline (a call per consumer and packet
         costs more than the record)."""
         unwrapped = self.last + 1
+        if unwrapped == 0:
+            self.allocate()
         self.last = unwrapped
         self.entries[unwrapped & self.mask] = (unwrapped, now, size, cluster)
         return unwrapped & 0xFFFF
