@@ -23,10 +23,12 @@ allocator keeps the frame rate above its lowest resolutions the same way).
 
 The result is each consumer's `set_bwe_limit(spatial, now, temporal)`, which its layer
 selection (`SimulcastConsumer.check_layers`) does not exceed. An up-switch of spatial layer
-waits `UPGRADE_HOLD` after a downgrade caused by bandwidth (hysteresis): the ladder of a
-consumer in its hold ends at its current limit (it may still climb temporal layers there).
-A consumer that gets every rung up to its preferred layers is not limited by bandwidth: its
-limit is its preferred layers, so a layer the sender pauses is no bandwidth downgrade.
+waits `UPGRADE_HOLD` after a downgrade caused by bandwidth (hysteresis, in the consumer, so
+it goes up when the hold ends without waiting for the next estimate); meanwhile it takes
+every temporal layer of the layer it is held on (the allocation reached a higher rung, which
+costs more). A consumer that gets every rung up to its preferred layers is not limited by
+bandwidth: its limit is its preferred layers, so a layer the sender pauses is no bandwidth
+downgrade.
 """
 
 from __future__ import annotations
@@ -84,7 +86,6 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
             remaining -= consumer.bitrate
     ladders: dict[Consumer, list[Rung]] = {}
     chosen: dict[Consumer, int] = {}  # rung index
-    held: set[Consumer] = set()  # its ladder ends at its limit: an up-switch must wait
     wanted = 0
     for consumer in layered:
         flowing = [s for s in range(consumer.target_spatial + 1) if _flowing(consumer, s, now)]
@@ -92,11 +93,6 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
             continue  # nothing arrives: no decision (the sender paused, or not started)
         ladder = _ladder(consumer, flowing)
         wanted += ladder[-1][2]
-        limit = consumer.bwe_spatial_limit
-        if limit is not None and hold_upgrade(consumer.bwe_downgraded_at, now) \
-                and ladder[-1][0] > limit:
-            ladder = [rung for rung in ladder if rung[0] <= limit] or ladder[:1]
-            held.add(consumer)
         ladders[consumer] = ladder
         chosen[consumer] = 0
         remaining -= ladder[0][2]
@@ -122,7 +118,7 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
                 changed = True
     for consumer, index in chosen.items():
         spatial, temporal, _ = ladders[consumer][index]
-        if consumer in capped or consumer in held:
+        if consumer in capped:
             consumer.set_bwe_limit(spatial, now, temporal)
         else:
             # Not capped: every flowing layer up to the preferred ones fits, and the

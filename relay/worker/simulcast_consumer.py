@@ -14,6 +14,11 @@ is where it wants to be; where it is follows what the sender actually sends:
   browser brings its layers up one by one). It drops VP8 packets above its temporal layer (TID),
 keeping its sequence numbers gap-free (`RtpRewriter.skip`); a temporal switch up happens at
 a TL0 frame or earlier at a layer-sync (Y bit) frame (`relay.worker.temporal_layers`).
+
+The bitrate allocation (`relay.worker.bitrate_allocation`) bounds both: `set_bwe_limit`
+gives a spatial limit (held `UPGRADE_HOLD` before going up again after a downgrade) and a
+temporal limit for that spatial layer, which applies like a preferred temporal layer while
+the consumer is on that layer (`_sync_temporal`); `target_layers` reports both.
 """
 
 from __future__ import annotations
@@ -109,8 +114,8 @@ class SimulcastConsumer(Consumer):
 
     def _apply_bwe_limit(self, now: float) -> None:
         """The allocation takes effect: a lower spatial layer at once, a higher one only once
-        `UPGRADE_HOLD` has passed since a downgrade it caused (hysteresis; the allocation
-        knows, see `relay.worker.bitrate_allocation`); the temporal limit with it."""
+        `UPGRADE_HOLD` has passed since a downgrade it caused (hysteresis); the temporal
+        limit with it."""
         spatial = self.bwe_allocated
         if spatial is None:
             return
@@ -120,6 +125,10 @@ class SimulcastConsumer(Consumer):
         if spatial < limit:
             self.bwe_downgraded_at = now
         elif spatial > limit and hold_upgrade(self.bwe_downgraded_at, now):
+            # Held on a lower layer: the allocation's ladder went past it whole (at the
+            # preferred temporal layer), so every temporal layer of it fits.
+            self.bwe_spatial_limit = limit
+            self.bwe_temporal_limit = ALL_TEMPORAL_LAYERS
             return
         self.bwe_spatial_limit = spatial
         self.bwe_temporal_limit = self.bwe_temporal_allocated

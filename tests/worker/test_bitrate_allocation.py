@@ -5,10 +5,9 @@ consumer applying a temporal limit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import random
 import time
+from dataclasses import dataclass, field
 
 from relay.rtp.keyframe import is_vp8_keyframe
 from relay.rtp.packet import build_rtp
@@ -56,8 +55,6 @@ class FakeConsumer:
     closed: bool = False
     active: bool = True
     preferred_tid: int = ALL
-    bwe_spatial_limit: int | None = None
-    bwe_downgraded_at: float | None = None
     layer_streams: list[int] = field(default_factory=lambda: [0, 1, 2])
     limits: list[int] = field(default_factory=list)
     temporals: list[int] = field(default_factory=list)
@@ -153,19 +150,6 @@ def test_priority_orders_temporal_steps_too() -> None:
     low, high = _simulcast(temporal=True), _simulcast(temporal=True, priority=2)
     distribute([low, high], 90_000 + 400_000, NOW)
     assert (high.limits, high.temporals, low.limits, low.temporals) == ([1], [ALL], [0], [1])
-
-
-def test_no_spatial_step_up_during_the_hold_but_temporal_ones() -> None:
-    """Held after a bandwidth downgrade to the lowest layer: the ladder ends there, so the
-    bitrate goes to its temporal layers and is kept from a spatial up-switch; after
-    UPGRADE_HOLD the next layers come back."""
-    video = _simulcast(temporal=True, bwe_spatial_limit=0, bwe_downgraded_at=NOW - 1.0)
-    wanted = distribute([video], 10_000_000, NOW)
-    assert (video.limits, video.temporals) == ([0], [ALL])
-    assert wanted == 800_000  # probing still aims at the preferred layers
-    video.bwe_downgraded_at = NOW - UPGRADE_HOLD
-    distribute([video], 10_000_000, NOW)
-    assert (video.limits[-1], video.temporals[-1]) == (2, ALL)
 
 
 # -- per temporal layer bitrates, from VP8 packets ------------------------------------------
@@ -321,5 +305,25 @@ def test_consumer_applies_the_temporal_limit_at_tl0_frames(run_media):
         await media.settle()
         assert forwarded() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 17, 18, 19, 20, 24]
         assert layers("currentLayers") == (0, 0)
+
+        # Held after a bandwidth downgrade (2 -> 0, with TL0+TL1): an allocation above
+        # lifts the temporal limit on the held layer at once, the spatial one after the hold.
+        media.request("tc", "transport.consume", {
+            "consumerId": "c2", "producerId": "p1", "kind": "video", "type": "simulcast",
+            "rtpParameters": {"codecs": [{"mimeType": "video/VP8", "payloadType": 101,
+                                          "clockRate": 90000}],
+                              "encodings": [{"ssrc": 9998}]},
+            "consumableRtpEncodings": [{"ssrc": m} for m in MAPPED],
+        })
+        held = media.ctx.handlers["c2"]
+        now = time.monotonic()
+        held.bwe_allocated, held.bwe_temporal_allocated = 0, 1
+        held._apply_bwe_limit(now)
+        assert held.target_layers() == {"spatialLayer": 0, "temporalLayer": 1}
+        held.bwe_allocated, held.bwe_temporal_allocated = 2, ALL
+        held._apply_bwe_limit(now + 1.0)
+        assert held.target_layers() == {"spatialLayer": 0, "temporalLayer": None}
+        held._apply_bwe_limit(now + UPGRADE_HOLD)
+        assert held.target_layers() == {"spatialLayer": 2, "temporalLayer": None}
 
     run_media(body)
