@@ -107,8 +107,8 @@ def distribute(consumers: list[Consumer], available_bps: int, now: float | None 
                 index = chosen[consumer]
                 if index + 1 >= len(ladder):
                     break
-                # (can be negative: the next spatial layer's lower temporal layers may cost
-                # less than this one whole; the consumer gives this one up)
+                # (can be negative: a layer the sender just started may measure less than
+                # the one below; the consumer gives that one up)
                 step = ladder[index + 1][2] - ladder[index][2]
                 if step > remaining:
                     capped.add(consumer)
