@@ -14,6 +14,11 @@ is where it wants to be; where it is follows what the sender actually sends:
   browser brings its layers up one by one). It drops VP8 packets above its temporal layer (TID),
 keeping its sequence numbers gap-free (`RtpRewriter.skip`); a temporal switch up happens at
 a TL0 frame or earlier at a layer-sync (Y bit) frame (`relay.worker.temporal_layers`).
+
+The bitrate allocation (`relay.worker.bitrate_allocation`) bounds both: `set_bwe_limit`
+gives a spatial limit (held `UPGRADE_HOLD` before going up again after a downgrade) and a
+temporal limit for that spatial layer, which applies like a preferred temporal layer while
+the consumer is on that layer (`_sync_temporal`); `target_layers` reports both.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ LAYER_START_GRACE = 1.0
 
 
 class SimulcastConsumer(Consumer):
-    __slots__ = ()
+    # preferred_tid: the highest VP8 TID asked for (ALL_TEMPORAL_LAYERS: all); the bitrate
+    # allocation's temporal limit as allocated, and in effect (with its spatial limit)
+    __slots__ = ("preferred_tid", "bwe_temporal_allocated", "bwe_temporal_limit")
     consumer_type = "simulcast"
 
     def _choose_layers(self, data: dict, kind: str, producer: Producer, consumable: list,
@@ -51,16 +58,19 @@ class SimulcastConsumer(Consumer):
             layer_streams.append(producer.stream_index(
                 require_int(entry, "ssrc", 0, 0xFFFFFFFF, name=f"consumableRtpEncodings[{i}].ssrc")))
         target_spatial = _preferred_spatial(data.get("preferredLayers"), len(layer_streams))
-        return layer_streams, target_spatial, _preferred_temporal(data.get("preferredLayers"))
+        self.preferred_tid = _preferred_temporal(data.get("preferredLayers"))
+        self.bwe_temporal_allocated = ALL_TEMPORAL_LAYERS
+        self.bwe_temporal_limit = ALL_TEMPORAL_LAYERS
+        return layer_streams, target_spatial, self.preferred_tid
 
     def set_preferred_layers(self, data: dict) -> dict:
         """Aim at spatial layer `spatialLayer` (clamped to those there are) and temporal layer
-        `temporalLayer` (VP8 TID; absent: all). The spatial switch happens on that layer's
-        next key frame (asked for now), the temporal one at the next start of a TL0 frame;
-        until then the current layers go on."""
+        `temporalLayer` (VP8 TID; absent: all), within what the bitrate allocation allows.
+        The spatial switch happens on that layer's next key frame (asked for now), the
+        temporal one at the next start of a TL0 frame; until then the current layers go on."""
         self.target_spatial = _preferred_spatial(data, len(self.layer_streams))
-        temporal = _preferred_temporal(data)
-        self.pending_max_tid = None if temporal == self.max_tid else temporal
+        self.preferred_tid = _preferred_temporal(data)
+        self._sync_temporal()
         self.producer.rebuild_fanout()
         target_stream = self.layer_streams[self.target_spatial]
         if self.key_frame_pending:  # not started yet: just wait for the new target's key frame
@@ -76,8 +86,8 @@ class SimulcastConsumer(Consumer):
         return self.preferred_layers()
 
     def preferred_layers(self) -> dict | None:
-        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
-        return {"spatialLayer": self.target_spatial, "temporalLayer": _temporal_layer(temporal)}
+        return {"spatialLayer": self.target_spatial,
+                "temporalLayer": _temporal_layer(self.preferred_tid)}
 
     def current_layers(self) -> dict | None:
         if self.current_spatial is None:
@@ -86,22 +96,26 @@ class SimulcastConsumer(Consumer):
 
     def target_layers(self) -> dict | None:
         """The layers it aims at now: the preferred ones, bounded by the bandwidth."""
-        temporal = self.pending_max_tid if self.pending_max_tid is not None else self.max_tid
+        temporal = min(self.preferred_tid, self.bwe_temporal_limit)
         return {"spatialLayer": self._wanted_spatial(), "temporalLayer": _temporal_layer(temporal)}
 
     def _wanted_spatial(self) -> int:
         limit = self.bwe_spatial_limit
         return self.target_spatial if limit is None else min(self.target_spatial, limit)
 
-    def set_bwe_limit(self, spatial: int, now: float) -> None:
-        """The bitrate allocation's highest spatial layer for this consumer; applied by
-        `check_layers` (at once, and every LAYER_CHECK_INTERVAL)."""
+    def set_bwe_limit(self, spatial: int, now: float,
+                      temporal: int = ALL_TEMPORAL_LAYERS) -> None:
+        """The bitrate allocation's highest spatial layer for this consumer, and its highest
+        VP8 TID there (ALL_TEMPORAL_LAYERS: all); applied by `check_layers` (at once, and
+        every LAYER_CHECK_INTERVAL)."""
         self.bwe_allocated = spatial
+        self.bwe_temporal_allocated = temporal
         self.check_layers(now)
 
     def _apply_bwe_limit(self, now: float) -> None:
-        """The allocation takes effect: a lower layer at once, a higher one only once
-        `UPGRADE_HOLD` has passed since a downgrade it caused (hysteresis)."""
+        """The allocation takes effect: a lower spatial layer at once, a higher one only once
+        `UPGRADE_HOLD` has passed since a downgrade it caused (hysteresis); the temporal
+        limit with it."""
         spatial = self.bwe_allocated
         if spatial is None:
             return
@@ -111,8 +125,13 @@ class SimulcastConsumer(Consumer):
         if spatial < limit:
             self.bwe_downgraded_at = now
         elif spatial > limit and hold_upgrade(self.bwe_downgraded_at, now):
+            # Held on a lower layer: the allocation's ladder went past it whole (at the
+            # preferred temporal layer), so every temporal layer of it fits.
+            self.bwe_spatial_limit = limit
+            self.bwe_temporal_limit = ALL_TEMPORAL_LAYERS
             return
         self.bwe_spatial_limit = spatial
+        self.bwe_temporal_limit = self.bwe_temporal_allocated
 
     def apply_temporal_layer(self, up_to: int | None = None) -> None:
         """The pending temporal target takes effect (the producer calls this at the start of
@@ -172,6 +191,8 @@ class SimulcastConsumer(Consumer):
         if not self.active or self.key_frame_pending:
             return
         self._apply_bwe_limit(now)
+        if self._sync_temporal():
+            self.producer.rebuild_fanout()
         streams = self.producer.streams
         best = None
         for spatial in range(self._wanted_spatial(), -1, -1):
@@ -241,7 +262,22 @@ class SimulcastConsumer(Consumer):
             return False
         return all(missing(i) for i in self.layer_streams[spatial + 1:target])
 
+    def _sync_temporal(self) -> bool:
+        """Aim at the preferred temporal layer, bounded by the allocation's temporal limit
+        while on the spatial layer that limit is for (another layer, on its way there, keeps
+        its temporal layers). Returns whether the pending target changed (the fan-out must
+        be rebuilt: the producer parses TIDs only for consumers that filter them)."""
+        temporal = self.preferred_tid
+        if self.layer_streams.index(self.stream_index) == self._wanted_spatial():
+            temporal = min(temporal, self.bwe_temporal_limit)
+        pending = None if temporal == self.max_tid else temporal
+        if pending == self.pending_max_tid:
+            return False
+        self.pending_max_tid = pending
+        return True
+
     def _take_pending_temporal(self) -> None:
+        self._sync_temporal()
         if self.pending_max_tid is not None:
             self.max_tid = self.pending_max_tid
             self.pending_max_tid = None
