@@ -207,6 +207,23 @@ static int is_vp8_keyframe(const unsigned char *payload, unsigned n)
     return pos < n && !(payload[pos] & 0x01);
 }
 
+/* The TID of a VP8 payload descriptor (RFC 7741 4.2; 0 without one), walked as
+ * StreamReceiver._vp8_frame_start does; n >= 2. */
+static unsigned vp8_tid(const unsigned char *payload, unsigned n)
+{
+    unsigned pos = 1;
+    if (!(payload[0] & 0x80))
+        return 0;
+    unsigned x = payload[pos++];
+    if ((x & 0x80) && pos < n)
+        pos += payload[pos] & 0x80 ? 2 : 1;
+    if (x & 0x40)
+        pos++;
+    if ((x & 0x20) && pos < n)
+        return payload[pos] >> 6;
+    return 0;
+}
+
 /* ReceiveStats.on_packet's fast path (started, 0 < seq - max_seq < MAX_DROPOUT, not a
  * retransmission): the caller checked the first two. Same double arithmetic as Python's. */
 void rx_stats_packet(struct rx_stream *s, unsigned seq, unsigned ts, double now, unsigned n)
@@ -391,6 +408,13 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     s->in_max_ts = ts;
     s->in_last_time = now;
     rx_stats_packet(s, seq, ts, now, n);
+    if (s->vp8) {  /* StreamReceiver.on_packet: the bytes of each temporal layer */
+        if ((long long)ts != s->frame_ts && offset > 0 && (unsigned)offset + 1 < n) {
+            s->frame_ts = ts;
+            s->frame_tid = vp8_tid(p + offset, n - (unsigned)offset);
+        }
+        s->tid_bytes[s->frame_tid & 3] += n;
+    }
     if (s->store != NULL)
         rx_store_put(s->store, seq, p, n, now);
     if (s->nack)

@@ -44,6 +44,10 @@ struct rx_store {
 struct rx_stream {
     int fast;                     /* C may take the stream's packets whole */
     int vp8;                      /* VP8 key frames go to Python */
+    /* StreamReceiver's per-temporal-layer bytes (VP8): the TID is read once per frame */
+    long long frame_ts;           /* RTP timestamp of the frame whose TID was read, -1 none */
+    unsigned frame_tid;
+    unsigned long long tid_bytes[4];
     unsigned char known_pt[128];
     const struct fc_group *groups;
     unsigned ngroups;

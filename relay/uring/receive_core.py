@@ -113,6 +113,7 @@ def new_stream(clock_rate: int) -> Any:
     s = ffi.new("struct rx_stream *")
     s.clock_rate = clock_rate
     s.nack_newest = -1
+    s.frame_ts = -1
     return s
 
 

@@ -156,14 +156,40 @@ class CoreStreamReceiver(StreamReceiver):
 
     def __init__(self, kind: str, mime_type: str, clock_rate: int, nack: bool, c: Any,
                  slot_size: int) -> None:
+        self._c = c  # first: the base's __init__ sets the VP8 frame state below
         super().__init__(kind, mime_type, clock_rate, nack)
-        self._c = c
         self._slot_size = slot_size
         c.vp8 = 1 if self.detector is is_vp8_keyframe else 0
         c.nack = 1 if nack else 0
         self.stats = CoreReceiveStats(clock_rate, c)
         if nack:
             self.nack = CoreNackGenerator(c, keyframe_on_unrecoverable=kind == "video")
+
+    # The VP8 temporal-layer accounting (StreamReceiver.on_packet) lives in the C struct,
+    # which the core updates for the packets it takes.
+    @property  # type: ignore[override]
+    def _frame_ts(self) -> int:
+        return self._c.frame_ts
+
+    @_frame_ts.setter
+    def _frame_ts(self, value: int) -> None:
+        self._c.frame_ts = value
+
+    @property  # type: ignore[override]
+    def _frame_tid(self) -> int:
+        return self._c.frame_tid
+
+    @_frame_tid.setter
+    def _frame_tid(self, value: int) -> None:
+        self._c.frame_tid = value
+
+    @property  # type: ignore[override]
+    def _tid_bytes(self) -> Any:
+        return self._c.tid_bytes  # a C array: indexing and += work as on the list
+
+    @_tid_bytes.setter
+    def _tid_bytes(self, value: list[int]) -> None:
+        self._c.tid_bytes = value
 
     @property
     def takes_all(self) -> bool:
