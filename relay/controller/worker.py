@@ -396,6 +396,9 @@ async def create_worker(*, log_level: str = "warn", rtc_min_port: int = 10000,
     env = dict(os.environ)
     # The worker must import this very copy of relay, wherever the controller found it.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    # `python -m` would put the current directory before PYTHONPATH, so a checkout of relay
+    # there (or anything named relay) would win; Python 3.11's safe path keeps it out.
+    env["PYTHONSAFEPATH"] = "1"
     env["RELAY_SEND_MODE"] = send_mode
     args = [sys.executable, "-m", "relay.worker",
             "--request-fd", str(request_read), "--response-fd", str(response_write),

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .config import PLAIN, LoadtestConfig, Variant, matrix_cells, port_range
+from .config import PLAIN, LoadtestConfig, Variant, matrix_cells
 from .proc_stats import sample_process
 from .relay_target import RelayTarget
 from .runner import Run
@@ -55,11 +55,19 @@ async def run_matrix(cfg: LoadtestConfig, console: Console,
             for index, variant in enumerate(_rss_variants(cell)):
                 try:
                     result["rssPerConsumer"].append(await measure_rss_per_consumer(
-                        cell, variant, port_range(cell, index), suite, cfg.rss_per_consumer))
+                        cell, variant, _rss_ports(cfg, index), suite, cfg.rss_per_consumer))
                 except Exception as exc:  # noqa: BLE001
                     result["errors"].append(f"RSS per consumer, {suite}, {variant.label}: "
                                             f"{type(exc).__name__}: {exc}")
     return result
+
+
+def _rss_ports(cfg: LoadtestConfig, index: int) -> tuple[int, int]:
+    """The index-th RSS worker's port range: a transport per consumer, the producer's and
+    slack (the matrix's cells have finished, so their ranges are free again)."""
+    size = cfg.rss_per_consumer + 16
+    low = cfg.port_min + index * size
+    return low, low + size - 1
 
 
 def _rss_variants(cell: LoadtestConfig) -> list[Variant]:

@@ -200,7 +200,10 @@ class RelayTarget:
     async def receive_feedback(self) -> dict[str, Any]:
         """The send transports' uplink feedback counters, summed (getStats
         "receiveFeedback"), with the RTP packets they received."""
-        totals: dict[str, Any] = {"types": [], "rtpPacketsReceived": 0}
+        totals: dict[str, Any] = {"types": [], "rtpPacketsReceived": 0,
+                                  # what the worker's C receive core took whole vs handed
+                                  # to Python (absent on a tree without it)
+                                  "receiveCorePacketsTaken": 0, "receiveCoreHandedToPython": 0}
         for key in FEEDBACK_COUNTERS:
             totals[key] = 0
         for key in TRANSPORT_CC_COUNTERS:
@@ -209,6 +212,9 @@ class RelayTarget:
             (stats,) = await transport.get_stats()
             feedback = stats.get("receiveFeedback") or {}
             totals["rtpPacketsReceived"] += stats.get("rtpPacketsReceived", 0)
+            core = stats.get("receiveCore") or {}
+            totals["receiveCorePacketsTaken"] += core.get("packetsTaken", 0)
+            totals["receiveCoreHandedToPython"] += core.get("handedToPython", 0)
             if feedback.get("type") not in totals["types"]:
                 totals["types"].append(feedback.get("type"))
             for key in FEEDBACK_COUNTERS:
