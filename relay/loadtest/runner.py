@@ -25,6 +25,19 @@ from .traffic import Traffic
 SELF_TEST_HEADROOM = 2.0
 
 
+
+def _starting_cpus() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except OSError:
+        return set()
+
+
+# The cores this process could use when it started: a run pins the harness to one of them,
+# and the next run (a matrix runs many) must still choose from all of them, not from the
+# harness's one (then worker and harness would share a core, unpinned).
+_STARTING_CPUS = _starting_cpus()
+
 class Run:
     def __init__(self, cfg: LoadtestConfig, console: Console) -> None:
         self.cfg = cfg
@@ -61,10 +74,7 @@ class Run:
         if not self.cfg.pin:
             self.result["pinning"] = {"pinned": False, "reason": "--no-pin"}
             return None, None
-        try:
-            available = sorted(os.sched_getaffinity(0))
-        except OSError:
-            available = []
+        available = sorted(_STARTING_CPUS)
         if len(available) < 2:
             self.result["pinning"] = {"pinned": False,
                                       "reason": f"only {len(available)} usable core(s)"}
