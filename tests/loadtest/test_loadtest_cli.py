@@ -179,16 +179,30 @@ def test_bad_configuration_is_a_clear_message(tmp_path, args, message):
 
 
 def _children(pid: int) -> list[int]:
+    """The relay workers among ``pid``'s children (the harness may run short-lived helper
+    processes too, which would vanish under the test)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except FileNotFoundError:
         return []
-    return [int(x) for x in text.split()]
+    workers = []
+    for child in map(int, text.split()):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if b"relay.worker" in cmdline:
+            workers.append(child)
+    return workers
 
 
 def _sockets(pid: int) -> int:
     count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # exited: the wait's checks say why
+        return 0
+    for fd in fds:
         try:
             count += os.readlink(fd).startswith("socket:")
         except OSError:  # closed meanwhile
