@@ -187,12 +187,7 @@ def print_report(console: Console, result: dict) -> None:
                       f"{_fmt(st.get('harnessCpuPercentAtRelayRate'), '.0f', '%')} of its core")
         colour = "red" if st.get("verdict", "").startswith("NOT") else "green"
         console.print(f"self-test: [{colour}]{st.get('verdict')}[/{colour}]")
-    console.print(f"[dim]reference: {REFERENCE_NOTE}[/dim]")
-    if result["interrupted"]:
-        console.print("[yellow]interrupted: the figures above are what was measured "
-                      "before Ctrl-C[/yellow]")
-    for error in result["errors"]:
-        console.print(f"[red]error:[/red] {error}")
+    _print_footer(console, result)
 
 
 def write_json(path: str, result: dict) -> None:
@@ -310,6 +305,11 @@ def print_matrix_report(console: Console, result: dict) -> None:
     if loads:
         console.print(f"1-minute load average during the steps: {min(loads):.2f}–"
                       f"{max(loads):.2f}")
+    _print_footer(console, result)
+
+
+def _print_footer(console: Console, result: dict[str, Any]) -> None:
+    """What every report ends with: the reference figures, an interruption, the errors."""
     console.print(f"[dim]reference: {REFERENCE_NOTE}[/dim]")
     if result["interrupted"]:
         console.print("[yellow]interrupted: the figures above are what was measured "

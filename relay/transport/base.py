@@ -20,7 +20,12 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import RTP_SEQ_TS_SSRC, rtp_payload_offset
-from relay.transport.core_drain import CoreDrain, SsrcTable
+from relay.transport.core_drain import (  # (the drain bounds: webrtc_sockets uses them too)
+    MAX_PACKETS_PER_DRAIN,
+    MAX_SENDS_PER_DRAIN,
+    CoreDrain,
+    SsrcTable,
+)
 from relay.transport.probing import Prober
 from relay.transport.receive_feedback import ReceiveFeedback
 from relay.transport.rtcp_reporter import RtcpReporter, handle_rtcp
@@ -41,11 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECV_BUFFER_SIZE = 2048  # > any UDP payload we accept on a 1500-byte MTU path, + SRTP room
-MAX_PACKETS_PER_DRAIN = 256
-# Sends queued in the ring by one drain before it yields (the ring has 4096 slots by default;
-# half leaves room for other transports' batches and completions in flight; the ring submits
-# by itself when it runs out, and once per loop turn otherwise: SendRing.flush_soon).
-MAX_SENDS_PER_DRAIN = 2048
 
 _unpack_seq_ts_ssrc = RTP_SEQ_TS_SSRC.unpack_from
 
@@ -203,6 +203,39 @@ class Transport:
     def _sync_receive_core(self) -> None:
         if self.receive_core is not None:
             self.receive_core.sync()
+
+    def _drain_udp(self, sock: Any) -> None:
+        """A UDP socket's readable callback (plain and pipe transports): every datagram to
+        the subclass's `_on_datagram(n, source, now)` (the datagram in `_rbuf[:n]`), through
+        the C receive core when there is one (it takes the common RTP packet itself and hands
+        back the rest, in order), else one `recvfrom_into` each; one `flush_soon` at the end
+        (one submit per loop turn for every socket drained in it)."""
+        if self.receive_core is not None:
+            self.receive_core.drain(self._on_datagram)
+            return
+        recv = sock.recvfrom_into
+        buf = self._rbuf
+        now = time.monotonic()
+        sends = 0
+        try:
+            for _ in range(MAX_PACKETS_PER_DRAIN):
+                n, addr = recv(buf)
+                sends += self._on_datagram(n, addr, now)
+                if sends >= MAX_SENDS_PER_DRAIN:
+                    break
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: count, go on
+            self.dropped[f"recv {exc.errno}"] += 1
+        except Exception:  # a bug must cost one packet, not the transport
+            logger.exception("RTP handling failed on %s %s", self.kind_name, self.id)
+            self.dropped["internalError"] += 1
+        self._ctx.ring.flush_soon()
+
+    def _on_datagram(self, n: int, addr: Any, now: float) -> int:
+        """One datagram in `_rbuf[:n]` from `addr`; returns the sends queued (UDP
+        transports that drain with `_drain_udp`)."""
+        raise NotImplementedError
 
     # -- inbound ------------------------------------------------------------------------------
 

@@ -31,13 +31,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_PACKETS_PER_DRAIN = 256  # as the Python drain (relay.transport.base)
+# One drain's bounds, for the core's and the Python path's (`Transport._drain_udp`) alike.
+MAX_PACKETS_PER_DRAIN = 256
+# Sends queued in the ring by one drain before it yields (the ring has 4096 slots by default;
+# half leaves room for other transports' batches and completions in flight; the ring submits
+# by itself when it runs out, and once per loop turn otherwise: SendRing.flush_soon).
 MAX_SENDS_PER_DRAIN = 2048
 
 _rx_receive = receive_core.receive
 _rx_next = receive_core.next_event
 _RX_DONE = receive_core.DONE
 _RX_RAW = receive_core.RAW
+_RX_QUEUED = receive_core.QUEUED
 _RX_BATCH = receive_core.BATCH
 _BUF_SIZE = receive_core.BUF_SIZE
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
@@ -83,7 +88,8 @@ class CoreDrain:
         c.enabled = 0 if t.closed else 1
         core.set_remote(getattr(t, "_remote_match", None))
         srtp = t.srtp_recv
-        c.srtp = receive_core.srtp_pointer(srtp.srtp_t) if srtp is not None else receive_core.ffi.NULL
+        # (the session's srtp_t, as the fan-out core holds it: `SrtpSession.core.ctx`)
+        c.srtp = srtp.core.ctx if srtp is not None else receive_core.ffi.NULL
         c.srtp_required = 1 if srtp is None and t.srtp_send is not None else 0
         c.record_feedback = 1 if t.feedback.record is not None else 0
         entries = []
@@ -126,6 +132,9 @@ class CoreDrain:
                         self._record(now)
                     n = c.event_length
                     index = c.event
+                    if kind == _RX_QUEUED:  # taken; ICE-TCP consumers' buffer to write
+                        self._media_queued(core.packet(index, n))
+                        continue
                     self.handed_back += 1
                     buf[:n] = core.packet(index, n)
                     try:
@@ -145,6 +154,14 @@ class CoreDrain:
         finally:
             self._collect()
         ring.flush_soon()  # one submit per loop turn for every socket drained in it
+
+    def _media_queued(self, packet: Any) -> None:
+        """The core framed `packet` into an ICE-TCP connection's buffer that now wants
+        writing: its stream's fan-out tells the connections (as the Python path's call)."""
+        entry = self.transport.ssrc_table.get(int.from_bytes(packet[8:12], "big"))
+        if entry is not None:
+            producer, index = entry
+            producer.media_queued(index)
 
     def _record(self, now: float) -> None:
         """Congestion feedback records the arrival of the packets the core took (in arrival

@@ -16,13 +16,9 @@ to the sending router.
 from __future__ import annotations
 
 import ipaddress
-import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from relay.transport.base import (
-    MAX_PACKETS_PER_DRAIN,
-    MAX_SENDS_PER_DRAIN,
     RECV_BUFFER_SIZE,
     Transport,
 )
@@ -47,7 +43,6 @@ if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
     from relay.worker.router import Router
 
-logger = logging.getLogger(__name__)
 
 # The one suite pipe transports speak (as mediasoup): authenticated encryption, 256-bit key.
 PIPE_SRTP_CRYPTO_SUITE = "AEAD_AES_256_GCM"
@@ -156,27 +151,7 @@ class PipeTransport(Transport):
     # -- inbound (hot) ------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        if self.receive_core is not None:  # the C core, with this Python path for the rest
-            self.receive_core.drain(self._on_datagram)
-            return
-        recv = self._sock.recvfrom_into
-        buf = self._rbuf
-        now = time.monotonic()
-        sends = 0
-        try:
-            for _ in range(MAX_PACKETS_PER_DRAIN):
-                n, addr = recv(buf)
-                sends += self._on_datagram(n, addr, now)
-                if sends >= MAX_SENDS_PER_DRAIN:
-                    break
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: count, go on
-            self.dropped[f"recv {exc.errno}"] += 1
-        except Exception:  # a bug must cost one packet, not the transport
-            logger.exception("RTP handling failed on pipe transport %s", self.id)
-            self.dropped["internalError"] += 1
-        self._ctx.ring.flush_soon()  # one submit per event-loop turn
+        self._drain_udp(self._sock)
 
     def _on_datagram(self, n: int, addr: tuple, now: float) -> int:
         """One datagram in `self._rbuf[:n]` from `addr`; returns the sends queued."""

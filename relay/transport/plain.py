@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from relay.rtp.packet import (
@@ -28,7 +27,6 @@ from relay.rtp.packet import (
 )
 from relay.transport.base import (
     MAX_PACKETS_PER_DRAIN,
-    MAX_SENDS_PER_DRAIN,
     RECV_BUFFER_SIZE,
     Transport,
 )
@@ -208,28 +206,7 @@ class PlainTransport(Transport):
     # -- inbound (hot) ------------------------------------------------------------------------
 
     def _on_rtp_readable(self) -> None:
-        if self.receive_core is not None:  # the C core, with this Python path for the rest
-            self.receive_core.drain(self._on_datagram)
-            return
-        recv = self._sock.recvfrom_into
-        buf = self._rbuf
-        ring = self._ctx.ring
-        now = time.monotonic()
-        sends = 0
-        try:
-            for _ in range(MAX_PACKETS_PER_DRAIN):
-                n, addr = recv(buf)
-                sends += self._on_datagram(n, addr, now)
-                if sends >= MAX_SENDS_PER_DRAIN:
-                    break
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: count, go on
-            self.dropped[f"recv {exc.errno}"] += 1
-        except Exception:  # a bug must cost one packet, not the transport
-            logger.exception("RTP handling failed on transport %s", self.id)
-            self.dropped["internalError"] += 1
-        ring.flush_soon()  # one submit per loop turn for every socket drained in it
+        self._drain_udp(self._sock)
 
     def _on_datagram(self, n: int, addr: tuple, now: float) -> int:
         """One datagram in `self._rbuf[:n]` from `addr`; returns the sends queued."""

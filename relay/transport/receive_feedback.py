@@ -86,12 +86,6 @@ class ReceiveFeedback:
                 self.record = self._on_remb_rtp
         self._arm(0.1)
 
-    def on_rtp(self, buf: Any, n: int, ssrc: int, now: float) -> None:
-        """An inbound RTP packet, decrypted (the transport calls :attr:`record` itself)."""
-        record = self.record
-        if record is not None:
-            record(buf, n, ssrc, now)
-
     def _on_remb_rtp(self, buf: Any, n: int, ssrc: int, now: float) -> None:
         remb = self.remb
         if remb is not None:

@@ -12,7 +12,6 @@ import base64
 import binascii
 import os
 from collections import Counter
-from typing import Any
 
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
@@ -102,16 +101,11 @@ class SrtpSession:
         self.failures: Counter[str] = Counter()
         self.packets = 0
         # The C fan-out core protects with this session's srtp_t through `core` (which counts
-        # there); this object keeps the session alive while any consumer points at it.
+        # there), and the receive core unprotects with `core.ctx`; this object keeps the
+        # session alive while either points at it.
         self.core = fanout_core.new_srtp(self._srtp)
 
     # -- in place, on a caller's buffer (inbound) --------------------------------------------
-
-    @property
-    def srtp_t(self) -> Any:
-        """libsrtp's srtp_t of this session (for the C receive core; the session must
-        outlive its use there)."""
-        return self._srtp
 
     def unprotect_rtp(self, ptr, length: int) -> int:
         """Unprotect the SRTP packet at `ptr` in place; new length, or -1 (counted)."""

@@ -35,6 +35,22 @@ def _libsrtp_version() -> int:
     return int(get_version())
 
 
+def as_void_pointer(pointer: Any) -> Any:
+    """A pointer of pylibsrtp's cffi module (a libsrtp function, an srtp_t) as this
+    module's void *."""
+    from pylibsrtp._binding import ffi as srtp_ffi
+
+    return ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", pointer)))
+
+
+def libsrtp_function(name: str) -> Any:
+    """The address of libsrtp's function `name` in the library pylibsrtp carries."""
+    from pylibsrtp._binding import ffi as srtp_ffi
+    from pylibsrtp._binding import lib as srtp_lib
+
+    return as_void_pointer(srtp_ffi.addressof(srtp_lib, name))
+
+
 def _enable() -> tuple[bool, str]:
     if os.environ.get("RELAY_FANOUT_CORE", "1") == "0":
         return False, "RELAY_FANOUT_CORE=0"
@@ -45,11 +61,7 @@ def _enable() -> tuple[bool, str]:
     if version >> 24 != LIBSRTP_MAJOR:
         return False, (f"pylibsrtp carries libsrtp {version >> 24}.{(version >> 16) & 0xFF}; "
                        f"the fan-out core calls libsrtp {LIBSRTP_MAJOR}.x")
-    from pylibsrtp._binding import ffi as srtp_ffi
-    from pylibsrtp._binding import lib as srtp_lib
-
-    protect = srtp_ffi.addressof(srtp_lib, "srtp_protect")
-    lib.fc_set_protect(ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", protect))))
+    lib.fc_set_protect(libsrtp_function("srtp_protect"))
     return True, f"libsrtp {version >> 24}.{(version >> 16) & 0xFF}.{(version >> 8) & 0xFF}"
 
 
@@ -76,9 +88,7 @@ def new_srtp(srtp_t: Any) -> Any:
     """A `struct fc_srtp *` for libsrtp session `srtp_t` (a pylibsrtp cffi pointer). The
     caller keeps the session alive as long as this is in any table."""
     s = ffi.new("struct fc_srtp *")
-    from pylibsrtp._binding import ffi as srtp_ffi
-
-    s.ctx = ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", srtp_t)))
+    s.ctx = as_void_pointer(srtp_t)
     return s
 
 

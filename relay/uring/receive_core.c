@@ -426,10 +426,10 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
             s->malformed_extensions++;
             sends -= FC_MALFORMED;
         }
-        /* Streams with ICE-TCP consumers stay on Python (the producer's fast flag), which
-         * tells their connections; the bit is never a count. */
-        sends &= ~FC_STREAM_QUEUED;
-        t->sends += sends;
+        int queued = sends & FC_STREAM_QUEUED;
+        t->sends += sends & ~FC_STREAM_QUEUED;
+        if (queued)
+            return RX_QUEUED;
     }
     return RX_DONE;
 }

@@ -26,6 +26,9 @@
 #define RX_DONE 0
 #define RX_RAW 1
 #define RX_ROUTE 2
+/* taken whole, and fc_fan_out said an ICE-TCP connection's buffer of the stream's consumers
+ * wants writing (FC_STREAM_QUEUED): Python tells the connection, then goes on */
+#define RX_QUEUED 3
 
 /* A retransmission store (relay.rtp.nack_buffer.NackBuffer's rules, fixed-size slots). */
 struct rx_store {
@@ -133,8 +136,8 @@ void rx_batch_free(void *batch);
 int rx_receive(struct rx_transport *t);
 
 /* Take the batch's datagrams from t->next on, until one needs Python (RX_RAW or RX_ROUTE:
- * t->event is its index, t->event_length its length, rx_packet() its bytes) or none is
- * left (RX_DONE). */
+ * t->event is its index, t->event_length its length, rx_packet() its bytes; or RX_QUEUED,
+ * the same for a packet taken) or none is left (RX_DONE). */
 int rx_next(struct rx_transport *t, double now);
 
 unsigned char *rx_packet(struct rx_transport *t, unsigned index);

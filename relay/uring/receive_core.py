@@ -25,9 +25,10 @@ BUF_SIZE = lib.RX_BUF_SIZE
 DONE = lib.RX_DONE
 RAW = lib.RX_RAW
 ROUTE = lib.RX_ROUTE
+QUEUED = lib.RX_QUEUED
 
 receive = lib.rx_receive  # (transport) -> count or -errno
-next_event = lib.rx_next  # (transport, now) -> DONE | RAW | ROUTE
+next_event = lib.rx_next  # (transport, now) -> DONE | RAW | ROUTE | QUEUED
 
 
 def _enable() -> tuple[bool, str]:
@@ -35,23 +36,12 @@ def _enable() -> tuple[bool, str]:
         return False, "RELAY_RECEIVE_CORE=0"
     if not fanout_core.ENABLED:
         return False, f"the fan-out core is off ({fanout_core.REASON})"
-    from pylibsrtp._binding import ffi as srtp_ffi
-    from pylibsrtp._binding import lib as srtp_lib
-
-    unprotect = srtp_ffi.addressof(srtp_lib, "srtp_unprotect")
-    lib.rx_set_unprotect(ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", unprotect))))
+    lib.rx_set_unprotect(fanout_core.libsrtp_function("srtp_unprotect"))
     return True, fanout_core.REASON
 
 
 # Decided once per process, at import (start-up).
 ENABLED, REASON = _enable()
-
-
-def srtp_pointer(srtp_t: Any) -> Any:
-    """libsrtp's srtp_t (a pylibsrtp cffi pointer) as the core's void *."""
-    from pylibsrtp._binding import ffi as srtp_ffi
-
-    return ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", srtp_t)))
 
 
 class TransportCore:

@@ -93,9 +93,13 @@ class CoreFanout:
                 sends -= _MALFORMED
             if sends >= _STREAM_QUEUED:
                 sends -= _STREAM_QUEUED
-                for connection in self.connections:
-                    connection.media_queued()
+                self.media_queued()
         return sends
+
+    def media_queued(self) -> None:
+        """The core framed into an ICE-TCP connection's buffer that wants writing."""
+        for connection in self.connections:
+            connection.media_queued()
 
 
 def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:

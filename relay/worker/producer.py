@@ -289,9 +289,8 @@ class Producer:
         after every change of the fan-out groups, pause, observers or close). It takes a
         stream's packets whole only when nothing per packet needs Python: no consumer on
         the Python fan-out, no VP8 temporal-layer parsing, no audio-level observer, a key
-        frame detector it has (VP8) or none, not paused, no ICE-TCP consumer (the core's
-        FC_STREAM_QUEUED must reach the connection, which Python's fan-out call does); the
-        rest of the time, and for every rare packet, it hands the packet to `receive`."""
+        frame detector it has (VP8) or none, not paused; the rest of the time, and for
+        every rare packet, it hands the packet to `receive`."""
         if self.rx is None:
             return
         null = fanout_core.ffi.NULL
@@ -302,28 +301,24 @@ class Producer:
             c.fast = int(not self.closed and not self.paused and not self._fanout[index]
                          and not self._tid_parse[index]
                          and not (self.level_observers and self._audio_level_id)
-                         and self.receivers[index].takes_all
-                         and not (core is not None and core.connections))
+                         and self.receivers[index].takes_all)
+
+    def media_queued(self, index: int) -> None:
+        """The C receive core took a packet of stream `index` and the fan-out core framed
+        it into an ICE-TCP connection's buffer that wants writing (`FC_STREAM_QUEUED`)."""
+        core = self._core[index]
+        if core is not None:
+            core.media_queued()
 
     @property
     def packets_received(self) -> int:
         rx = self.rx
         return self._packets_received + (sum(c.packets for c in rx) if rx else 0)
 
-    @packets_received.setter
-    def packets_received(self, value: int) -> None:
-        rx = self.rx
-        self._packets_received = value - (sum(c.packets for c in rx) if rx else 0)
-
     @property
     def bytes_received(self) -> int:
         rx = self.rx
         return self._bytes_received + (sum(c.bytes for c in rx) if rx else 0)
-
-    @bytes_received.setter
-    def bytes_received(self, value: int) -> None:
-        rx = self.rx
-        self._bytes_received = value - (sum(c.bytes for c in rx) if rx else 0)
 
     def request_key_frame(self) -> None:
         """A key frame from the sender (coalesced: one request in flight, see

@@ -165,31 +165,11 @@ class CoreStreamReceiver(StreamReceiver):
         if nack:
             self.nack = CoreNackGenerator(c, keyframe_on_unrecoverable=kind == "video")
 
-    # The VP8 temporal-layer accounting (StreamReceiver.on_packet) lives in the C struct,
-    # which the core updates for the packets it takes.
-    @property  # type: ignore[override]
-    def _frame_ts(self) -> int:
-        return self._c.frame_ts
-
-    @_frame_ts.setter
-    def _frame_ts(self, value: int) -> None:
-        self._c.frame_ts = value
-
-    @property  # type: ignore[override]
-    def _frame_tid(self) -> int:
-        return self._c.frame_tid
-
-    @_frame_tid.setter
-    def _frame_tid(self, value: int) -> None:
-        self._c.frame_tid = value
-
-    @property  # type: ignore[override]
-    def _tid_bytes(self) -> Any:
-        return self._c.tid_bytes  # a C array: indexing and += work as on the list
-
-    @_tid_bytes.setter
-    def _tid_bytes(self, value: list[int]) -> None:
-        self._c.tid_bytes = value
+    # The VP8 temporal-layer accounting (StreamReceiver.on_packet), which the core keeps
+    # for the packets it takes (tid_bytes: a C array; indexing and += work as on the list).
+    _frame_ts = _field("frame_ts")
+    _frame_tid = _field("frame_tid")
+    _tid_bytes = _field("tid_bytes")
 
     @property
     def takes_all(self) -> bool:

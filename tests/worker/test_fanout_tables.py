@@ -186,18 +186,21 @@ def test_a_route_moving_to_ice_tcp_stays_in_the_core_framed_on_the_connection(ru
             assert producer._core[0].connections == (conn,)
             assert producer._core[0].table.groups[0].consumers[0].stream == \
                 conn.media_buffer.c
-            for seq in range(1, 6):
-                sender.send(rtp(seq, seq * 960), tp["tuple"])
-            await media.wait_for(lambda: producer.packets_received == 5)
-            await media.settle()
             decoder = FrameDecoder()
             frames = []
-            while len(frames) < 5:
-                await media.wait_for(lambda: _readable(peer))
-                frames += decoder.feed(peer.recv(65536))
+            for seq in range(1, 6):  # one at a time: each must be written on its own
+                sender.send(rtp(seq, seq * 960), tp["tuple"])
+                while len(frames) < seq:
+                    await media.wait_for(lambda: _readable(peer))
+                    frames += decoder.feed(peer.recv(65536))
+            await media.settle()
             assert [struct.unpack_from("!HI", f, 2)[0] for f in frames] == [1, 2, 3, 4, 5]
             assert {struct.unpack_from("!I", f, 8)[0] for f in frames} == {consumer.ssrc}
             assert consumer.packets_sent == 5 and not len(conn.media_buffer)
+            # the producer's transport drained them through the C receive core, which told
+            # the connection to write (RX_QUEUED), as the Python fan-out call does
+            core = media.ctx.handlers["tp"].receive_core
+            assert core is not None and core.packets_taken >= 3, core and core.stats()
         finally:
             conn.close()
             peer.close()
