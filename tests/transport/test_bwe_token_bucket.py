@@ -62,3 +62,31 @@ def test_the_estimate_climbs_once_the_bucket_is_lifted() -> None:
     assert top_at is not None and top_at - 20.0 <= 6.0  # the next periodic probe (every 5 s) finds the room
     assert all(m == LAYERS[-1] for t, m in zip(trace.times, trace.media_rates, strict=True)
                if t >= top_at)
+
+
+# Chrome's fake camera behind the browser downlink test's bucket (350 kbit/s, 4.5 kB), from an
+# estimate a loss episode left far under the path (the browser test saw 90-110 kbit/s).
+@pytest.mark.parametrize("initial", [60_000, 100_000, 150_000])
+@pytest.mark.parametrize("burst", [BURST, 9000])
+def test_a_round_from_a_low_estimate_does_not_climb_past_the_bucket(initial: int,
+                                                                   burst: int) -> None:
+    """Clusters of a round were sized from the estimate it started at: behind a bucket
+    refilled between them each passed whole, and further probes at twice each result took the
+    estimate from 110 kbit/s to 1.4 Mbit/s in one round (a browser run moved the limited
+    watcher to its top layer and froze it). Further clusters are sized from the round's held
+    result, the rate the path just carried."""
+    capacity = 350_000
+    layers = [200_000, 430_000, 850_000]  # r0, r1, r2 with audio
+    est = SendSideEstimator(initial, 30_000, 20_000_000)
+    link = Link(lambda t: capacity, delay=0.005, burst=burst, max_queue_delay=0.15)
+    sim = Simulation(est, link, demand_bps=layers[-1], layers=layers,
+                     probe_packet_size=PROBE_PACKET)
+    trace = sim.run(40.0)
+    peak = max(trace.targets)
+    top = [round(t, 1) for t, m in zip(trace.times, trace.media_rates, strict=True)
+           if m == layers[-1]]
+    print(f"\nfrom {initial / 1e3:.0f} kbit/s, bucket {burst} B: peak {peak / 1e3:.0f} kbit/s, "
+          f"{trace.clusters} clusters; top layer at {top}")
+    assert trace.clusters >= 5
+    assert peak <= 2.0 * capacity
+    assert not top
