@@ -185,8 +185,12 @@ int lt_generate(struct lt_stream *streams, int n, int64_t t0_ns, int64_t now_ns,
             }
             continue;
         }
-        /* video: frame k holds packets floor(k*r/fps) .. floor((k+1)*r/fps), sent as a burst */
-        int64_t frames_due = (int64_t)(elapsed * fps) + 1;
+        /* video: frame j holds packets floor(j*r/fps) .. floor((j+1)*r/fps), sent as a burst.
+         * Stream k's frames start k/n of a frame interval early: publishers are not in step,
+         * and n streams' frames sent at the same instant queue each other's fan-out (10
+         * streams at 1 -> 10: 3,700 sends in one burst, 8-11 ms of added latency at half
+         * the best rate, none of it the worker's per-packet cost). */
+        int64_t frames_due = (int64_t)(elapsed * fps + (double)k / n) + 1;
         int budget = MAX_PACKETS_PER_CALL;
         while (s->frames < frames_due && budget > 0) {
             int64_t a = (int64_t)((double)s->frames * rate_per_stream / fps);
