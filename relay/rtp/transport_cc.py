@@ -45,9 +45,11 @@ the RTCP P bit (as current libwebrtc does).
 from __future__ import annotations
 
 import struct
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
-from operator import add, eq, floordiv, itemgetter, mul, sub
+from operator import add, floordiv, itemgetter, mul, sub
 from typing import Any, NamedTuple
 
 from relay.rtp.rtcp import RtcpParseError
@@ -90,6 +92,8 @@ FEEDBACK_SHARE = 0.05
 _REPORT_BITS = (20 + 8 + 10 + 30) * 8
 
 _NOT_RECEIVED_TIME = -1.0  # a table slot with no arrival (arrival times are >= 0)
+_CULL_BLOCK = 256
+_CLEARED = array("d", [_NOT_RECEIVED_TIME]) * _CULL_BLOCK
 
 _U16_U16 = struct.Struct("!HH")
 _FEEDBACK_HEADER = struct.Struct("!BBHIIHHI")  # ... base, count, reference << 8 | fb count
@@ -359,6 +363,25 @@ def _status_runs(received: bytes, leading: int) -> list[tuple[int, int]]:
     return runs
 
 
+def small_deltas(arrivals: array, reference: int) -> bytearray | None:
+    """The receive deltas of ``arrivals`` (seconds, in order of their numbers) from the
+    reference time ``reference`` (64 ms units), each one byte of 250 µs ticks; None when one
+    is not a small delta (negative or above 63.75 ms). The bulk encoder's loop: the
+    worker gives `TransportCcReceiver` the C one (relay/uring/transport_cc_core.c), and the
+    tests compare the two."""
+    us = list(map(round, map(mul, arrivals, repeat(1e6))))
+    # In 250 µs ticks, rounded half up: the differences of the rounded times are the
+    # rounded differences the arrival-by-arrival encoder gives.
+    ticks = list(map(floordiv, map(add, us, repeat(DELTA_TICK_US // 2)),
+                     repeat(DELTA_TICK_US)))
+    previous = ticks[:-1]
+    previous.insert(0, reference * (REFERENCE_TICK_US // DELTA_TICK_US))
+    deltas = list(map(sub, ticks, previous))
+    if min(deltas) < 0 or max(deltas) > 0xFF:
+        return None
+    return bytearray(deltas)
+
+
 # --- receiver -------------------------------------------------------------------------------
 
 
@@ -379,6 +402,7 @@ class TransportCcReceiver:
         back_window: float = BACK_WINDOW,
         max_leading_missing: int = MAX_LEADING_MISSING,
         ext_id: int = 0,
+        deltas: Callable[[array, int], bytearray | None] = small_deltas,
     ) -> None:
         if max_span & (max_span - 1) or not 16 <= max_span <= _MAX_MAX_SPAN:
             raise ValueError("max_span must be a power of two in 16 .. 32768")
@@ -387,7 +411,7 @@ class TransportCcReceiver:
         capacity = min(_MIN_CAPACITY, max_span)
         # Ring of arrival times indexed by unwrapped seq & mask; every slot outside
         # [begin, end) holds _NOT_RECEIVED_TIME, so extending the window needs no clearing.
-        self._times = [_NOT_RECEIVED_TIME] * capacity
+        self._times = array("d", [_NOT_RECEIVED_TIME]) * capacity  # C may write it
         self._mask = capacity - 1
         self._capacity = capacity
         self._max_span = max_span
@@ -417,6 +441,7 @@ class TransportCcReceiver:
         self._offset = 0  # of the element's value
         self._fast_limit = -1
         self._fast_base = 0
+        self._small_deltas = deltas
 
     @property
     def packets(self) -> int:
@@ -472,6 +497,22 @@ class TransportCcReceiver:
             self._layout_words = words
             self._offset = positions[-1] + 1
         self.on_packet(read, arrival, ssrc)
+
+    def lend(self) -> tuple[array, int, int, int] | None:
+        """The table for a recorder outside (the C receive core) while the fast path is
+        armed: (times, mask, end, limit). It may store the arrival of number ``end`` (its
+        low 16 bits) at ``times[end & mask]`` and go on with end + 1 while end < limit, as
+        on_rtp's fast path does, then gives the new end back (:meth:`take_back`) before
+        anything else is recorded here. None: on_rtp must see every packet now."""
+        if self._fast_limit < 0:
+            return None
+        return self._times, self._mask, self._end, self._fast_limit
+
+    def take_back(self, end: int, media_ssrc: int) -> None:
+        """The lent table's new end (and the SSRC of the last packet recorded there)."""
+        if self._fast_limit >= 0 and self._end <= end <= self._fast_limit:
+            self._end = end
+            self.media_ssrc = media_ssrc
 
     def _leave_fast(self) -> None:
         """Make _last and _packets exact again (before anything but the fast path)."""
@@ -536,9 +577,19 @@ class TransportCcReceiver:
         stop = min(seq, self._end)
         limit = arrival - self._back_window
         if begin < stop and times[begin & mask] <= limit:
-            while begin < stop and times[begin & mask] <= limit:
-                times[begin & mask] = _NOT_RECEIVED_TIME
-                begin += 1
+            # in blocks (at 25,000 pkt/s a cull drops over a thousand): each block whose
+            # every slot is old goes whole; in the first that is not, up to its first new one
+            while begin < stop:
+                lo = begin & mask
+                n = min(stop - begin, self._capacity - lo, _CULL_BLOCK)
+                block = times[lo:lo + n]
+                if max(block) > limit:
+                    n = next(i for i, t in enumerate(block) if t > limit)
+                    times[lo:lo + n] = _CLEARED[:n]
+                    begin += n
+                    break
+                times[lo:lo + n] = _CLEARED[:n]
+                begin += n
             self._begin = self._floor = begin
 
     def _add(self, seq: int, arrival: float) -> bool:
@@ -607,7 +658,7 @@ class TransportCcReceiver:
         while capacity < needed:
             capacity *= 2
         old, old_mask = self._times, self._mask
-        new = [_NOT_RECEIVED_TIME] * capacity
+        new = array("d", [_NOT_RECEIVED_TIME]) * capacity
         mask = capacity - 1
         for seq in range(self._begin, self._end):
             new[seq & mask] = old[seq & old_mask]
@@ -663,7 +714,10 @@ class TransportCcReceiver:
                 seq += 1
                 continue
             d = round(arrival * 1_000_000) - last_us
-            ticks = (d + 125) // 250 if d >= 0 else -((125 - d) // 250)  # half away from 0
+            # rounded half up (libwebrtc rounds half away from zero; the two differ only on
+            # negative ties, the usual one two arrivals in one microsecond, as a recvmmsg
+            # batch's are: half up keeps that a small delta of 0, as the bulk encoder has it)
+            ticks = (d + DELTA_TICK_US // 2) // DELTA_TICK_US
             if 0 <= ticks <= 0xFF:
                 if len(deltas) + 1 > max_deltas:
                     break
@@ -703,9 +757,11 @@ class TransportCcReceiver:
     def _build_whole(self, sender_ssrc: int, limit: int, base: int, seq: int,
                      reference: int) -> bytes | None:
         """The usual case in bulk: one packet reports everything from ``base`` (``seq``
-        is the first arrival) to the end, every delta a small one. None when that does not
-        hold (a large or negative delta, a 125 µs tie that rounds the other way, too many
-        for one packet); then the packet is built arrival by arrival. Same bytes either way
+        is the first arrival) to the end, every delta a small one; or, with no loss, the
+        first arrivals as many as one packet holds (at high rates a feedback interval holds
+        more than one packet's worth). None when that does not hold (a large or negative
+        delta, loss and too many for one packet);
+        then the packet is built arrival by arrival. Same bytes either way
         (tests/rtp/test_transport_cc.py compares them); per arrival this runs in C (map,
         bytes), about a tenth of the arrival-by-arrival cost."""
         end = self._end
@@ -717,33 +773,41 @@ class TransportCcReceiver:
         if window[-1] < 0.0:
             return None
         lossless = window[0] >= 0.0 and min(window) >= 0.0
-        arrivals = window if lossless else list(filter(_RECEIVED, window))
+        max_deltas = limit - HEADER_SIZE - 2
+        if lossless and len(window) > max_deltas:
+            # the arrivals the general path's first pass takes (all small deltas, checked
+            # below); its second pass then keeps the most that fit with their chunks
+            window = window[:max_deltas]
+            end = seq + max_deltas
+        arrivals = window if lossless else array("d", filter(_RECEIVED, window))
         if HEADER_SIZE + 2 + len(arrivals) > limit:
             return None
-        us = list(map(round, map(mul, arrivals, repeat(1e6))))
-        # In 250 µs ticks, rounded half up: each delta as the arrival-by-arrival encoder
-        # gives it while it is not negative (its rounding is half away from zero).
-        ticks = list(map(floordiv, map(add, us, repeat(DELTA_TICK_US // 2)),
-                         repeat(DELTA_TICK_US)))
-        previous = ticks[:-1]
-        previous.insert(0, reference * (REFERENCE_TICK_US // DELTA_TICK_US))
-        deltas = list(map(sub, ticks, previous))
-        if min(deltas) < 0 or max(deltas) > 0xFF:
+        deltas = self._small_deltas(arrivals, reference)
+        if deltas is None:
             return None
-        if 0 in deltas and any(map(eq, map(add, us, repeat(DELTA_TICK_US // 2)),
-                                   map(mul, previous, repeat(DELTA_TICK_US)))):
-            return None  # 125 µs before the previous tick: -0.5 rounds away from zero
         leading = seq - base
         if lossless:
-            runs = [(NOT_RECEIVED, leading), (SMALL_DELTA, len(window))] if leading else \
-                [(SMALL_DELTA, len(window))]
+            # the most arrivals that fit with their chunks (the general path's binary search
+            # finds the same: the size only grows with the count); a leading missing run
+            # costs a chunk or two, so a few steps down at most
+            count = len(window)
+            for _ in range(8):
+                runs = [(NOT_RECEIVED, leading), (SMALL_DELTA, count)] if leading else \
+                    [(SMALL_DELTA, count)]
+                chunks = encode_chunks(runs)
+                if HEADER_SIZE + 2 * len(chunks) + count <= limit:
+                    break
+                count -= 1
+            else:
+                return None
+            end = seq + count
+            del deltas[count:]
         else:
-            runs = _status_runs(bytes(map(_RECEIVED, window)), leading)
-        chunks = encode_chunks(runs)
-        if HEADER_SIZE + 2 * len(chunks) + len(deltas) > limit:
-            return None
+            chunks = encode_chunks(_status_runs(bytes(map(_RECEIVED, window)), leading))
+            if HEADER_SIZE + 2 * len(chunks) + len(deltas) > limit:
+                return None
         self._report_from = end
-        return self._packet(sender_ssrc, base, end - base, reference, chunks, bytes(deltas))
+        return self._packet(sender_ssrc, base, end - base, reference, chunks, deltas)
 
     def _packet(self, sender_ssrc: int, base: int, count: int, reference: int,
                 chunks: list[int], deltas: bytes | bytearray) -> bytes:

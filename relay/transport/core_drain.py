@@ -27,6 +27,7 @@ from relay.transport.srtp_session import failure_reason
 from relay.uring import receive_core
 
 if TYPE_CHECKING:
+    from relay.rtp.transport_cc import TransportCcReceiver
     from relay.transport.base import Transport
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class SsrcTable(dict):
 class CoreDrain:
     """One transport socket's receive core (see the module doc)."""
 
-    __slots__ = ("transport", "core", "packets_taken", "handed_back")
+    __slots__ = ("transport", "core", "packets_taken", "handed_back", "tcc_recorded", "_times",
+                 "_times_c")
 
     def __init__(self, transport: Transport, fd: int) -> None:
         self.transport = transport
@@ -78,6 +80,9 @@ class CoreDrain:
                                                transport.max_rtp_size)
         self.packets_taken = 0  # RTP packets the core took whole
         self.handed_back = 0  # datagrams it handed to the Python path
+        self.tcc_recorded = 0  # transport-cc arrivals it recorded itself
+        self._times: Any = None  # the transport-cc table the core writes (and its pointer)
+        self._times_c: Any = None
 
     def sync(self) -> None:
         """Write what the C core reads of the transport (control path: remote, SRTP,
@@ -92,6 +97,8 @@ class CoreDrain:
         c.srtp = srtp.core.ctx if srtp is not None else receive_core.ffi.NULL
         c.srtp_required = 1 if srtp is None and t.srtp_send is not None else 0
         c.record_feedback = 1 if t.feedback.record is not None else 0
+        c.tcc.ext_id = t.feedback.tcc_ext_id
+        c.tcc.limit = -1  # lent at each drain
         entries = []
         for ssrc, (producer, index) in t.ssrc_table.items():
             rx = getattr(producer, "rx", None)
@@ -104,7 +111,8 @@ class CoreDrain:
         self.core.set_table([])
 
     def stats(self) -> dict[str, int]:
-        return {"packetsTaken": self.packets_taken, "handedToPython": self.handed_back}
+        return {"packetsTaken": self.packets_taken, "handedToPython": self.handed_back,
+                "transportCcRecorded": self.tcc_recorded}
 
     def drain(self, on_datagram: Callable[[int, Any, float], int]) -> None:
         """Drain the socket: recvmmsg batches through the core; each datagram it hands back
@@ -117,6 +125,7 @@ class CoreDrain:
         c.ring = ring.core  # (NULL once the ring is closed: nothing is sent)
         buf = t._rbuf
         view = t._rview
+        tcc = t.feedback.tcc if c.record_feedback else None
         now = time.monotonic()
         sends = packets = 0
         try:
@@ -127,9 +136,18 @@ class CoreDrain:
                         t.dropped[f"recv {-count}"] += 1
                     break
                 packets += count
-                while (kind := _rx_next(c, now)) != _RX_DONE:
+                while True:
+                    if tcc is not None:
+                        self._lend(tcc)
+                    kind = _rx_next(c, now)
+                    if tcc is not None and c.tcc.recorded:
+                        self.tcc_recorded += c.tcc.recorded
+                        c.tcc.recorded = 0
+                        tcc.take_back(c.tcc.end, c.tcc.media_ssrc)
                     if c.record_count:  # first the feedback records of packets before it
                         self._record(now)
+                    if kind == _RX_DONE:
+                        break
                     n = c.event_length
                     index = c.event
                     if kind == _RX_QUEUED:  # taken; ICE-TCP consumers' buffer to write
@@ -145,8 +163,6 @@ class CoreDrain:
                     except Exception:  # a bug must cost one packet, not the transport
                         logger.exception("RTP handling failed on transport %s", t.id)
                         t.dropped["internalError"] += 1
-                if c.record_count:
-                    self._record(now)
                 sends += c.sends
                 c.sends = 0
                 if count < _RX_BATCH:
@@ -162,6 +178,19 @@ class CoreDrain:
         if entry is not None:
             producer, index = entry
             producer.media_queued(index)
+
+    def _lend(self, tcc: TransportCcReceiver) -> None:
+        """Let the core record in-order transport-cc arrivals into the receiver's table
+        while the receiver lends it (taken back after each `next_event`)."""
+        w = self.core.c.tcc
+        lent = tcc.lend()
+        if lent is None:
+            w.limit = -1
+            return
+        times, w.mask, w.end, w.limit = lent
+        if times is not self._times:  # a new table (the receiver grew it)
+            self._times = times
+            w.times = self._times_c = receive_core.ffi.from_buffer("double[]", times)
 
     def _record(self, now: float) -> None:
         """Congestion feedback records the arrival of the packets the core took (in arrival

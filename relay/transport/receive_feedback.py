@@ -28,6 +28,7 @@ from relay.rtp.transport_cc import (
     TransportCcReceiver,
     feedback_interval,
 )
+from relay.uring import transport_cc_core
 
 CAP_REMB_INTERVAL = 1.0  # seconds between REMBs carrying the cap next to transport-cc
 
@@ -76,7 +77,8 @@ class ReceiveFeedback:
         if TRANSPORT_CC_URI in by_uri and _negotiated(codecs, "transport-cc"):
             if self.tcc is None:
                 self.tcc_ext_id = by_uri[TRANSPORT_CC_URI]
-                self.tcc = TransportCcReceiver(ext_id=self.tcc_ext_id)
+                self.tcc = TransportCcReceiver(ext_id=self.tcc_ext_id,
+                                               deltas=transport_cc_core.small_deltas)
                 self.record = self.tcc.on_rtp  # read and record in one call
                 self.remb = None  # one estimate per sender: the transport-wide one
         elif self.tcc is None and ABS_SEND_TIME_URI in by_uri and _negotiated(codecs, "goog-remb"):

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fanout_core.h"
+#include "transport_cc_core.h"
 
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
@@ -72,47 +73,6 @@ static int rewrite_extension_ids(unsigned char *buf, unsigned start, unsigned en
         }
     }
     return 1;
-}
-
-/* Offset of the value of element ext_id (at least 2 bytes) in buf[start:end], or -1; as
- * relay.rtp.transport_cc.extension_value_offset. */
-static int extension_value_offset(const unsigned char *buf, unsigned start, unsigned end,
-                                  unsigned profile, unsigned ext_id)
-{
-    unsigned i = start;
-
-    if (profile == 0xBEDE) {
-        while (i < end) {
-            unsigned b = buf[i];
-            if (b == 0) {
-                i++;
-                continue;
-            }
-            if (b >> 4 == 15)
-                return -1;
-            unsigned size = (b & 0x0F) + 1;
-            if (b >> 4 == ext_id)
-                return size >= 2 && i + 1 + size <= end ? (int)(i + 1) : -1;
-            i += 1 + size;
-        }
-        return -1;
-    }
-    if ((profile & 0xFFF0) == 0x1000) {
-        while (i < end) {
-            unsigned id = buf[i];
-            if (id == 0) {
-                i++;
-                continue;
-            }
-            if (i + 2 > end)
-                return -1;
-            unsigned size = buf[i + 1];
-            if (id == ext_id)
-                return size >= 2 && i + 2 + size <= end ? (int)(i + 2) : -1;
-            i += 2 + size;
-        }
-    }
-    return -1;
 }
 
 static inline void put16(unsigned char *p, unsigned v)
@@ -198,7 +158,7 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
             if (!rewrite_extension_ids(out, ext_start, ext_end, profile, grp->ext_table))
                 return sends | streamed | FC_MALFORMED;
             if (grp->tcc_id)
-                tcc_offset = extension_value_offset(out, ext_start, ext_end, profile,
+                tcc_offset = tcc_extension_value_offset(out, ext_start, ext_end, profile,
                                                     (unsigned)grp->tcc_id);
         }
         for (unsigned k = 0; k < grp->nconsumers; k++) {

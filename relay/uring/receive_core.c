@@ -396,7 +396,8 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     /* taken: the state changes Python's path would make, in its order */
     t->rtp_packets++;
     t->rtp_bytes += n;
-    if (t->record_feedback && t->record_count < RX_BATCH) {
+    if (t->record_feedback && !tcc_record(&t->tcc, p, n, ssrc, now)
+        && t->record_count < RX_BATCH) {
         t->record_index[t->record_count] = i;
         t->record_length[t->record_count] = n;
         t->record_ssrc[t->record_count] = ssrc;

@@ -17,6 +17,7 @@
 #define RELAY_RECEIVE_CORE_H
 
 #include "fanout_core.h"
+#include "transport_cc_core.h"
 
 #define RX_BATCH 32
 #define RX_BUF_SIZE 2048
@@ -101,7 +102,9 @@ struct rx_transport {
     int srtp_required;            /* SRTP on but no key yet: to Python */
     unsigned max_rtp_size;
     int record_feedback;          /* congestion feedback records every packet (Python's
-                                   * record() is called on the ones listed below) */
+                                   * record() is called on the ones listed below, those
+                                   * tcc did not record) */
+    struct tcc_window tcc;        /* the transport-cc receiver's table while it lends it */
     struct rx_entry table[RX_TABLE_SIZE];
     /* counters Python adds to its own after each drain, then zeroes */
     unsigned long long rtp_packets;

@@ -640,6 +640,30 @@ def test_bulk_feedback_is_byte_for_byte_the_general_one(seed):
     assert took_bulk > 10
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_bulk_feedback_of_more_than_one_packet_is_byte_for_byte_the_general_one(seed):
+    """High rates without loss: a feedback interval holds more arrivals than one packet
+    (at 25,000 pkt/s, 50 ms is 1,250); the bulk encoder fills each packet with the first
+    arrivals that fit, as the general one does, a leading missing run included."""
+    rng = random.Random(100 + seed)
+    fast, slow = TransportCcReceiver(), _slow_receiver()
+    seq, t, took_bulk = 65000, 5.0, 0
+    for _ in range(30):
+        if rng.random() < 0.4:
+            seq += rng.choice((1, 2, 13, 300, 9000))  # lost just after the last feedback
+        for _ in range(rng.choice((900, 1177, 1178, 1179, 1250, 2600, 9000))):
+            t += rng.choice((0.00004, 0.000125, 0.0002))
+            fast.on_packet(seq & 0xFFFF, t, MEDIA)
+            slow.on_packet(seq & 0xFFFF, t, MEDIA)
+            seq += 1
+        before = fast.feedback_packets
+        size = rng.choice((1200, 1200, 200, 64))
+        out = fast.build_feedback(SENDER, size)
+        assert out == slow.build_feedback(SENDER, size)
+        took_bulk += len(out) > 1 and fast.feedback_packets == before + len(out)
+    assert took_bulk > 10
+
+
 def _chrome_packet(seq: int, wide: int | None, layout: int) -> bytearray:
     """Chrome-like one-byte extensions in a few layouts: abs-send-time first (the usual),
     audio level first, transport-cc first, with padding bytes, a two-byte form, the

@@ -331,6 +331,8 @@ def test_core_matches_python_path(run_media, monkeypatch, kind, srtp, quality, t
         assert stats["keyFrames"] == 3
     if tcc:  # every packet's arrival recorded (the late, duplicate and stranger's aside)
         assert c["feedback"][0]["transportCc"]["packets"] > 100 and c["feedback"][1]
+        # most of them by the core itself, into the receiver's table
+        assert c["taken"]["transportCcRecorded"] > c["feedback"][0]["transportCc"]["packets"] // 2
 
 
 def test_srtp_failures_and_unknown_ssrc_counted_in_core(run_media):
