@@ -585,7 +585,9 @@ class TransportCcReceiver:
                 block = times[lo:lo + n]
                 if max(block) > limit:
                     n = next(i for i, t in enumerate(block) if t > limit)
-                    times[lo:lo + n] = _CLEARED[:n]
+                    if n:  # (an empty slice assignment counts as a resize, which C's hold on
+                        # the table forbids)
+                        times[lo:lo + n] = _CLEARED[:n]
                     begin += n
                     break
                 times[lo:lo + n] = _CLEARED[:n]

@@ -207,7 +207,11 @@ class CoreDrain:
         for k in range(count):
             start = indexes[k] * _BUF_SIZE
             n = lengths[k]
-            record(batch[start:start + n], n, ssrcs[k], now)
+            try:
+                record(batch[start:start + n], n, ssrcs[k], now)
+            except Exception:  # a bug must cost one record, not the rest of the batch
+                logger.exception("feedback record failed on transport %s", self.transport.id)
+                self.transport.dropped["internalError"] += 1
 
     def _collect(self) -> None:
         """Add what the C core counted since the last drain to the transport's counters."""

@@ -121,3 +121,32 @@ def test_record_never_reads_past_the_packet():
             recorded = win.w.recorded == 1
             assert handled == 1
             assert recorded == (read_transport_seq(buf, cut, 5) == 3), (two_byte, cut)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_table_is_never_resized_while_the_core_holds_it(seed):
+    """The receive core holds a pointer to the receiver's table (the array is exported):
+    every operation on it (culls, gaps, late packets, growth, feedback) must keep it
+    whole, and record what a receiver nobody holds records. (A cull that stopped at the
+    start of a block assigned an empty slice, which the array counts as a resize: the
+    matrix's worker raised on it thousands of times.)"""
+    rng = random.Random(seed)
+    held, free = TransportCcReceiver(), TransportCcReceiver()
+    seq, t = rng.randrange(65536), 1.0
+    for _ in range(20000):
+        export = ffi.from_buffer("double[]", held._times)
+        t += rng.choice((0.0, 0.0001, 0.001, 0.01, 0.3))
+        s = seq
+        r = rng.random()
+        if r < 0.01:
+            s -= rng.randint(1, 100)
+        elif r < 0.02:
+            seq += rng.randint(1, 300)
+        else:
+            seq += 1
+        assert held.on_packet(s & 0xFFFF, t, MEDIA) == free.on_packet(s & 0xFFFF, t, MEDIA)
+        del export
+        if rng.random() < 0.02:
+            assert held.build_feedback(SENDER) == free.build_feedback(SENDER)
+    assert (held.packets, held.duplicates, held.refused, held.evicted, len(held)) == \
+        (free.packets, free.duplicates, free.refused, free.evicted, len(free))
