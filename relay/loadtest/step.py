@@ -13,6 +13,7 @@ from .traffic import Traffic
 from .traffic_lib import lib
 
 UI_INTERVAL_NS = 50_000_000
+LATE_ROUND_NS = 2_000_000  # a generator round this long after the last is counted late
 TAIL_QUIET_NS = 200_000_000  # the step ends after this long without a packet ...
 TAIL_MAX_NS = 2_000_000_000  # ... or this long after the generator stopped
 RING_COUNTERS = ("submits", "sqesSubmitted", "completions", "zcNotifications", "zcCopied",
@@ -80,7 +81,16 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
     next_ui = t0
     interrupted = False
     now = t0
+    # Rounds that came late: the generator then sends what fell due at once, a burst the
+    # rate does not imply, whose last packets wait behind the first in the worker.
+    last_round, max_gap, late_rounds = t0, 0, 0
     while now < end:
+        gap = now - last_round
+        if gap > max_gap:
+            max_gap = gap
+        if gap > LATE_ROUND_NS:
+            late_rounds += 1
+        last_round = now
         traffic.generate(t0, now, per_stream)
         traffic.drain(timeout_ms)
         if now >= next_ui:
@@ -133,6 +143,8 @@ async def run_step(target: Any, traffic: Traffic, rate: float, duration: float, 
         "interrupted": interrupted,
         "packetsIn": counts.sent,
         "packetsInPerStream": counts.sent_per_stream,
+        "generatorMaxGapUs": round(max_gap / 1000),
+        "generatorLateRounds": late_rounds,
         "inputPps": round(counts.sent / elapsed, 1) if elapsed > 0 else 0.0,
         "expected": expected,
         "packetsOut": counts.received,

@@ -92,6 +92,9 @@ def test_fixed_rate_counts_add_up_exactly(tmp_path, args, fanout, per_consumer_e
         assert sorted(step["perConsumer"]) == sorted(
             sent for sent in step["packetsInPerStream"] for _ in range(fanout // streams))
     assert entry["workerExitCode"] == 0
+    # the generator's own timing (its late rounds send bursts the rate does not imply)
+    assert 0 < step["generatorMaxGapUs"] < step["duration"] * 1e6
+    assert 0 <= step["generatorLateRounds"]
     assert entry["webrtc"] is None and data["scenario"]["transport"] == "plain"
     assert step["stunPackets"] == step["dtlsPackets"] == 0
     assert "pass" in proc.stdout and "min on time" in proc.stdout
