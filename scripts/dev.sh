@@ -47,7 +47,7 @@ setup() {
     fi
     # Reinstall only when what the install depends on changed.
     local stamp
-    stamp=$(cat pyproject.toml setup.py relay/uring/ring_core.[ch] relay/uring/rewriter_core.[ch] relay/uring/fanout_core.[ch] relay/uring/transport_cc_core.[ch] relay/uring/receive_core.[ch] relay/uring/_build.py \
+    stamp=$(cat pyproject.toml setup.py relay/uring/ring_core.[ch] relay/uring/rewriter_core.[ch] relay/uring/fanout_core.[ch] relay/uring/transport_cc_core.[ch] relay/uring/rtp_extensions.h relay/uring/receive_core.[ch] relay/uring/_build.py \
         relay/loadtest/traffic_core.[ch] relay/loadtest/reflector_core.[ch] relay/loadtest/_build.py | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$VENV/.setup-stamp" 2>/dev/null)" != "$stamp" ] || ! "$PY" -c 'import relay.uring._ring' 2>/dev/null; then
         echo "setup: installing relay and its dependencies into .venv (log: .venv/setup.log)"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "fanout_core.h"
-#include "transport_cc_core.h"
+#include "rtp_extensions.h"
 
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
@@ -24,55 +24,20 @@ void fc_set_protect(void *srtp_protect)
 static int rewrite_extension_ids(unsigned char *buf, unsigned start, unsigned end,
                                  unsigned profile, const unsigned char *table)
 {
-    unsigned i = start;
+    unsigned i = start, id, value, size;
+    int one_byte = profile == 0xBEDE, more;
 
-    if (profile == 0xBEDE) {
-        while (i < end) {
-            unsigned b = buf[i];
-            if (b == 0) {
-                i++;
-                continue;
-            }
-            unsigned id = b >> 4;
-            if (id == 15)
-                return 1;
-            unsigned size = (b & 0x0F) + 1;
-            if (i + 1 + size > end)
-                return 0;
-            unsigned new_id = table[id];
-            if (new_id != id) {
-                if (new_id == 0 || new_id > 14)
-                    memset(buf + i, 0, 1 + size);
-                else
-                    buf[i] = (unsigned char)((new_id << 4) | (b & 0x0F));
-            }
-            i += 1 + size;
-        }
-        return 1;
+    while ((more = rtp_next_extension(buf, &i, end, profile, &id, &value, &size)) > 0) {
+        unsigned new_id = table[id];
+        unsigned header = value - (one_byte ? 1 : 2);
+        if (new_id == id)
+            continue;
+        if (new_id == 0 || (one_byte && new_id > 14))
+            memset(buf + header, 0, value + size - header);
+        else
+            buf[header] = (unsigned char)(one_byte ? (new_id << 4) | (buf[header] & 0x0F) : new_id);
     }
-    if ((profile & 0xFFF0) == 0x1000) {
-        while (i < end) {
-            unsigned id = buf[i];
-            if (id == 0) {
-                i++;
-                continue;
-            }
-            if (i + 2 > end)
-                return 0;
-            unsigned size = buf[i + 1];
-            if (i + 2 + size > end)
-                return 0;
-            unsigned new_id = table[id];
-            if (new_id != id) {
-                if (new_id == 0)
-                    memset(buf + i, 0, 2 + size);
-                else
-                    buf[i] = (unsigned char)new_id;
-            }
-            i += 2 + size;
-        }
-    }
-    return 1;
+    return more == 0;
 }
 
 static inline void put16(unsigned char *p, unsigned v)
@@ -158,7 +123,7 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
             if (!rewrite_extension_ids(out, ext_start, ext_end, profile, grp->ext_table))
                 return sends | streamed | FC_MALFORMED;
             if (grp->tcc_id)
-                tcc_offset = tcc_extension_value_offset(out, ext_start, ext_end, profile,
+                tcc_offset = rtp_extension_value_offset(out, ext_start, ext_end, profile,
                                                     (unsigned)grp->tcc_id);
         }
         for (unsigned k = 0; k < grp->nconsumers; k++) {

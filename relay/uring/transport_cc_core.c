@@ -1,48 +1,8 @@
 /* transport_cc_core: see transport_cc_core.h. */
 #include <math.h>
 
+#include "rtp_extensions.h"
 #include "transport_cc_core.h"
-
-/* Offset of the value of element ext_id (at least 2 bytes) in buf[start:end], or -1; as
- * relay.rtp.transport_cc.extension_value_offset. */
-int tcc_extension_value_offset(const unsigned char *buf, unsigned start, unsigned end,
-                               unsigned profile, unsigned ext_id)
-{
-    unsigned i = start;
-
-    if (profile == 0xBEDE) {
-        while (i < end) {
-            unsigned b = buf[i];
-            if (b == 0) {
-                i++;
-                continue;
-            }
-            if (b >> 4 == 15)
-                return -1;
-            unsigned size = (b & 0x0F) + 1;
-            if (b >> 4 == ext_id)
-                return size >= 2 && i + 1 + size <= end ? (int)(i + 1) : -1;
-            i += 1 + size;
-        }
-        return -1;
-    }
-    if ((profile & 0xFFF0) == 0x1000) {
-        while (i < end) {
-            unsigned id = buf[i];
-            if (id == 0) {
-                i++;
-                continue;
-            }
-            if (i + 2 > end)
-                return -1;
-            unsigned size = buf[i + 1];
-            if (id == ext_id)
-                return size >= 2 && i + 2 + size <= end ? (int)(i + 2) : -1;
-            i += 2 + size;
-        }
-    }
-    return -1;
-}
 
 /* Offset of the value of element ext_id (2 bytes or more) of the RTP packet p[0:n], or -1;
  * as relay.rtp.transport_cc.read_transport_seq reads it. */
@@ -57,7 +17,7 @@ static int number_offset(const unsigned char *p, unsigned n, unsigned ext_id)
     unsigned end = i + 4 + ((((unsigned)p[i + 2] << 8) | p[i + 3]) << 2);
     if (end > n)
         return -1;
-    return tcc_extension_value_offset(p, i + 4, end, profile, ext_id);
+    return rtp_extension_value_offset(p, i + 4, end, profile, ext_id);
 }
 
 int tcc_record(struct tcc_window *w, const unsigned char *p, unsigned n, unsigned ssrc,

@@ -23,11 +23,6 @@ struct tcc_window {
     unsigned recorded;            /* since Python last took the table back */
 };
 
-/* Offset of the value of RFC 8285 element ext_id (2 bytes or more) in the extension block
- * buf[start:end] of the given profile, or -1. */
-int tcc_extension_value_offset(const unsigned char *buf, unsigned start, unsigned end,
-                               unsigned profile, unsigned ext_id);
-
 /* The RTP packet p[0:n] (header checked by the caller): 1 when handled here (recorded, or
  * it carries no number, which the receiver ignores too), 0 when Python must record it (not
  * the next number, or no room: the table is taken away, limit = -1, so every later packet

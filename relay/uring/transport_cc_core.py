@@ -17,8 +17,6 @@ __all__ = ["small_deltas"]
 def small_deltas(arrivals: array, reference: int) -> bytearray | None:
     """As `relay.rtp.transport_cc.small_deltas`; ``arrivals`` is an array of doubles."""
     count = len(arrivals)
-    if count == 0:
-        return bytearray()
     out = ffi.new("unsigned char[]", count)
     if lib.tcc_small_deltas(ffi.from_buffer("double[]", arrivals), count, reference, out) < 0:
         return None
