@@ -483,6 +483,8 @@ class WebRtcTransport(Transport):
             "ice": dict(vars(self.ice.stats)),
             "dtls": dict(vars(self.dtls.stats)),
         }
+        if self.udp_sockets:  # its own UDP ports (a WebRtcServer reports its own)
+            stats["udpSockets"] = [udp.stats() for udp in self.udp_sockets]
         if self.tcp_listeners:  # its own ICE-TCP ports (a WebRtcServer reports its own)
             stats["tcpServers"] = [listener.stats() for listener in self.tcp_listeners]
         return self._srtp_stats(stats)

@@ -151,7 +151,8 @@ class WebRtcServer:
     def dump(self) -> dict:
         return {
             "id": self.id,
-            "udpSockets": [{"ip": u.ip, "port": u.port} for u in self.udp_sockets],
+            # ip, port, datagrams read late (waiting for the CPU: see webrtc_sockets) and errors
+            "udpSockets": [u.stats() for u in self.udp_sockets],
             # ip, port, slots in use and the counts of strangers' connections closed
             "tcpServers": [t.stats() for t in self.tcp_listeners],
             "webRtcTransportIds": sorted(t.id for t in self._transports),

@@ -4,6 +4,8 @@
 buffer (with a libsrtp pointer to it, so SRTP is unprotected in place); every datagram goes to
 `handler(udp, n, addr)`, which returns the media sends it queued; the drain ends with
 `ring.flush_soon()` (one submit per event-loop turn for all sockets), as the plain transport does.
+`udp.now` is the datagram's arrival time as the kernel stamped it (`StampedReader`), not the
+time the worker got round to reading it (see `LATE_READ`).
 
 `TcpListener` / `TcpConnection`: ICE-TCP, passive (RFC 6544), RFC 4571 framing. Reads are
 taken in whatever chunks TCP gives (`FrameDecoder`); writes are plain socket writes (copies,
@@ -45,6 +47,7 @@ from relay.transport.base import MAX_PACKETS_PER_DRAIN, MAX_SENDS_PER_DRAIN, REC
 from relay.transport.srtp_session import buffer_pointer
 from relay.transport.tcp_framing import FrameDecoder, FramingError, encode_frame
 from relay.uring.fanout_core import StreamBuffer
+from relay.uring.receive_core import StampedReader, recv_stamped
 
 if TYPE_CHECKING:
     from relay.worker.context import WorkerContext
@@ -71,6 +74,15 @@ MAX_UNCLAIMED_FRAMES = 4
 # more than a few at once, and one source can't take more than 1/16 of the slots.
 MAX_UNCLAIMED_PER_ADDRESS = 16
 TCP_BACKLOG = 64
+# Arrival times go into transport-cc feedback, whose sender reads their growth as queueing on
+# its path. A worker that waits its turn for the CPU (seen in the 3-browser meeting test on 2
+# cores: reads up to 87 ms late while the worker itself was idle) would report that wait as
+# congestion if it stamped datagrams when it read them (as mediasoup stamps uv_now), and every
+# publisher's estimate fell at once (4.3 -> 1.2 Mbit/s). So each datagram keeps the time the
+# kernel received it, as libwebrtc stamps its own packets from the socket. Datagrams read
+# LATE_READ or more after that are counted (`lateReads` in the stats: a worker short of CPU).
+LATE_READ = 0.001  # s
+
 # What TcpListener.stats() counts (always present, 0 until it happens).
 TCP_LISTENER_COUNTS = ("accepted", "claimed", "closedNoValidCheck", "closedTooManyFrames",
                        "evictedOldest", "evictedPerAddress", "refusedAllClaimed")
@@ -88,35 +100,46 @@ class UdpSocket:
         self.announced = announced
         self.handler = handler
         self.buf = bytearray(RECV_BUFFER_SIZE)
-        self.now = 0.0  # monotonic time of the current drain (see _on_readable)
+        self.now = 0.0  # monotonic arrival time of the current datagram (see LATE_READ)
+        self.late_reads = 0  # datagrams read LATE_READ or more after they arrived
         self.view = memoryview(self.buf)
+        self._reader = StampedReader(sock, self.buf)
         self.ptr = buffer_pointer(self.buf)
         self.errors: Counter[str] = Counter()
         ctx.loop.add_reader(self.fd, self._on_readable)
 
     def _on_readable(self) -> None:
-        recv = self.sock.recvfrom_into
-        buf = self.buf
+        reader = self._reader
+        args = reader.args
+        key = reader.key
+        arrival = reader.arrival
+        sources = reader.sources
         handler = self.handler
         sends = 0
-        # One arrival time per drain (as an event loop's cached time: mediasoup's uv_now):
-        # a burst read in one go is stamped as it arrived, not as Python got through it, so
-        # transport-cc feedback doesn't report relay's own processing as network queueing.
-        self.now = time.monotonic()
+        late = time.monotonic() - LATE_READ
         try:
             for _ in range(MAX_PACKETS_PER_DRAIN):
-                n, addr = recv(buf)
-                sends += handler(self, n, addr)
+                n = recv_stamped(*args)
+                if n < 0:
+                    if n != -errno.EAGAIN:  # e.g. ECONNREFUSED after an ICMP error: count
+                        self.errors[f"recv {-n}"] += 1
+                    break
+                self.now = arrival[0]
+                if self.now <= late:
+                    self.late_reads += 1
+                sends += handler(self, n, sources.get(key[0]) or reader.source(key[0]))
                 if sends >= MAX_SENDS_PER_DRAIN:
                     break
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # e.g. ECONNREFUSED after an ICMP error: count, go on
-            self.errors[f"recv {exc.errno}"] += 1
         except Exception:  # a bug must cost one packet, not the socket
             logger.exception("UDP datagram handling failed")
             self.errors["internalError"] += 1
         self._ctx.ring.flush_soon()  # one submit per loop turn for all sockets
+
+    def stats(self) -> dict[str, Any]:
+        """Its address, the datagrams read `LATE_READ` or more after they arrived (the
+        worker was waiting for the CPU) and the socket errors counted."""
+        return {"ip": self.ip, "port": self.port, "lateReads": self.late_reads,
+                "errors": dict(self.errors)}
 
     def sendto(self, data: bytes | memoryview, addr: Any) -> bool:
         """A control-path copy send (STUN, DTLS, RTCP)."""

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "receive_core.h"
 
@@ -67,6 +68,53 @@ int rx_receive(struct rx_transport *t)
         return -errno;
     t->count = (unsigned)got;
     return got;
+}
+
+static double seconds(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int rx_recv_stamped(int fd, unsigned char *buf, unsigned size, void *addr, unsigned *addrlen,
+                    unsigned long long *key, double *arrival)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = size };
+    union {
+        struct cmsghdr align;
+        unsigned char space[CMSG_SPACE(sizeof(struct timespec))];
+    } control;
+    struct msghdr msg = {
+        .msg_name = addr, .msg_namelen = sizeof(struct sockaddr_storage),
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control.space, .msg_controllen = sizeof(control.space),
+    };
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+
+    if (n < 0)
+        return -errno;
+    *addrlen = msg.msg_namelen;
+    *key = 0;
+    if (msg.msg_namelen >= sizeof(struct sockaddr_in)
+            && ((struct sockaddr *)addr)->sa_family == AF_INET) {
+        const struct sockaddr_in *v4 = addr;
+        *key = ((unsigned long long)ntohl(v4->sin_addr.s_addr) << 16 | ntohs(v4->sin_port)) + 1;
+    }
+    double now = seconds(CLOCK_MONOTONIC);
+    *arrival = now;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            /* the stamp is on the real-time clock: how long ago, moved to the monotonic */
+            double waited = seconds(CLOCK_REALTIME)
+                - ((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+            if (waited > 0.0)
+                *arrival = now - waited;
+        }
+    }
+    return (int)n;
 }
 
 unsigned char *rx_packet(struct rx_transport *t, unsigned index)

@@ -145,6 +145,16 @@ int rx_next(struct rx_transport *t, double now);
 
 unsigned char *rx_packet(struct rx_transport *t, unsigned index);
 
+/* One datagram from fd (non-blocking; on a socket with SO_TIMESTAMPNS on) into buf, as
+ * recvfrom(): its source into addr (room for a struct sockaddr_storage; its length into
+ * *addrlen), an
+ * IPv4 source also as *key (address << 16 | port, plus 1; 0 for any other family: a cache
+ * key that needs no bytes object), and its arrival into *arrival, on CLOCK_MONOTONIC: when
+ * the kernel received it (now, less how long it waited in the socket), or now when the kernel
+ * gave no stamp. The length, or -errno. */
+int rx_recv_stamped(int fd, unsigned char *buf, unsigned size, void *addr, unsigned *addrlen,
+                    unsigned long long *key, double *arrival);
+
 /* The source address of datagram index (a struct sockaddr) copied into out; its length. */
 int rx_source(struct rx_transport *t, unsigned index, void *out, unsigned size);
 

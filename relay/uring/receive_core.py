@@ -18,7 +18,8 @@ from typing import Any
 from relay.uring import fanout_core
 from relay.uring._ring import ffi, lib
 
-__all__ = ["ffi", "ENABLED", "REASON", "TransportCore", "Store", "new_stream"]
+__all__ = ["ffi", "ENABLED", "REASON", "TransportCore", "Store", "new_stream", "StampedReader",
+           "sockaddr_tuple"]
 
 BATCH = lib.RX_BATCH
 BUF_SIZE = lib.RX_BUF_SIZE
@@ -29,6 +30,7 @@ QUEUED = lib.RX_QUEUED
 
 receive = lib.rx_receive  # (transport) -> count or -errno
 next_event = lib.rx_next  # (transport, now) -> DONE | RAW | ROUTE | QUEUED
+recv_stamped = lib.rx_recv_stamped  # see StampedReader
 
 
 def _enable() -> tuple[bool, str]:
@@ -58,7 +60,7 @@ class TransportCore:
         self.c.fd = fd
         self.c.ring = ring if ring is not None else ffi.NULL
         self.c.max_rtp_size = max_rtp_size
-        self._addr = ffi.new("unsigned char[128]")
+        self._addr = ffi.new("unsigned char[128]")  # a struct sockaddr_storage
         # every datagram buffer of the batch, one after the other (RX_BUF_SIZE each)
         self.batch_view = memoryview(ffi.buffer(lib.rx_packet(self.c, 0), BATCH * BUF_SIZE))
         self._tables: list[Any] = []  # the stream structs the SSRC table points to
@@ -86,16 +88,59 @@ class TransportCore:
     def source(self, index: int) -> tuple:
         """The source of datagram `index` as recvfrom() gives it."""
         size = lib.rx_source(self.c, index, self._addr, 128)
-        raw = bytes(ffi.buffer(self._addr, max(0, size)))
-        family = struct.unpack_from("=H", raw)[0] if size >= 2 else 0
-        if family == socket.AF_INET:
-            port = struct.unpack_from("!H", raw, 2)[0]
-            return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
-        if family == socket.AF_INET6:
-            port, flowinfo = struct.unpack_from("!HI", raw, 2)
-            scope = struct.unpack_from("=I", raw, 24)[0]
-            return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flowinfo, scope
-        return ("", 0)
+        return sockaddr_tuple(bytes(ffi.buffer(self._addr, max(0, size))))
+
+
+def sockaddr_tuple(raw: bytes) -> tuple:
+    """A struct sockaddr's bytes as recvfrom() gives the address."""
+    family = struct.unpack_from("=H", raw)[0] if len(raw) >= 2 else 0
+    if family == socket.AF_INET:
+        port = struct.unpack_from("!H", raw, 2)[0]
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6:
+        port, flowinfo = struct.unpack_from("!HI", raw, 2)
+        scope = struct.unpack_from("=I", raw, 24)[0]
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flowinfo, scope
+    return ("", 0)
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # (Linux; absent from Python's module)
+
+
+class StampedReader:
+    """Reads a UDP socket's datagrams into `buf` with the kernel's arrival time of each
+    (`rx_recv_stamped`: recvmsg with SO_TIMESTAMPNS). In C because Python's recvmsg_into
+    builds the ancillary data as objects (4.1 us a datagram against recvfrom_into's 2.4).
+    The caller's loop, per datagram: `n = recv_stamped(*args)` (the length, or -errno), then
+    `sources.get(key[0]) or source(key[0])` (the address as recvfrom gives it, cached by the
+    C side's IPv4 key: making the address's bytes costs ~1 us) and `arrival[0]` (monotonic
+    s). The cache is bounded: it starts over when full."""
+
+    __slots__ = ("args", "key", "arrival", "sources", "_addr", "_addrlen")
+
+    MAX_SOURCES = 1024
+
+    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._addr = ffi.new("unsigned char[128]")  # a struct sockaddr_storage
+        self._addrlen = ffi.new("unsigned *")
+        self.key = ffi.new("unsigned long long *")
+        self.arrival = ffi.new("double *")
+        # (fd, buf, size, addr, addrlen, key, arrival): keep buf alive and never resize it
+        self.args = (sock.fileno(), ffi.from_buffer("unsigned char[]", buf), len(buf),
+                     self._addr, self._addrlen, self.key, self.arrival)
+        self.sources: dict[int, tuple] = {}
+
+    def source(self, key: int) -> tuple:
+        """The last datagram's source as recvfrom() gives it."""
+        source = self.sources.get(key) if key else None
+        if source is None:
+            source = sockaddr_tuple(ffi.unpack(ffi.cast("char *", self._addr), self._addrlen[0]))
+            if key:
+                if len(self.sources) >= self.MAX_SOURCES:
+                    self.sources.clear()
+                self.sources[key] = source
+        return source
 
 
 def new_stream(clock_rate: int) -> Any:

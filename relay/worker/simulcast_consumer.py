@@ -6,7 +6,8 @@ requested at once; "layerschange" each time). Its preferred layer (`set_preferre
 is where it wants to be; where it is follows what the sender actually sends:
 - starting: if the preferred layer is not arriving, or has not yet sent a key frame since the
   sender started (a consumer that joined before the first packet), it starts on the first
-  lower layer whose key frame comes (`_fallback_layer`);
+  lower layer whose key frame comes (`_fallback_layer`), asking for one while it waits
+  (`_ask_for_a_start`);
 - running (`check_layers`, every 0.25 s): when its layer has been silent for
   `MISSING_LAYER_SILENCE` it steps down to the best layer still flowing, and when a better
   layer up to the preferred one flows again it steps back up; a layer between the current
@@ -188,7 +189,10 @@ class SimulcastConsumer(Consumer):
         """Step down from a layer that went silent, or back up to a better one that flows
         again (the producer calls this every LAYER_CHECK_INTERVAL; control path). The switch
         itself waits for a key frame of that layer, asked for now."""
-        if not self.active or self.key_frame_pending:
+        if not self.active:
+            return
+        if self.key_frame_pending:
+            self._ask_for_a_start(now)
             return
         self._apply_bwe_limit(now)
         if self._sync_temporal():
@@ -215,6 +219,29 @@ class SimulcastConsumer(Consumer):
             return
         self.switch_target = best
         self.request_key_frame()
+
+    def _ask_for_a_start(self, now: float) -> None:
+        """A consumer still waiting to start on a layer that isn't arriving, while a lower
+        one is: that layer's next key frame starts it (`_fallback_layer`), so ask for one.
+        The key frames that answered earlier requests may all have come in the layers' start
+        race, which does not count: without this, such a consumer waited until its layer
+        came (seen in the browser meeting test: 17 s without video, its publisher sending
+        only r0 and r1 while its estimate was low). The producer's requester coalesces: one
+        request in flight, answered by the next key frame."""
+        first = self.producer.first_packet_time
+        if first is None or now - first < LAYER_START_GRACE or self.producer.key_frames.pending:
+            return
+        if self.stream_index not in self.layer_streams:
+            return
+        streams = self.producer.streams
+
+        def flowing(i: int) -> bool:
+            return streams[i].started and now - streams[i].last_time <= MISSING_LAYER_SILENCE
+
+        target = self.layer_streams.index(self.stream_index)
+        if not flowing(self.stream_index) \
+                and any(flowing(i) for i in self.layer_streams[:target]):
+            self.request_key_frame()
 
     def _better_fallback(self, index: int) -> bool:
         """Whether a key frame on stream `index` should lift a consumer that runs on a lower

@@ -15,6 +15,7 @@ from media_harness import VP8_DELTA_FRAME, VP8_KEY_FRAME
 from quality_peers import NACK_FB
 
 import relay.worker.producer as producer_module
+import relay.worker.simulcast_consumer as simulcast_consumer_module
 from relay.rtp.packet import build_rtp, rtp_payload_offset
 from relay.rtp.rtcp import Pli, ReceiverReport, parse_compound
 
@@ -300,6 +301,40 @@ def test_fallback_goes_up_to_a_layer_that_starts_later(run_media):
                 if h == "c1" and e == "layerschange"] == [0, 1]
         consumer = media.ctx.handlers["c1"]
         assert consumer.switch_target == 2  # still heading for r2, should it come
+
+    run_media(body)
+
+
+def test_a_consumer_waiting_for_a_missing_layer_asks_again_for_a_lower_ones_key_frame(
+        run_media, monkeypatch):
+    """r2 (the consumer's target) never comes; r0 and r1 each sent their one key frame in the
+    layers' start race (which starts no consumer) and then only delta frames. The waiting
+    consumer asks for a key frame again once the race is over, and starts on r1 with the
+    answer. (Chrome, its estimate low, sent r0 and r1 only: a consumer waited 17 s for r2.)"""
+    monkeypatch.setattr(simulcast_consumer_module, "LAYER_START_GRACE", 0.3)
+
+    async def body(media):
+        tp, _, publisher, subscriber = media.publish_subscribe()
+        produce_rid(media)
+        consume_simulcast(media, "c1", spatial=2)
+        producer = media.ctx.handlers["p1"]
+        consumer = media.ctx.handlers["c1"]
+        for k in range(0, 3):
+            for layer in (0, 1):
+                publisher.send(layer_packet(layer, k, with_rid=True, key=k == 0), tp["tuple"])
+        await media.wait_for(lambda: producer.packets_received == 6)
+        asked_in_the_race = len(rtcp_of(publisher, Pli))
+        for k in range(3, 23):  # a second of delta frames: both layers keep flowing
+            for layer in (0, 1):
+                publisher.send(layer_packet(layer, k, with_rid=False, key=False), tp["tuple"])
+            await asyncio.sleep(0.05)
+        assert consumer.key_frame_pending and not media_packets(subscriber)
+        assert len(rtcp_of(publisher, Pli)) > asked_in_the_race  # asked again after the race
+        for layer in (0, 1):  # the sender answers on every layer
+            publisher.send(layer_packet(layer, 23, with_rid=False, key=True), tp["tuple"])
+        await media.wait_for(lambda: len(media_packets(subscriber)) == 1)
+        assert media_packets(subscriber)[0][-2:] == bytes([1, 23])  # the best lower layer
+        assert consumer.switch_target == 2  # and r2, should it come
 
     run_media(body)
 

@@ -24,7 +24,14 @@ const pending = new Map();
 let recvTransport = null;
 let sendTransport = null;
 let device = null;
+// newProducer notifications can arrive before the receive transport exists (the server
+// tells every connected peer): they wait here until the join's own list is consumed. A
+// producer is consumed once, however it was announced (the join's list and a notification
+// can both name one produced while we joined).
+let subscribing = false;
 const consumeQueue = [];
+const subscribed = new Set(); // producer ids consumed or being consumed
+const closedProducers = new Set();
 
 const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 
@@ -45,8 +52,10 @@ ws.onmessage = (event) => {
     pending.delete(message.id);
     if (p) message.ok ? p.resolve(message.data) : p.reject(new Error(message.error));
   } else if (message.notification === "newProducer" && wantSubscribe) {
-    consume(message.data).catch((e) => setStatus(`consume failed: ${e}`));
+    if (subscribing) subscribe(message.data);
+    else consumeQueue.push(message.data);
   } else if (message.notification === "producerClosed") {
+    closedProducers.add(message.data.producerId);
     const entry = remote.get(message.data.producerId);
     if (entry) {
       entry.consumer.close();
@@ -76,11 +85,23 @@ async function createTransport(direction) {
   return transport;
 }
 
+function subscribe(producer) {
+  if (subscribed.has(producer.producerId) || closedProducers.has(producer.producerId)) {
+    return Promise.resolve();
+  }
+  subscribed.add(producer.producerId);
+  return consume(producer).catch((e) => setStatus(`consume failed: ${e}`));
+}
+
 async function consume({ producerId, peerId, kind }) {
   const info = await request("consume", {
     transportId: recvTransport.id, producerId, rtpCapabilities: device.rtpCapabilities });
   const consumer = await recvTransport.consume({
     id: info.id, producerId, kind: info.kind, rtpParameters: info.rtpParameters });
+  if (closedProducers.has(producerId)) { // closed while we asked for it
+    consumer.close();
+    return;
+  }
   let figure = document.getElementById(`peer-${peerId}`);
   if (!figure) {
     figure = document.createElement("figure");
@@ -104,7 +125,9 @@ async function main() {
   await device.load({ routerRtpCapabilities: joined.routerRtpCapabilities });
   if (wantSubscribe) {
     recvTransport = await createTransport("recv");
-    for (const producer of joined.producers) await consume(producer);
+    for (const producer of joined.producers) await subscribe(producer);
+    subscribing = true;
+    for (const producer of consumeQueue.splice(0)) subscribe(producer);
   }
   if (wantPublish) {
     // 720p: Chrome sends three simulcast layers only from about 960x540 up.
