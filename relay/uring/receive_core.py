@@ -118,7 +118,9 @@ class StampedReader:
 
     __slots__ = ("args", "key", "arrival", "sources", "_addr", "_addrlen")
 
-    MAX_SOURCES = 1024
+    # more than the peers a WebRtcServer's socket of one worker serves (a full cache costs
+    # ~1.5 us a datagram); ~200 bytes each, so a stranger's port spray holds ~3 MB at most
+    MAX_SOURCES = 16384
 
     def __init__(self, sock: socket.socket, buf: bytearray) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
