@@ -134,14 +134,13 @@ class StampedReader:
         self.sources: dict[int, tuple] = {}
 
     def source(self, key: int) -> tuple:
-        """The last datagram's source as recvfrom() gives it."""
-        source = self.sources.get(key) if key else None
-        if source is None:
-            source = sockaddr_tuple(ffi.unpack(ffi.cast("char *", self._addr), self._addrlen[0]))
-            if key:
-                if len(self.sources) >= self.MAX_SOURCES:
-                    self.sources.clear()
-                self.sources[key] = source
+        """The last datagram's source as recvfrom() gives it, when `sources` has none for
+        its `key` (0: not IPv4, never cached)."""
+        source = sockaddr_tuple(ffi.unpack(ffi.cast("char *", self._addr), self._addrlen[0]))
+        if key:
+            if len(self.sources) >= self.MAX_SOURCES:
+                self.sources.clear()
+            self.sources[key] = source
         return source
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .consumer import ALL_TEMPORAL_LAYERS, MISSING_LAYER_SILENCE  # silent this long: not offered
+from .consumer import ALL_TEMPORAL_LAYERS, layer_flowing  # silent for a while: not offered
 
 if TYPE_CHECKING:
     from relay.worker.consumer import Consumer
@@ -47,8 +47,7 @@ Rung = tuple[int, int, int]  # (spatial layer, temporal limit: a TID or ALL_TEMP
 
 
 def _flowing(consumer: Consumer, spatial: int, now: float) -> bool:
-    stream = consumer.producer.streams[consumer.layer_streams[spatial]]
-    return stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE
+    return layer_flowing(consumer.producer.streams[consumer.layer_streams[spatial]], now)
 
 
 def _rung(consumer: Consumer, spatial: int, temporal: int) -> Rung:

@@ -32,7 +32,7 @@ from worker_proto.methods import ConsumerEvent
 from worker_proto.validation import require_dict, require_int
 
 from .bitrate_allocation import hold_upgrade
-from .consumer import ALL_TEMPORAL_LAYERS, MISSING_LAYER_SILENCE, Consumer
+from .consumer import ALL_TEMPORAL_LAYERS, Consumer, layer_flowing
 
 if TYPE_CHECKING:
     from relay.worker.producer import Producer
@@ -200,8 +200,7 @@ class SimulcastConsumer(Consumer):
         streams = self.producer.streams
         best = None
         for spatial in range(self._wanted_spatial(), -1, -1):
-            stream = streams[self.layer_streams[spatial]]
-            if stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE:
+            if layer_flowing(streams[self.layer_streams[spatial]], now):
                 best = self.layer_streams[spatial]
                 break
         if best is None or best == self.switch_target:
@@ -210,11 +209,10 @@ class SimulcastConsumer(Consumer):
             target = self.switch_target
             if target is not None and target in self.layer_streams:
                 spatial = self.layer_streams.index(target)
-                current = streams[self.stream_index]
                 if spatial > self._wanted_spatial():
                     self.switch_target = None  # above what the bandwidth allows now
-                elif spatial < self._wanted_spatial() and current.started \
-                        and now - current.last_time <= MISSING_LAYER_SILENCE:
+                elif spatial < self._wanted_spatial() \
+                        and layer_flowing(streams[self.stream_index], now):
                     self.switch_target = None  # a step down that is no longer needed
             return
         self.switch_target = best
@@ -233,15 +231,13 @@ class SimulcastConsumer(Consumer):
             return
         if self.stream_index not in self.layer_streams:
             return
-        streams = self.producer.streams
-
-        def flowing(i: int) -> bool:
-            return streams[i].started and now - streams[i].last_time <= MISSING_LAYER_SILENCE
-
         target = self.layer_streams.index(self.stream_index)
-        if not flowing(self.stream_index) \
-                and any(flowing(i) for i in self.layer_streams[:target]):
+        if not self._flowing(self.stream_index, now) \
+                and any(self._flowing(i, now) for i in self.layer_streams[:target]):
             self.request_key_frame()
+
+    def _flowing(self, index: int, now: float) -> bool:
+        return layer_flowing(self.producer.streams[index], now)
 
     def _better_fallback(self, index: int) -> bool:
         """Whether a key frame on stream `index` should lift a consumer that runs on a lower
@@ -257,9 +253,7 @@ class SimulcastConsumer(Consumer):
         if not current < spatial < target:
             return False
         now = time.monotonic()
-        streams = self.producer.streams
-        return all(not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
-                   for i in self.layer_streams[spatial + 1:target + 1])
+        return not any(self._flowing(i, now) for i in self.layer_streams[spatial + 1:target + 1])
 
     def _fallback_layer(self, index: int) -> bool:
         """Whether a simulcast consumer still waiting to start on stream `self.stream_index`
@@ -280,14 +274,9 @@ class SimulcastConsumer(Consumer):
         racing = first is None or now - first < LAYER_START_GRACE
         if racing and self.producer.receivers[index].keyframes < 2:
             return False
-        streams = self.producer.streams
-
-        def missing(i: int) -> bool:
-            return not streams[i].started or now - streams[i].last_time > MISSING_LAYER_SILENCE
-
-        if not missing(self.stream_index) or missing(index):
+        if self._flowing(self.stream_index, now) or not self._flowing(index, now):
             return False
-        return all(missing(i) for i in self.layer_streams[spatial + 1:target])
+        return not any(self._flowing(i, now) for i in self.layer_streams[spatial + 1:target])
 
     def _sync_temporal(self) -> bool:
         """Aim at the preferred temporal layer, bounded by the allocation's temporal limit
