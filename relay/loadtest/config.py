@@ -108,6 +108,7 @@ class LoadtestConfig:
     compare_label: str = "before"
     tree_label: str = "after"
     half_rate_latency: bool = False
+    half_rate_duration: float = 10.0
     rss_per_consumer: int = 0
 
     def build_scenario(self) -> scenarios.Scenario:
@@ -256,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--half-rate-latency", action=argparse.BooleanOptionalAction, default=None,
                    help="after a search, one step at half the best rate for the one-way "
                         "latency (generator's send time to the sink's kernel receive time)")
+    m.add_argument("--half-rate-duration", type=parse_duration, metavar="DURATION",
+                   default=None,
+                   help="how long that step measures (default 10s: a p99 over a 3-s search "
+                        "step rests on 30 ms of packets, one stall of this VM's)")
     m.add_argument("--rss-per-consumer", type=int, metavar="N", default=None,
                    help="also measure the worker's RSS with a producer and no consumers, "
                         "then with N consumers (each on its own plain transport), per SRTP "
@@ -409,6 +414,9 @@ def validate(cfg: LoadtestConfig) -> None:
         _validate_tree(cfg)
     if cfg.half_rate_latency and not cfg.search:
         raise ConfigError("--half-rate-latency needs --search: half of the best rate found")
+    if not 0 < cfg.half_rate_duration < float("inf"):
+        raise ConfigError(f"--half-rate-duration must be a positive number of seconds "
+                          f"(got {cfg.half_rate_duration})")
     if not 0 <= cfg.rss_per_consumer <= MAX_RSS_CONSUMERS:
         raise ConfigError(f"--rss-per-consumer must be in 0..{MAX_RSS_CONSUMERS} "
                           f"(got {cfg.rss_per_consumer})")

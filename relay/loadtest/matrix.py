@@ -146,6 +146,7 @@ def matrix_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "halfRateForwardedPps": half.get("forwardedPps"),
                 "halfRateLatencyUs": {k: lat.get(k) for k in ("p50", "p99", "max")}
                 if lat else None,
+                "halfRateGeneratorLateRounds": half.get("generatorLateRounds"),
                 "consumersNumbered": tcc.get("consumersNumbered"),
                 "consumers": tcc.get("consumers")})
     return rows

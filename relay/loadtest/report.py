@@ -64,17 +64,18 @@ def summary_table(result: dict) -> Table | None:
     half = any(m.get("halfRate") for m in modes.values())  # --half-rate-latency
     for name in ("mode", "best input pkt/s", "forwarded pkt/s", "worker cpu",
                  "first failing input", "fwd ratio", "cpu ratio") + (
-                     ("lat p50/p99/max µs at half",) if half else ()):
+                     ("lat p50/p99/max µs at half (late rounds)",) if half else ()):
         table.add_column(name, justify="left" if name == "mode" else "right")
     for mode, entry in modes.items():
         s = entry.get("search") or {}
         lat = (entry.get("halfRate") or {}).get("latencyUs")
+        late = (entry.get("halfRate") or {}).get("generatorLateRounds")
         table.add_row(mode, _fmt(s.get("bestRate")), _fmt(s.get("bestForwardedPps")),
                       _fmt(s.get("bestWorkerCpuPercent"), ".0f", "%"),
                       _fmt(s.get("firstFailingRate")), _fmt(ratios.get(mode), ".2f", "x"),
                       _fmt(cpu_ratios.get(mode), ".2f", "x"),
-                      *((f"{_lat(lat['p50'])}/{_lat(lat['p99'])}/{_lat(lat['max'])}"
-                         if lat else "-",) if half else ()))
+                      *((f"{_lat(lat['p50'])}/{_lat(lat['p99'])}/{_lat(lat['max'])} "
+                         f"({_fmt(late)})" if lat else "-",) if half else ()))
     return table
 
 
@@ -226,7 +227,9 @@ def matrix_tables(result: dict) -> list[Table]:
     best = Table(title=f"Forwarded pkt/s at the highest input rate with >= {threshold:.0%} on "
                        f"time to every consumer (worker CPU)", title_justify="left")
     latency = Table(title="One-way latency at half that rate, p50/p99/max µs (generator's "
-                          "send time to the sink's kernel receive time)", title_justify="left")
+                          "send time to the sink's kernel receive time), and in brackets the "
+                          "generator's rounds that came > 2 ms late (the machine held it)",
+                    title_justify="left")
     for table in (best, latency):
         table.add_column("scenario", no_wrap=True)
         table.add_column("srtp", no_wrap=True)
@@ -248,7 +251,9 @@ def matrix_tables(result: dict) -> list[Table]:
                                   f"({_fmt(r.get('workerCpuPercent'), '.0f', '%')})")
                 lat = r.get("halfRateLatencyUs") or {}
                 cells_lat.append(f"{_lat(lat.get('p50'))}/{_lat(lat.get('p99'))}/"
-                                 f"{_lat(lat.get('max'))}" if lat else "-")
+                                 f"{_lat(lat.get('max'))} "
+                                 f"({_fmt(r.get('halfRateGeneratorLateRounds'))})"
+                                 if lat else "-")
             if len(labels) == 2:
                 ratio = values[1] / values[0] if values[0] and values[1] else None
                 cells_best.append(_fmt(ratio, ".2f", "x"))

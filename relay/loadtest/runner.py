@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .config import LoadtestConfig, port_range
+from .progress import StepProgress
 from .rate_search import RateSearch
 from .reflector_target import ReflectorTarget
 from .relay_target import RelayTarget
@@ -99,7 +99,7 @@ class Run:
 
     # -- steps --------------------------------------------------------------------------
 
-    async def _step(self, progress: Progress, target: Any, traffic: Traffic, rate: float,
+    async def _step(self, progress: StepProgress, target: Any, traffic: Traffic, rate: float,
                     duration: float, record: list[dict]) -> dict:
         label = f"{target.label:>9} {rate:>10,.0f} pkt/s"
         task = progress.add_task(label, total=duration, status="")
@@ -107,7 +107,7 @@ class Run:
         def update(elapsed: float, sent: int, received: int) -> None:
             expected = sent * len(self.scenario.consumers) / max(1, self.scenario.streams)
             ratio = received / expected if expected else 1.0
-            progress.update(task, completed=min(elapsed, duration),
+            progress.report(task, completed=min(elapsed, duration),
                             status=f"in {sent:,} out {received:,} ({ratio:6.1%})")
 
         step = await run_step(target, traffic, rate, duration, threshold=self.cfg.threshold,
@@ -116,12 +116,12 @@ class Run:
         step["loadAverage1m"] = round(os.getloadavg()[0], 2)
         mark = "[green]pass" if step["passed"] else (
             "[yellow]stopped" if step["interrupted"] else "[red]fail")
-        progress.update(task, completed=duration, status=(
+        progress.finish(task, completed=duration, status=(
             f"min {step['perConsumerMinRatio']:7.2%}  cpu {step['workerCpuPercent']}%  {mark}"))
         record.append(step)
         return step
 
-    async def _soak(self, progress: Progress, target: Any, traffic: Traffic,
+    async def _soak(self, progress: StepProgress, target: Any, traffic: Traffic,
                     entry: dict) -> None:
         """--soak: one long step at --rate, sampling the worker as it goes (soak.py)."""
         cfg = self.cfg
@@ -131,7 +131,7 @@ class Run:
 
         def update(elapsed: float, sent: int, received: int) -> None:
             rss = (sample.rss_bytes / 1e6) if (sample := target.sample()) else 0.0
-            progress.update(task, completed=min(elapsed, cfg.soak),
+            progress.report(task, completed=min(elapsed, cfg.soak),
                             status=f"in {sent:,} out {received:,} rss {rss:.1f} MB")
 
         limits = SoakLimits(cfg.soak_interval, cfg.soak_max_slope, cfg.soak_max_growth)
@@ -143,7 +143,7 @@ class Run:
         entry["steps"].append(step)
         entry["soak"] = soak
         mark = "[green]flat" if soak["passed"] else "[red]GREW: " + "; ".join(soak["failures"])
-        progress.update(task, completed=cfg.soak, status=mark)
+        progress.finish(task, completed=cfg.soak, status=mark)
 
     async def _warmup(self, target: Any, traffic: Traffic) -> None:
         if self.cfg.warmup > 0:
@@ -152,7 +152,7 @@ class Run:
                            should_stop=lambda: self.stopping,
                            poll_interval=self.cfg.poll_interval_ms / 1000)
 
-    async def _run_relay(self, progress: Progress) -> None:
+    async def _run_relay(self, progress: StepProgress) -> None:
         cfg = self.cfg
         entries = []
         for target, traffic in self.targets:
@@ -204,23 +204,33 @@ class Run:
         if cfg.half_rate_latency:
             await self._half_rate(progress, entries)
 
-    async def _half_rate(self, progress: Progress, entries: list) -> None:
+    async def _half_rate(self, progress: StepProgress, entries: list) -> None:
         """One step at half of each variant's best rate, for the one-way latency there
-        (interleaved as the searches were); kept apart from the search's steps."""
+        (interleaved as the searches were); kept apart from the search's steps. Each is
+        preceded by an unmeasured second at that rate: the search's last steps overloaded
+        the worker, and the latency wanted is the steady state's."""
+        duration = self.cfg.half_rate_duration
         for target, traffic, entry in entries:
             best = (entry.get("search") or {}).get("bestRate")
             entry["halfRate"] = None
             if self.stopping or not best:
                 continue
+            await run_step(target, traffic, best / 2, min(1.0, duration), threshold=0.0,
+                           should_stop=lambda: self.stopping,
+                           poll_interval=self.cfg.poll_interval_ms / 1000)
             steps: list[dict] = []
-            step = await self._step(progress, target, traffic, best / 2,
-                                    self.cfg.step_duration, steps)
+            step = await self._step(progress, target, traffic, best / 2, duration, steps)
             entry["halfRate"] = {"rate": step["rate"], "forwardedPps": step["forwardedPps"],
                                  "latencyUs": step["latencyUs"], "passed": step["passed"],
+                                 "duration": step["duration"],
+                                 # a late round sends what fell due at once: a burst the
+                                 # rate does not imply, whose tail waits in the worker
+                                 "generatorLateRounds": step["generatorLateRounds"],
+                                 "generatorMaxGapUs": step["generatorMaxGapUs"],
                                  "workerCpuPercent": step["workerCpuPercent"],
                                  "loadAverage1m": step["loadAverage1m"], "step": step}
 
-    async def _run_self_test(self, progress: Progress, target: Any, traffic: Traffic) -> None:
+    async def _run_self_test(self, progress: StepProgress, target: Any, traffic: Traffic) -> None:
         cfg = self.cfg
         relay_figures = [m["search"]["bestRate"] if m.get("search") else
                          (m["steps"][-1]["rate"] if m["steps"] else None)
@@ -278,10 +288,7 @@ class Run:
 
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         worker_cpus, _ = self._pinning()
-        progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
-                            TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=self.console,
-                            transient=False)
+        progress = StepProgress(self.console)
         try:
             with progress:
                 for index, variant in enumerate(self.cfg.variants):

@@ -28,7 +28,8 @@ def test_matrix_before_and_after_with_latency_and_rss_in_one_run(tmp_path):
         tmp_path, "--scenarios", "audio2,video2x2", "--srtp-suites", "plain,AEAD_AES_128_GCM",
         "--send-mode", "copy", "--transport-cc", "on", "--search", "--start-rate", "200",
         "--max-rate", "200", "--max-steps", "1", "--step-duration", "0.4",
-        "--half-rate-latency", "--rss-per-consumer", "8", "--compare-tree", str(tree),
+        "--half-rate-latency", "--half-rate-duration", "0.6", "--rss-per-consumer", "8",
+        "--compare-tree", str(tree),
         # what is tested is the plumbing, not the rate: a loaded CI machine still passes
         "--threshold", "0.5", "--late-after-ms", "2000", timeout=240)
     assert proc.returncode == 0, proc.stderr
@@ -49,6 +50,9 @@ def test_matrix_before_and_after_with_latency_and_rss_in_one_run(tmp_path):
             assert entry["search"]["bestRate"] == 200  # tiny rates: every step passes
             half = entry["halfRate"]
             assert half["rate"] == 100 and half["passed"]
+            # its own duration, not the search step's, and the generator's late rounds
+            assert 0.6 <= half["duration"] < 1.0 and half["step"]["duration"] == half["duration"]
+            assert half["generatorLateRounds"] == half["step"]["generatorLateRounds"] >= 0
             lat = half["latencyUs"]
             assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
             assert half["step"]["packetsOut"] > 0
@@ -71,6 +75,7 @@ def test_matrix_before_and_after_with_latency_and_rss_in_one_run(tmp_path):
             (r["rssWithConsumersBytes"] - r["rssWithoutConsumersBytes"]) / 8)
     out = proc.stdout
     assert "copy after/before" in out and "One-way latency at half" in out
+    assert all(r["halfRateGeneratorLateRounds"] is not None for r in rows)
     assert "compared checkout" in out and "workers mapped" in out
     assert "RSS per consumer" in out and "video2x2" in out
 
@@ -106,6 +111,8 @@ def test_the_issue14_preset_and_what_overrides_it():
     (["--transport", "webrtc", "--srtp-suites", "plain"], "always SRTP"),
     (["--srtp-suites", "plain", "--soak", "60"], "--soak watches one worker"),
     (["--half-rate-latency"], "needs --search"),
+    (["--search", "--half-rate-latency", "--half-rate-duration", "0"],
+     "--half-rate-duration must be a positive"),
     (["--rss-per-consumer", "5000"], "--rss-per-consumer must be in"),
     (["--compare-tree", "/nonexistent"], "no relay checkout there"),
     (["--compare-tree", str(REPO_ROOT)], "is this checkout"),
