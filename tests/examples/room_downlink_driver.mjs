@@ -72,6 +72,7 @@ try {
     if (wait > 0) await sleep(wait);
     const t = (Date.now() - t0) / 1000;
     const states = await Promise.all(pages.map((p) => p.evaluate(async () => ({
+      problems: window.roomProblems(),
       sender: await window.roomSenderStats(),
       receiver: await window.roomReceiverStats(),
       relay: { consumers: await window.roomRelayConsumers(),

@@ -65,6 +65,7 @@ try {
     const t = (Date.now() - t0) / 1000;
     const states = await Promise.all(pages.map((p) => p.evaluate(async () => ({
       status: document.getElementById("status").textContent,
+      problems: window.roomProblems(),
       sender: await window.roomSenderStats(),
       receiver: await window.roomReceiverStats(),
       relay: { published: await window.roomPublished(), consumers: await window.roomRelayConsumers() },

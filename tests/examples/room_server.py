@@ -1,5 +1,6 @@
 """The room demo's server (examples/room/server.py) as the browser tests start it: what they
-need installed, and a context manager that runs the server on a free local port."""
+need installed, a context manager that runs the server on a free local port, and what the
+pages reported going wrong."""
 
 from __future__ import annotations
 
@@ -68,3 +69,15 @@ def room_server(rtc_min_port: int, rtc_max_port: int, log: Path) -> Iterator[str
             server.kill()
             server.wait()
         log_file.close()
+
+
+def page_problems(samples: list[dict]) -> list[str]:
+    """What any page reported going wrong (the app's `roomProblems()`: a failed consume, a
+    failed transport, an error), from the last sample, which holds everything since the
+    page loaded."""
+    found = []
+    for page in samples[-1]["pages"] if samples else ():
+        for problem in page.get("problems") or ():
+            found.append(f"page {page['peer']} at {problem['at']:.1f} s after it loaded: "
+                         f"{problem['text']}")
+    return found

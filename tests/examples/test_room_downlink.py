@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_server import ARTIFACTS, missing_browser_setup, room_server
+from room_server import ARTIFACTS, missing_browser_setup, page_problems, room_server
 
 DRIVER = Path(__file__).with_name("room_downlink_driver.mjs")
 SECONDS = 69  # the lift, COME_BACK_WITHIN, and 4 s on the top layer to show it stays
@@ -295,7 +295,7 @@ def longest_gap(samples: list[dict], n: int) -> float:
 
 
 def failures(samples: list[dict], figures: dict[str, Any]) -> list[str]:
-    found = []
+    found = page_problems(samples)
     if figures["step_down_s"] is None or figures["step_down_s"] > STEP_DOWN_WITHIN:
         found.append(f"watcher 1 not on layer {LOWEST} within {STEP_DOWN_WITHIN} s of the "
                      f"limit ({figures['step_down_s']} s)")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_server import ARTIFACTS, missing_browser_setup, room_server
+from room_server import ARTIFACTS, missing_browser_setup, page_problems, room_server
 
 DRIVER = Path(__file__).with_name("room_meeting_driver.mjs")
 SECONDS = 60
@@ -184,7 +184,7 @@ def table(windows: list[dict]) -> list[str]:
 
 def failures(samples: list[dict], windows: list[dict]) -> list[str]:
     """Every broken promise, each naming the stream, the window or second, and the value."""
-    found: list[str] = []
+    found: list[str] = page_problems(samples)
     peers = sorted(senders(samples[0]))
     expected = {f"{a}>{b} {kind}" for a in peers for b in peers if a != b
                 for kind in ("audio", "video")}

@@ -45,6 +45,16 @@ function setStatus(text) {
   statusEl.textContent = text;
 }
 
+// What went wrong, kept: the status line shows the latest message only, and a lost
+// subscription's "consume failed" was overwritten by the next status within a second.
+const problems = [];
+function reportProblem(text) {
+  problems.push({ at: performance.now() / 1000, text });
+  console.error(text);
+  setStatus(text);
+}
+window.roomProblems = () => problems.slice(); // for tests
+
 ws.onmessage = (event) => {
   const message = JSON.parse(event.data);
   if (message.id !== undefined) {
@@ -81,7 +91,8 @@ async function createTransport(direction) {
         .then(({ id }) => callback({ id }), errback);
     });
   }
-  transport.on("connectionstatechange", (state) => setStatus(`${direction}: ${state}`));
+  transport.on("connectionstatechange", (state) =>
+    (state === "failed" ? reportProblem : setStatus)(`${direction}: ${state}`));
   return transport;
 }
 
@@ -90,7 +101,7 @@ function subscribe(producer) {
     return Promise.resolve();
   }
   subscribed.add(producer.producerId);
-  return consume(producer).catch((e) => setStatus(`consume failed: ${e}`));
+  return consume(producer).catch((e) => reportProblem(`consume failed: ${e}`));
 }
 
 async function consume({ producerId, peerId, kind }) {
@@ -164,7 +175,7 @@ window.roomState = async () => {
     videos.push({ producerId, framesDecoded, width: video.videoWidth,
                   currentTime: video.currentTime, paused: video.paused });
   }
-  return { status: statusEl.textContent, videos };
+  return { status: statusEl.textContent, videos, problems: problems.slice() };
 };
 
 // For tests: what relay received from this page's producers (per encoding: rid, ssrc,
@@ -258,4 +269,4 @@ window.roomReceiverStats = async () => {
   return subscriptions;
 };
 
-main().catch((e) => setStatus(`error: ${e}`));
+main().catch((e) => reportProblem(`error: ${e}`));
