@@ -27,6 +27,14 @@ def _lat(value: float | None) -> str:
     return ">=100k" if value >= LATENCY_CEILING_US else f"{value:,.0f}"
 
 
+def _half_rate_cell(lat: dict | None, late_rounds: int | None) -> str:
+    """Latency p50/p99/max at half rate, and the generator's late rounds in brackets."""
+    if not lat:
+        return "-"
+    return (f"{_lat(lat.get('p50'))}/{_lat(lat.get('p99'))}/{_lat(lat.get('max'))} "
+            f"({_fmt(late_rounds)})")
+
+
 def steps_table(title: str, steps: list[dict]) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("mode", "rate in", "pkts in", "pkts out", "fwd pkt/s", "delivery",
@@ -68,14 +76,14 @@ def summary_table(result: dict) -> Table | None:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for mode, entry in modes.items():
         s = entry.get("search") or {}
-        lat = (entry.get("halfRate") or {}).get("latencyUs")
-        late = (entry.get("halfRate") or {}).get("generatorLateRounds")
+        half_rate = entry.get("halfRate") or {}
         table.add_row(mode, _fmt(s.get("bestRate")), _fmt(s.get("bestForwardedPps")),
                       _fmt(s.get("bestWorkerCpuPercent"), ".0f", "%"),
                       _fmt(s.get("firstFailingRate")), _fmt(ratios.get(mode), ".2f", "x"),
                       _fmt(cpu_ratios.get(mode), ".2f", "x"),
-                      *((f"{_lat(lat['p50'])}/{_lat(lat['p99'])}/{_lat(lat['max'])} "
-                         f"({_fmt(late)})" if lat else "-",) if half else ()))
+                      *((_half_rate_cell(half_rate.get("latencyUs"),
+                                         half_rate.get("generatorLateRounds")),)
+                        if half else ()))
     return table
 
 
@@ -249,11 +257,8 @@ def matrix_tables(result: dict) -> list[Table]:
                 values.append(r.get("bestForwardedPps"))
                 cells_best.append(f"{_fmt(r.get('bestForwardedPps'))} "
                                   f"({_fmt(r.get('workerCpuPercent'), '.0f', '%')})")
-                lat = r.get("halfRateLatencyUs") or {}
-                cells_lat.append(f"{_lat(lat.get('p50'))}/{_lat(lat.get('p99'))}/"
-                                 f"{_lat(lat.get('max'))} "
-                                 f"({_fmt(r.get('halfRateGeneratorLateRounds'))})"
-                                 if lat else "-")
+                cells_lat.append(_half_rate_cell(r.get("halfRateLatencyUs"),
+                                                 r.get("halfRateGeneratorLateRounds")))
             if len(labels) == 2:
                 ratio = values[1] / values[0] if values[0] and values[1] else None
                 cells_best.append(_fmt(ratio, ".2f", "x"))

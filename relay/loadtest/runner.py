@@ -145,12 +145,17 @@ class Run:
         mark = "[green]flat" if soak["passed"] else "[red]GREW: " + "; ".join(soak["failures"])
         progress.finish(task, completed=cfg.soak, status=mark)
 
+    async def _unmeasured(self, target: Any, traffic: Traffic, rate: float,
+                          duration: float) -> None:
+        """Traffic at `rate` for `duration`, kept out of the results."""
+        await run_step(target, traffic, rate, duration, threshold=0.0,
+                       should_stop=lambda: self.stopping,
+                       poll_interval=self.cfg.poll_interval_ms / 1000)
+
     async def _warmup(self, target: Any, traffic: Traffic) -> None:
         if self.cfg.warmup > 0:
             rate = min(self.cfg.rate if not self.cfg.search else self.cfg.start_rate, 5000.0)
-            await run_step(target, traffic, rate, self.cfg.warmup, threshold=0.0,
-                           should_stop=lambda: self.stopping,
-                           poll_interval=self.cfg.poll_interval_ms / 1000)
+            await self._unmeasured(target, traffic, rate, self.cfg.warmup)
 
     async def _run_relay(self, progress: StepProgress) -> None:
         cfg = self.cfg
@@ -215,9 +220,7 @@ class Run:
             entry["halfRate"] = None
             if self.stopping or not best:
                 continue
-            await run_step(target, traffic, best / 2, min(1.0, duration), threshold=0.0,
-                           should_stop=lambda: self.stopping,
-                           poll_interval=self.cfg.poll_interval_ms / 1000)
+            await self._unmeasured(target, traffic, best / 2, min(1.0, duration))
             steps: list[dict] = []
             step = await self._step(progress, target, traffic, best / 2, duration, steps)
             entry["halfRate"] = {"rate": step["rate"], "forwardedPps": step["forwardedPps"],

@@ -619,11 +619,10 @@ class Consumer:
 
 # A simulcast layer silent this long (seconds) is taken as gone when a consumer starts.
 MISSING_LAYER_SILENCE = 1.0
+ALL_TEMPORAL_LAYERS = 255  # max_tid of a consumer that filters no temporal layer
 
 
 def layer_flowing(stream: Any, now: float) -> bool:
     """Whether a producer stream (a simulcast layer) arrives: started, and not silent for
     `MISSING_LAYER_SILENCE`."""
     return stream.started and now - stream.last_time <= MISSING_LAYER_SILENCE
-
-ALL_TEMPORAL_LAYERS = 255  # max_tid of a consumer that filters no temporal layer

@@ -197,10 +197,9 @@ class SimulcastConsumer(Consumer):
         self._apply_bwe_limit(now)
         if self._sync_temporal():
             self.producer.rebuild_fanout()
-        streams = self.producer.streams
         best = None
         for spatial in range(self._wanted_spatial(), -1, -1):
-            if layer_flowing(streams[self.layer_streams[spatial]], now):
+            if self._flowing(self.layer_streams[spatial], now):
                 best = self.layer_streams[spatial]
                 break
         if best is None or best == self.switch_target:
@@ -212,7 +211,7 @@ class SimulcastConsumer(Consumer):
                 if spatial > self._wanted_spatial():
                     self.switch_target = None  # above what the bandwidth allows now
                 elif spatial < self._wanted_spatial() \
-                        and layer_flowing(streams[self.stream_index], now):
+                        and self._flowing(self.stream_index, now):
                     self.switch_target = None  # a step down that is no longer needed
             return
         self.switch_target = best

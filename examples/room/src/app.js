@@ -175,7 +175,7 @@ window.roomState = async () => {
     videos.push({ producerId, framesDecoded, width: video.videoWidth,
                   currentTime: video.currentTime, paused: video.paused });
   }
-  return { status: statusEl.textContent, videos, problems: problems.slice() };
+  return { status: statusEl.textContent, videos };
 };
 
 // For tests: what relay received from this page's producers (per encoding: rid, ssrc,
