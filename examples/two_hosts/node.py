@@ -10,7 +10,8 @@ that `router.pipe_to_router()` does for two routers of one controller:
 
 The origin takes Opus RTP (SSRC 11111111, payload type 111) on a plain transport (comedia:
 send to the port it prints) and pipes the producer to the edge with SRTP (AEAD_AES_256_GCM,
-a random key per side) unless `--no-srtp`. The edge re-creates the producer with the same
+a random key per side) unless `--no-srtp`, with batching (several packets per datagram:
+both ends are relay, and each says so in its parameters). The edge re-creates the producer with the same
 id and sends it to `--deliver-to`. Pause, resume and close on the origin follow across.
 
 Each node prints JSON lines on stdout ({"event": ...}) and takes commands on stdin: "stats"
@@ -69,16 +70,20 @@ async def origin(args: argparse.Namespace, worker: relay.Worker, state: dict) ->
     producer = await ingress.produce(kind="audio", rtp_parameters=OPUS_PARAMETERS)
     state["producer"] = producer
     pipe = await router.create_pipe_transport(listen_info={"ip": args.ip},
-                                              enable_srtp=not args.no_srtp)
+                                              enable_srtp=not args.no_srtp,
+                                              enable_batching=True)
     state["pipe"] = pipe
     edge_host, edge_port = host_port(args.edge)
     link = Link(*await asyncio.open_connection(edge_host, edge_port))
-    await link.send(type="pipe", tuple=pipe.tuple, srtpParameters=pipe.srtp_parameters)
+    await link.send(type="pipe", tuple=pipe.tuple, srtpParameters=pipe.srtp_parameters,
+                    batching=pipe.batching)
     answer = await link.receive()
     if answer is None:
         raise SystemExit("the edge hung up")
+    # (batching: both ends are relay; a mediasoup edge would leave it out)
     await pipe.connect(ip=answer["tuple"]["localAddress"], port=answer["tuple"]["localPort"],
-                       srtp_parameters=answer["srtpParameters"])
+                       srtp_parameters=answer["srtpParameters"],
+                       batching=answer.get("batching", False))
     consumer = await pipe.consume(producer_id=producer.id)
     await link.send(type="produce", id=producer.id, kind=consumer.kind,
                     rtpParameters=consumer.rtp_parameters, paused=consumer.producer_paused)
@@ -113,13 +118,15 @@ async def edge(args: argparse.Namespace, worker: relay.Worker, state: dict) -> N
             if kind == "pipe" and pipe is None:
                 pipe = await router.create_pipe_transport(
                     listen_info={"ip": args.ip},
-                    enable_srtp=message["srtpParameters"] is not None)
+                    enable_srtp=message["srtpParameters"] is not None,
+                    enable_batching=True)
                 state["pipe"] = pipe
                 await pipe.connect(ip=message["tuple"]["localAddress"],
                                    port=message["tuple"]["localPort"],
-                                   srtp_parameters=message["srtpParameters"])
+                                   srtp_parameters=message["srtpParameters"],
+                                   batching=message.get("batching", False))
                 await link.send(type="pipe", tuple=pipe.tuple,
-                                srtpParameters=pipe.srtp_parameters)
+                                srtpParameters=pipe.srtp_parameters, batching=pipe.batching)
             elif kind == "produce" and pipe is not None:
                 producer = await pipe.produce(id=message["id"], kind=message["kind"],
                                               rtp_parameters=message["rtpParameters"],

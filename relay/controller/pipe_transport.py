@@ -5,9 +5,9 @@ parameters), as mediasoup's PipeTransport.
     a = await router_a.create_pipe_transport(listen_info={"ip": "127.0.0.1"}, enable_srtp=True)
     b = await router_b.create_pipe_transport(listen_info={"ip": "127.0.0.1"}, enable_srtp=True)
     await a.connect(ip=b.tuple["localAddress"], port=b.tuple["localPort"],
-                    srtp_parameters=b.srtp_parameters)
+                    srtp_parameters=b.srtp_parameters, batching=b.batching)
     await b.connect(ip=a.tuple["localAddress"], port=a.tuple["localPort"],
-                    srtp_parameters=a.srtp_parameters)
+                    srtp_parameters=a.srtp_parameters, batching=a.batching)
     pipe_consumer = await a.consume(producer_id=producer.id)
     pipe_producer = await b.produce(id=producer.id, kind=pipe_consumer.kind,
                                     rtp_parameters=pipe_consumer.rtp_parameters,
@@ -77,6 +77,7 @@ class PipeTransport(Transport):
         self._tuple = data.get("tuple")
         self._srtp_parameters = data.get("srtpParameters")
         self._rtx = bool(data.get("rtx", False))
+        self._batching = bool(data.get("batching", False))
         super().__init__(channel, router, transport_id, app_data, on_close)
 
     @property
@@ -95,12 +96,23 @@ class PipeTransport(Transport):
         """Whether its pipe consumers answer NACKs with RTX (enable_rtx)."""
         return self._rtx
 
-    async def connect(self, *, ip: str, port: int, srtp_parameters: dict | None = None) -> None:
-        """The other pipe transport's address (its tuple's localAddress and localPort) and,
-        with SRTP, its srtp_parameters."""
+    @property
+    def batching(self) -> bool:
+        """Whether it takes several packets per datagram (enable_batching): give it to the
+        other side's connect()."""
+        return self._batching
+
+    async def connect(self, *, ip: str, port: int, srtp_parameters: dict | None = None,
+                      batching: bool = False) -> None:
+        """The other pipe transport's address (its tuple's localAddress and localPort),
+        with SRTP its srtp_parameters, and its ``batching`` (False for a mediasoup peer):
+        this side sends batched datagrams when both sides enabled batching."""
         self._ensure_open()
+        if not isinstance(batching, bool):
+            raise ArgumentError("batching must be a bool")
         data = {"ip": validate_ip(ip, "ip"), "port": validate_port(port, "port", False),
-                "srtpParameters": validate_pipe_srtp_parameters(srtp_parameters)}
+                "srtpParameters": validate_pipe_srtp_parameters(srtp_parameters),
+                "batching": batching}
         result = await self._request(TransportMethod.CONNECT, data)
         if isinstance(result, dict):
             self._tuple = result.get("tuple", self._tuple)

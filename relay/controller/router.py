@@ -168,21 +168,24 @@ class Router(ChannelObject):
 
     async def create_pipe_transport(
         self, *, listen_info: dict | None = None, enable_srtp: bool = False,
-        enable_rtx: bool = False, app_data: Any = None,
+        enable_rtx: bool = False, enable_batching: bool = False, app_data: Any = None,
     ) -> PipeTransport:
         """A transport to another router (``listen_info``: {ip, port?, announcedAddress?},
         default 127.0.0.1 on a port from the worker's range): one UDP socket, RTP and RTCP
         muxed, no ICE or DTLS; SRTP (AEAD_AES_256_GCM) with ``enable_srtp``; NACK answered
-        with RTX by its pipe consumers with ``enable_rtx``."""
+        with RTX by its pipe consumers with ``enable_rtx``. With ``enable_batching`` it takes
+        several packets per datagram (relay's own format: its ``batching`` is then True, to
+        give the other side's ``connect``) and sends them so if the other side takes them."""
         self._ensure_open()
         info = validate_listen_info({"ip": "127.0.0.1"} if listen_info is None else listen_info)
-        for name, value in (("enable_srtp", enable_srtp), ("enable_rtx", enable_rtx)):
+        for name, value in (("enable_srtp", enable_srtp), ("enable_rtx", enable_rtx),
+                            ("enable_batching", enable_batching)):
             if not isinstance(value, bool):
                 raise ArgumentError(f"{name} must be a bool")
         transport_id = str(uuid.uuid4())
         data = await self._channel.request(RouterMethod.CREATE_PIPE_TRANSPORT, self._id, {
             "transportId": transport_id, "listenInfo": info, "enableSrtp": enable_srtp,
-            "enableRtx": enable_rtx})
+            "enableRtx": enable_rtx, "enableBatching": enable_batching})
         transport = PipeTransport(self._channel, self, transport_id,
                                   data if isinstance(data, dict) else {}, app_data,
                                   on_close=self._transport_closed)
@@ -194,7 +197,7 @@ class Router(ChannelObject):
 
     async def pipe_to_router(
         self, *, producer_id: str, router: Router, listen_info: dict | None = None,
-        enable_srtp: bool = False, enable_rtx: bool = False,
+        enable_srtp: bool = False, enable_rtx: bool = False, enable_batching: bool = True,
     ) -> PipeToRouterResult:
         """Make this router's producer ``producer_id`` a producer of ``router`` too (same id;
         the routers may be in two workers of this controller): through the pair of pipe
@@ -202,7 +205,9 @@ class Router(ChannelObject):
         after; closing either closes both), a pipe consumer here and a producer there.
         Pause, resume and close of the producer and of the pipe consumer follow it across
         (the far producer is paused while either is); key-frame requests of the other
-        router's consumers come back."""
+        router's consumers come back. Both ends are relay routers, so the pipe batches
+        packets (``enable_batching``, see `create_pipe_transport`) unless told not to.
+        The options are the first call's for a pair of routers (it is made once)."""
         self._ensure_open()
         if not isinstance(router, Router):
             raise ArgumentError("router must be a Router")
@@ -214,7 +219,11 @@ class Router(ChannelObject):
             raise NotFoundError(f"producer {producer_id!r} not found")
         if producer_id in router._producers:
             raise InvalidStateError(f"producer {producer_id} is already in router {router.id}")
-        pair = await self._pipe_pair(router, listen_info, enable_srtp, enable_rtx)
+        if not isinstance(enable_batching, bool):
+            raise ArgumentError("enable_batching must be a bool")
+        pair = await self._pipe_pair(router, {
+            "listen_info": listen_info, "enable_srtp": enable_srtp, "enable_rtx": enable_rtx,
+            "enable_batching": enable_batching})
         local, remote = pair[self._id], pair[router.id]
         pipe_consumer: Consumer | None = None
         pipe_producer: Producer | None = None
@@ -237,16 +246,14 @@ class Router(ChannelObject):
         _follow(pipe_consumer, pipe_producer)
         return PipeToRouterResult(pipe_consumer, pipe_producer)
 
-    async def _pipe_pair(self, router: Router, listen_info: dict | None, enable_srtp: bool,
-                         enable_rtx: bool) -> dict[str, PipeTransport]:
+    async def _pipe_pair(self, router: Router, options: dict) -> dict[str, PipeTransport]:
         future = self._pipe_pairs.get(router.id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._pipe_pairs[router.id] = future
             router._pipe_pairs[self._id] = future
             try:
-                future.set_result(await self._connect_pipe_pair(router, listen_info,
-                                                                enable_srtp, enable_rtx))
+                future.set_result(await self._connect_pipe_pair(router, options))
             except BaseException as exc:
                 self._forget_pipe_pair(router, future)
                 future.set_exception(exc)
@@ -254,10 +261,8 @@ class Router(ChannelObject):
                 raise
         return await asyncio.shield(future)
 
-    async def _connect_pipe_pair(self, router: Router, listen_info: dict | None,
-                                 enable_srtp: bool, enable_rtx: bool) -> dict[str, PipeTransport]:
-        options = {"listen_info": listen_info, "enable_srtp": enable_srtp,
-                   "enable_rtx": enable_rtx}
+    async def _connect_pipe_pair(self, router: Router,
+                                 options: dict) -> dict[str, PipeTransport]:
         made = await asyncio.gather(self.create_pipe_transport(**options),
                                     router.create_pipe_transport(**options),
                                     return_exceptions=True)
@@ -269,9 +274,11 @@ class Router(ChannelObject):
             assert isinstance(local, PipeTransport) and isinstance(remote, PipeTransport)
             await asyncio.gather(
                 local.connect(ip=remote.tuple["localAddress"], port=remote.tuple["localPort"],
-                              srtp_parameters=remote.srtp_parameters),
+                              srtp_parameters=remote.srtp_parameters,
+                              batching=remote.batching),
                 remote.connect(ip=local.tuple["localAddress"], port=local.tuple["localPort"],
-                               srtp_parameters=local.srtp_parameters))
+                               srtp_parameters=local.srtp_parameters,
+                               batching=local.batching))
         except BaseException:
             for transport in made:
                 if isinstance(transport, PipeTransport):

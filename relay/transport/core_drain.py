@@ -44,8 +44,8 @@ _rx_next = receive_core.next_event
 _RX_DONE = receive_core.DONE
 _RX_RAW = receive_core.RAW
 _RX_QUEUED = receive_core.QUEUED
+_RX_MORE = receive_core.MORE
 _RX_BATCH = receive_core.BATCH
-_BUF_SIZE = receive_core.BUF_SIZE
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
@@ -96,6 +96,7 @@ class CoreDrain:
         # (the session's srtp_t, as the fan-out core holds it: `SrtpSession.core.ctx`)
         c.srtp = srtp.core.ctx if srtp is not None else receive_core.ffi.NULL
         c.srtp_required = 1 if srtp is None and t.srtp_send is not None else 0
+        c.batched = 1 if getattr(t, "receives_batches", False) else 0
         c.record_feedback = 1 if t.feedback.record is not None else 0
         c.tcc.ext_id = t.feedback.tcc_ext_id
         c.tcc.limit = -1  # lent at each drain
@@ -148,13 +149,15 @@ class CoreDrain:
                         self._record(now)
                     if kind == _RX_DONE:
                         break
+                    if kind == _RX_MORE:
+                        continue
                     n = c.event_length
                     index = c.event
-                    if kind == _RX_QUEUED:  # taken; ICE-TCP consumers' buffer to write
-                        self._media_queued(core.packet(index, n))
+                    if kind == _RX_QUEUED:  # taken; a stream buffer (ICE-TCP, pipe) to send
+                        self._media_queued(core.packet(index, c.event_offset, n))
                         continue
                     self.handed_back += 1
-                    buf[:n] = core.packet(index, n)
+                    buf[:n] = core.packet(index, c.event_offset, n)
                     try:
                         if kind == _RX_RAW:
                             sends += on_datagram(n, core.source(index), now)
@@ -172,8 +175,9 @@ class CoreDrain:
         ring.flush_soon()  # one submit per loop turn for every socket drained in it
 
     def _media_queued(self, packet: Any) -> None:
-        """The core framed `packet` into an ICE-TCP connection's buffer that now wants
-        writing: its stream's fan-out tells the connections (as the Python path's call)."""
+        """The core framed `packet` into a stream buffer (an ICE-TCP connection's, a batching
+        pipe's) that now wants sending: its stream's fan-out tells the buffers' owners (as the
+        Python path's call)."""
         entry = self.transport.ssrc_table.get(int.from_bytes(packet[8:12], "big"))
         if entry is not None:
             producer, index = entry
@@ -203,9 +207,9 @@ class CoreDrain:
         if record is None:
             return
         batch = self.core.batch_view
-        indexes, lengths, ssrcs = c.record_index, c.record_length, c.record_ssrc
+        offsets, lengths, ssrcs = c.record_offset, c.record_length, c.record_ssrc
         for k in range(count):
-            start = indexes[k] * _BUF_SIZE
+            start = offsets[k]
             n = lengths[k]
             try:
                 record(batch[start:start + n], n, ssrcs[k], now)
@@ -222,6 +226,10 @@ class CoreDrain:
             t.rtp_packets_received += c.rtp_packets
             t.rtp_bytes_received += c.rtp_bytes
             c.rtp_packets = c.rtp_bytes = 0
+        if c.batched_datagrams:
+            t.batched_datagrams_received += c.batched_datagrams
+            t.batched_packets_received += c.batched_packets
+            c.batched_datagrams = c.batched_packets = 0
         if c.malformed or c.too_large or c.srtp_failures or c.srtp_packets:
             if c.malformed:
                 t.dropped["malformed"] += c.malformed

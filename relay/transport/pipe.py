@@ -6,6 +6,11 @@ relay routers told each other's address by their controllers (`connect`). Option
 AEAD_AES_256_GCM: each side makes a random key and hands it over in `srtpParameters`. Packets
 are taken only from the connected remote; before `connect` nothing is received or sent.
 
+With `enableBatching` on both ends (`router.pipe_to_router` does it), the packets the
+fan-out core sends to the pipe in one loop turn go in as few datagrams as fit
+(relay.transport.pipe_batch): relay's own format, so a mediasoup peer, which never says it
+takes batches, still gets one packet per datagram.
+
 What travels on it is decided by the router: pipe consumers (`relay.worker.pipe_consumer`)
 send every encoding of a producer with fresh SSRCs, and the remote router re-creates the
 producer with the same id on its own pipe transport. No bandwidth estimation runs here (the
@@ -22,6 +27,7 @@ from relay.transport.base import (
     RECV_BUFFER_SIZE,
     Transport,
 )
+from relay.transport.pipe_batch import PipeBatcher, is_batched, split_frames
 from relay.transport.srtp_session import (
     SrtpError,
     SrtpSession,
@@ -74,6 +80,8 @@ class PipeTransport(Transport):
         port = optional_int(listen, "port", 1, 65535, name="listenInfo.port")
         enable_srtp = optional_bool(data, "enableSrtp", False)
         self.enable_rtx = optional_bool(data, "enableRtx", False)
+        # takes batched datagrams (and may send them, if the remote takes them: connect)
+        self.receives_batches = optional_bool(data, "enableBatching", False)
         if ctx.ports is None:
             raise UnsupportedError("this worker has no UDP port allocator")
 
@@ -84,6 +92,12 @@ class PipeTransport(Transport):
         self.remote: tuple[str, int] | None = None
         self._remote_match: tuple | None = None  # as recvfrom() returns it (IPv6: 4-tuple)
         self.connected = False
+        # sending batched (connect): consumers' `media_stream` and `media_send`
+        self.batcher: PipeBatcher | None = None
+        self.media_stream: PipeBatcher | None = None
+        self.media_send = ctx.ring.send
+        self.batched_datagrams_received = 0
+        self.batched_packets_received = 0
         self.srtp_local_key: bytes | None = (
             generate_key(PIPE_SRTP_CRYPTO_SUITE) if enable_srtp else None)
         if self.srtp_local_key is not None:
@@ -106,13 +120,15 @@ class PipeTransport(Transport):
     # -- requests ---------------------------------------------------------------------------
 
     def connect(self, data: dict) -> dict:
-        """{ip, port, srtpParameters}: the other pipe transport's tuple and key."""
+        """{ip, port, srtpParameters, batching}: the other pipe transport's tuple, its key,
+        and whether it takes batched datagrams (its description's `batching`)."""
         if self.connected:
             raise InvalidStateError("connect() was already called")
         ip = _check_ip(require_str(data, "ip"), "ip")
         if (":" in ip) != self._ipv6:
             raise ArgumentError(f"ip {ip} is not of the listen address family ({self.local_ip})")
         port = require_int(data, "port", 1, 65535)
+        remote_batches = optional_bool(data, "batching", False)
         srtp_parameters = data.get("srtpParameters")
         recv: SrtpSession | None = None
         if self.srtp_send is None:
@@ -137,6 +153,10 @@ class PipeTransport(Transport):
         self.remote = (ip, port)
         self._remote_match = (ip, port, 0, 0) if self._ipv6 else (ip, port)
         self.connected = True
+        if remote_batches and self.receives_batches:
+            self.batcher = PipeBatcher(self._ctx.ring, self._ctx.loop, self.fd, self.remote)
+            self.media_stream = self.batcher
+            self.media_send = self.batcher.media_send
         self._update_routes()
         return {"tuple": self.tuple()}
 
@@ -159,6 +179,29 @@ class PipeTransport(Transport):
         if addr != self._remote_match:
             self.dropped["notFromRemote"] += 1
             return 0
+        if n and self.receives_batches and is_batched(buf[0]):
+            return self._on_batched(n, now)
+        return self._on_packet(n, now)
+
+    def _on_batched(self, n: int, now: float) -> int:
+        """A batched datagram in `self._rbuf[:n]` (the Python path: the C receive core
+        splits them itself): each frame in turn as a datagram of its own."""
+        self.batched_datagrams_received += 1
+        sends = 0
+        buf = self._rbuf
+        try:
+            for frame in split_frames(bytes(buf[:n])):
+                self.batched_packets_received += 1
+                m = len(frame)
+                buf[:m] = frame
+                sends += self._on_packet(m, now)
+        except ValueError:
+            self.dropped["malformed"] += 1
+        return sends
+
+    def _on_packet(self, n: int, now: float) -> int:
+        """One packet from the remote in `self._rbuf[:n]`; returns the sends queued."""
+        buf = self._rbuf
         if n < 8:
             self.dropped["tooShort"] += 1
             return 0
@@ -213,7 +256,7 @@ class PipeTransport(Transport):
     def description(self) -> dict:
         """The createPipeTransport response."""
         return {"id": self.id, "tuple": self.tuple(), "srtpParameters": self.srtp_parameters(),
-                "rtx": self.enable_rtx}
+                "rtx": self.enable_rtx, "batching": self.receives_batches}
 
     def dump(self) -> dict:
         dump = super().dump()
@@ -224,12 +267,19 @@ class PipeTransport(Transport):
 
     def get_stats(self) -> list[dict]:
         stats = {"type": "pipe-transport", **self._common_stats(), "tuple": self.tuple(),
-                 "rtx": self.enable_rtx}
+                 "rtx": self.enable_rtx,
+                 "batching": {"receives": self.receives_batches,
+                              "sends": self.batcher is not None,
+                              "datagramsReceived": self.batched_datagrams_received,
+                              "packetsReceived": self.batched_packets_received,
+                              **({"sent": self.batcher.stats()} if self.batcher else {})}}
         return self._srtp_stats(stats)
 
     # -- closing ------------------------------------------------------------------------------
 
     def _close_io(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         self._close_socket()
 
     def _close_socket(self) -> None:

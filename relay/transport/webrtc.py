@@ -204,6 +204,12 @@ class WebRtcTransport(Transport):
         """Where a consumer of this transport sends: (fd, remote or None, SRTP session)."""
         return self._route
 
+    @property
+    def media_stream(self) -> TcpConnection | None:
+        """Where the fan-out core frames consumers' media instead of the ring: the ICE-TCP
+        connection of the selected tuple, if it is one."""
+        return self.tcp_connection
+
     def _update_routes(self) -> None:
         path = self._selected_path
         srtp = self.srtp_send

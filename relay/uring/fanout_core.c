@@ -183,3 +183,44 @@ int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngr
     }
     return sends | streamed;
 }
+
+/* One datagram of fc_stream_send: frames [start, end) of st, count of them. */
+static int send_run(struct rc_ring *ring, const unsigned char *buf, unsigned start,
+                    unsigned end, unsigned count, int fd, const void *addr,
+                    unsigned long long *batched, unsigned long long *dropped)
+{
+    if (count == 1) /* alone: the bare packet, as an unbatched pipe sends it */
+        start += 2;
+    if (rc_send(ring, fd, buf + start, end - start, addr) != RC_QUEUED) {
+        *dropped += count;
+        return 0;
+    }
+    if (count > 1)
+        *batched += count;
+    return 1;
+}
+
+int fc_stream_send(struct rc_ring *ring, struct fc_stream *st, int fd, const void *addr,
+                   unsigned max, unsigned long long *batched, unsigned long long *dropped)
+{
+    const unsigned char *buf = st->buf;
+    unsigned pos = 0, start = 0, count = 0;
+    int sends = 0;
+
+    while (pos + 2 <= st->len) {
+        unsigned size = 2 + (((unsigned)buf[pos] << 8) | buf[pos + 1]);
+        if (pos + size > st->len)
+            break; /* never: the core writes whole frames */
+        if (count > 0 && pos + size - start > max) {
+            sends += send_run(ring, buf, start, pos, count, fd, addr, batched, dropped);
+            start = pos;
+            count = 0;
+        }
+        pos += size;
+        count++;
+    }
+    if (count > 0)
+        sends += send_run(ring, buf, start, pos, count, fd, addr, batched, dropped);
+    st->len = 0;
+    return sends;
+}

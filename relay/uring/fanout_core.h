@@ -49,7 +49,8 @@ struct fc_srtp {
 };
 
 /* RFC 4571 framed packets (a 2-byte length before each) waiting to be written to one ICE-TCP
- * connection; Python writes buf[0:len] once per batch and sets len to 0. */
+ * connection, or sent on a batching pipe transport (fc_stream_send); Python writes
+ * buf[0:len] once per batch and sets len to 0. */
 struct fc_stream {
     unsigned char *buf;
     unsigned len;
@@ -93,5 +94,15 @@ void fc_set_protect(void *srtp_protect);
 int fc_fan_out(struct rc_ring *ring, const struct fc_group *groups, unsigned ngroups,
                const unsigned char *packet, unsigned n, unsigned seq, unsigned ts, int older,
                int tid, unsigned payload_size, double now);
+
+/* A batching pipe transport's sends (relay/transport/pipe_batch.py): the frames in st go on
+ * the ring to fd (addr: from rc_make_sockaddr, or NULL) in datagrams of at most max bytes,
+ * in order. Two or more frames that fit go as one datagram, framed as they are (its first
+ * byte, the high byte of a length under 2048, is below 0x80: never an RTP or RTCP packet's);
+ * a frame alone goes as its bare packet. Then st is empty. Returns the datagrams queued;
+ * adds to *batched the packets that went in datagrams of two or more, and to *dropped the
+ * packets of datagrams the ring refused. */
+int fc_stream_send(struct rc_ring *ring, struct fc_stream *st, int fd, const void *addr,
+                   unsigned max, unsigned long long *batched, unsigned long long *dropped);
 
 #endif

@@ -56,7 +56,7 @@ int rx_receive(struct rx_transport *t)
 {
     struct rx_batch *b = t->batch;
 
-    t->count = t->next = t->record_count = 0;
+    t->count = t->next = t->record_count = t->frame_pos = t->frame_end = 0;
     if (b == NULL)
         return -EINVAL;
     for (unsigned i = 0; i < RX_BATCH; i++) {
@@ -379,18 +379,18 @@ unsigned rx_store_count(const struct rx_store *s)
     return count;
 }
 
-/* One datagram of the batch: RX_DONE when taken whole, else what Python must do. */
-static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double now)
+/* The RTP packet p[0:*np] from the remote (a datagram, or a frame of a batched one, at
+ * `at` in the batch's buffers): RX_DONE when taken whole, else what Python must do (*np is
+ * then its length, decrypted for RX_ROUTE). */
+static int take_packet(struct rx_transport *t, unsigned char *p, unsigned *np, unsigned at,
+                       double now)
 {
-    unsigned char *p = b->bufs[i];
-    unsigned n = b->msgs[i].msg_len;
+    unsigned n = *np;
 
-    if (!t->enabled || n < 12 || n > RX_BUF_SIZE)
+    if (n < 12)
         return RX_RAW;
     unsigned pt = p[1] & 0x7F;
     if (pt >= 64 && pt <= 95) /* RTCP (RFC 5761) */
-        return RX_RAW;
-    if (!from_remote(t, &b->addrs[i]))
         return RX_RAW;
     if (t->srtp != NULL) {
         int len = (int)n;
@@ -402,8 +402,7 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
             return RX_DONE;
         }
         t->srtp_packets++;
-        n = (unsigned)len;
-        b->msgs[i].msg_len = n;
+        n = *np = (unsigned)len;
     } else if (t->srtp_required) {
         return RX_RAW;
     }
@@ -445,8 +444,8 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     t->rtp_packets++;
     t->rtp_bytes += n;
     if (t->record_feedback && !tcc_record(&t->tcc, p, n, ssrc, now)
-        && t->record_count < RX_BATCH) {
-        t->record_index[t->record_count] = i;
+        && t->record_count < RX_BATCH) { /* (rx_next stops before it is full) */
+        t->record_offset[t->record_count] = at;
         t->record_length[t->record_count] = n;
         t->record_ssrc[t->record_count] = ssrc;
         t->record_count++;
@@ -483,18 +482,75 @@ static int take(struct rx_transport *t, struct rx_batch *b, unsigned i, double n
     return RX_DONE;
 }
 
+/* The next frame of the batched datagram i (t->frame_pos on): RX_DONE when it and the rest
+ * were taken whole (or dropped as malformed), else as take_packet, with t->event_offset set. */
+static int take_frames(struct rx_transport *t, struct rx_batch *b, unsigned i, double now)
+{
+    unsigned char *p = b->bufs[i];
+
+    while (t->frame_pos < t->frame_end) {
+        unsigned pos = t->frame_pos;
+        unsigned n = pos + 2 <= t->frame_end ? ((unsigned)p[pos] << 8) | p[pos + 1] : 0;
+        if (n == 0 || pos + 2 + n > t->frame_end) {
+            t->malformed++; /* a cut frame: the rest of the datagram goes with it */
+            t->frame_pos = t->frame_end;
+            break;
+        }
+        t->frame_pos = pos + 2 + n;
+        if (p[pos + 2] < 0x80) { /* a batch in a batch: the rest goes with it too */
+            t->malformed++;
+            t->frame_pos = t->frame_end;
+            break;
+        }
+        t->batched_packets++;
+        int kind = take_packet(t, p + pos + 2, &n, i * RX_BUF_SIZE + pos + 2, now);
+        if (kind != RX_DONE) {
+            t->event = i;
+            t->event_offset = pos + 2;
+            t->event_length = n;
+            return kind;
+        }
+        if (t->record_count == RX_BATCH && t->frame_pos < t->frame_end)
+            return RX_MORE;
+    }
+    return RX_DONE;
+}
+
 int rx_next(struct rx_transport *t, double now)
 {
     struct rx_batch *b = t->batch;
 
     if (b == NULL)
         return RX_DONE;
+    if (t->frame_pos < t->frame_end) { /* the rest of a batched datagram */
+        int kind = take_frames(t, b, t->next - 1, now);
+        if (kind != RX_DONE)
+            return kind;
+    }
     while (t->next < t->count) {
+        if (t->record_count == RX_BATCH)
+            return RX_MORE;
         unsigned i = t->next++;
-        int kind = take(t, b, i, now);
+        unsigned char *p = b->bufs[i];
+        unsigned n = b->msgs[i].msg_len;
+        int kind;
+        if (!t->enabled || n == 0 || n > RX_BUF_SIZE || !from_remote(t, &b->addrs[i])) {
+            kind = RX_RAW;
+        } else if (t->batched && p[0] < 0x80) {
+            t->batched_datagrams++;
+            t->frame_pos = 0;
+            t->frame_end = n;
+            kind = take_frames(t, b, i, now);
+            if (kind != RX_DONE)
+                return kind;
+            continue;
+        } else {
+            kind = take_packet(t, p, &n, i * RX_BUF_SIZE, now);
+        }
         if (kind != RX_DONE) {
             t->event = i;
-            t->event_length = b->msgs[i].msg_len;
+            t->event_offset = 0;
+            t->event_length = n;
             return kind;
         }
     }

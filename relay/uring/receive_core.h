@@ -30,6 +30,8 @@
 /* taken whole, and fc_fan_out said an ICE-TCP connection's buffer of the stream's consumers
  * wants writing (FC_STREAM_QUEUED): Python tells the connection, then goes on */
 #define RX_QUEUED 3
+/* nothing for Python but the feedback records, which filled their table: record, go on */
+#define RX_MORE 4
 
 /* A retransmission store (relay.rtp.nack_buffer.NackBuffer's rules, fixed-size slots). */
 struct rx_store {
@@ -100,6 +102,9 @@ struct rx_transport {
     unsigned remote_scope;
     void *srtp;                   /* libsrtp srtp_t for unprotect; NULL: none */
     int srtp_required;            /* SRTP on but no key yet: to Python */
+    int batched;                  /* the remote may batch (a pipe, fc_stream_send): a
+                                   * datagram from it whose first byte is below 0x80 is a run
+                                   * of RFC 4571 frames, each taken as a datagram of its own */
     unsigned max_rtp_size;
     int record_feedback;          /* congestion feedback records every packet (Python's
                                    * record() is called on the ones listed below, those
@@ -113,6 +118,8 @@ struct rx_transport {
     unsigned long long too_large;
     unsigned long long srtp_packets;
     unsigned long long srtp_failures;
+    unsigned long long batched_datagrams;
+    unsigned long long batched_packets;
     int srtp_last_error;
     int sends;                    /* queued by rx_next since Python last zeroed it */
     /* the batch */
@@ -120,11 +127,15 @@ struct rx_transport {
     unsigned count;               /* datagrams in the batch */
     unsigned next;                /* the next one rx_next takes */
     unsigned event;               /* the one rx_next returned */
+    unsigned event_offset;        /* where its packet starts in its buffer (a frame of a
+                                   * batched datagram; else 0) */
     unsigned event_length;
+    unsigned frame_pos;           /* the batched datagram next - 1: its next frame, */
+    unsigned frame_end;           /* and its end (frame_pos == frame_end: none) */
     /* packets taken whose arrival Python must still record for feedback, in order: it
      * records them before it handles an event or ends the batch, then zeroes the count */
     unsigned record_count;
-    unsigned record_index[RX_BATCH];
+    unsigned record_offset[RX_BATCH]; /* in the batch's buffers, one after the other */
     unsigned record_length[RX_BATCH];
     unsigned record_ssrc[RX_BATCH];
 };
@@ -138,9 +149,10 @@ void rx_batch_free(void *batch);
 /* recvmmsg() up to RX_BATCH datagrams from t->fd (non-blocking). The count, or -errno. */
 int rx_receive(struct rx_transport *t);
 
-/* Take the batch's datagrams from t->next on, until one needs Python (RX_RAW or RX_ROUTE:
- * t->event is its index, t->event_length its length, rx_packet() its bytes; or RX_QUEUED,
- * the same for a packet taken) or none is left (RX_DONE). */
+/* Take the batch's datagrams (and the frames of batched ones) from t->next on, until one
+ * needs Python (RX_RAW or RX_ROUTE: t->event is its datagram's index, t->event_offset and
+ * t->event_length where its packet is in rx_packet(); or RX_QUEUED, the same for a packet
+ * taken), the feedback records are full (RX_MORE) or none is left (RX_DONE). */
 int rx_next(struct rx_transport *t, double now);
 
 unsigned char *rx_packet(struct rx_transport *t, unsigned index);

@@ -27,9 +27,10 @@ DONE = lib.RX_DONE
 RAW = lib.RX_RAW
 ROUTE = lib.RX_ROUTE
 QUEUED = lib.RX_QUEUED
+MORE = lib.RX_MORE
 
 receive = lib.rx_receive  # (transport) -> count or -errno
-next_event = lib.rx_next  # (transport, now) -> DONE | RAW | ROUTE | QUEUED
+next_event = lib.rx_next  # (transport, now) -> DONE | RAW | ROUTE | QUEUED | MORE
 recv_stamped = lib.rx_recv_stamped  # see StampedReader
 
 
@@ -81,9 +82,11 @@ class TransportCore:
             lib.rx_table_add(self.c, ssrc, stream)
         self._tables = [stream for _, stream in entries]
 
-    def packet(self, index: int, n: int) -> Any:
-        """The bytes of datagram `index` (a cffi buffer, valid until the next receive)."""
-        return ffi.buffer(lib.rx_packet(self.c, index), n)
+    def packet(self, index: int, offset: int, n: int) -> Any:
+        """The n bytes at `offset` in datagram `index`'s buffer (a slice of `batch_view`,
+        valid until the next receive)."""
+        start = index * BUF_SIZE + offset
+        return self.batch_view[start:start + n]
 
     def source(self, index: int) -> tuple:
         """The source of datagram `index` as recvfrom() gives it."""

@@ -72,7 +72,7 @@ class Consumer:
     __slots__ = (
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
-        "keyframe_requests", "core", "in_core", "tcp", "py_packets_sent", "py_bytes_sent",
+        "keyframe_requests", "core", "in_core", "media_stream", "py_packets_sent", "py_bytes_sent",
         "py_payload_bytes", "py_dropped", "py_ring_drops",
         "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
@@ -163,6 +163,7 @@ class Consumer:
         self.core = fanout_core.new_consumer()
         self.core.rw = self.rewriter.c
         self.in_core = False
+        self.media_stream: Any = None  # the transport's stream buffer's owner (_write_route)
         self.py_packets_sent = self.py_bytes_sent = self.py_payload_bytes = 0
         self.py_dropped = self.py_ring_drops = 0
         self.packets_sent = 0
@@ -308,22 +309,23 @@ class Consumer:
         """The transport's remote or SRTP session changed."""
         self.fd, self.addr, self.srtp = self.transport.route()
         self.send = getattr(self.transport, "media_send", None) or self._ctx.ring.send
-        in_core, tcp = self.in_core, self.tcp
+        in_core, stream = self.in_core, self.media_stream
         self._write_route()
         if self._refresh():
             self.request_key_frame()
-        elif (in_core != self.in_core or tcp is not self.tcp) and self.active:
-            self.producer.rebuild_fanout()  # (the core's fan-out flushes its ICE-TCP connections)
+        elif (in_core != self.in_core or stream is not self.media_stream) and self.active:
+            self.producer.rebuild_fanout()  # (the core's fan-out tells its stream buffers' owners)
 
     # -- what the C fan-out core reads (relay.worker.fanout.CoreFanout) -----------------------
 
     def _write_route(self) -> None:
-        """The core's copy of where this consumer sends (an ICE-TCP remote: the connection's
-        media buffer, which the core frames into); whether the core takes it at all (not
+        """The core's copy of where this consumer sends (an ICE-TCP remote, a batching pipe:
+        the transport's `media_stream`, whose buffer the core frames into); whether the core takes it at all (not
         when switched off, or the remote has no address the ring can send to)."""
         c = self.core
-        self.tcp = getattr(self.transport, "tcp_connection", None)
-        c.stream = self.tcp.media_buffer.c if self.tcp is not None else fanout_core.ffi.NULL
+        self.media_stream = getattr(self.transport, "media_stream", None)
+        c.stream = (self.media_stream.media_buffer.c if self.media_stream is not None
+                    else fanout_core.ffi.NULL)
         c.fd = self.fd if self.fd is not None else -1
         dst = None
         if self.addr is not None:

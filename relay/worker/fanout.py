@@ -67,9 +67,10 @@ class CoreFanout:
     (re)starting consumers and temporal skips included, in their rewriters' C structs.
     ICE-TCP consumers' packets are framed by the core into their connection's buffer, which
     the connection writes once per loop turn (`media_queued`, called when the core's result
-    says a buffer started filling or is half full: not per packet)."""
+    says a buffer started filling or is half full: not per packet); a batching pipe's
+    (relay.transport.pipe_batch) the same way."""
 
-    __slots__ = ("groups", "table", "connections")
+    __slots__ = ("groups", "table", "streams")
 
     def __init__(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups
@@ -77,8 +78,8 @@ class CoreFanout:
             [(table, max_tid, tcc_id, [c.core for c in consumers])
              for table, consumers, max_tid, tcc_id in groups],
             keep=[c for _, consumers, _, _ in groups for c in consumers])
-        self.connections = tuple({c.tcp: None for _, consumers, _, _ in groups
-                                  for c in consumers if c.tcp is not None})
+        self.streams = tuple({c.media_stream: None for _, consumers, _, _ in groups
+                              for c in consumers if c.media_stream is not None})
 
     def fan_out(self, ring: Any, packet: Any, n: int, ssrc: int, seq: int, ts: int,
                 older: bool, tid: int, payload_size: int, now: float,
@@ -97,9 +98,10 @@ class CoreFanout:
         return sends
 
     def media_queued(self) -> None:
-        """The core framed into an ICE-TCP connection's buffer that wants writing."""
-        for connection in self.connections:
-            connection.media_queued()
+        """The core framed into a stream buffer (ICE-TCP, batching pipe) that wants
+        sending."""
+        for stream in self.streams:
+            stream.media_queued()
 
 
 def build_groups(consumers: list[Consumer], index: int) -> tuple[Group, ...]:

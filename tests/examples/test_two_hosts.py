@@ -47,7 +47,8 @@ print(n, flush=True)
 
 # From one socket (the origin's comedia transport learns its address from the first packet),
 # for each stdin line "count first": sends `count` Opus packets (SSRC 11111111, PT 111) to
-# argv[1]:argv[2], one per ms, from sequence number `first`, then prints "sent".
+# argv[1]:argv[2], five back to back every 5 ms (as several producers' packets reach a
+# pipe: the origin batches them), from sequence number `first`, then prints "sent".
 _SENDER = r"""
 import socket, struct, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -57,7 +58,8 @@ for line in sys.stdin:
     for i in range(first, first + count):
         s.sendto(struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, i * 960, 11111111)
                  + b"\xab" * 160, target)
-        time.sleep(0.001)
+        if i % 5 == 4:
+            time.sleep(0.005)
     print("sent", flush=True)
 """
 
@@ -162,6 +164,9 @@ def _scenario(hosts: TwoHosts) -> None:
     assert stats["rtpPacketsReceived"] == PACKETS
     assert stats["srtpRecv"] and set(stats["dropped"]) <= {"rtcpIgnored"}
     assert stats["tuple"]["remoteIp"] == hosts.origin_ip
+    # both ends are relay: the parameters carried `batching`, the origin batched bursts
+    assert stats["batching"]["receives"] and stats["batching"]["sends"]
+    assert stats["batching"]["packetsReceived"] >= PACKETS // 2, stats["batching"]
 
     # pause and resume follow across: nothing arrives while paused
     _command(origin, "pause")

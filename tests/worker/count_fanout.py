@@ -56,7 +56,7 @@ def use_ice_tcp(media, consumers: int) -> list[socket.socket]:
         conn = TcpConnection(media.ctx, sock, addr, listener)
         consumer = media.ctx.handlers[f"c{i}"]
         transport = consumer.transport
-        transport.tcp_connection = conn  # what WebRtcTransport sets for an ICE-TCP tuple
+        transport.media_stream = conn  # what WebRtcTransport sets for an ICE-TCP tuple
         transport.media_send = conn.media_send
         transport.route = lambda conn=conn, srtp=consumer.srtp: (conn.fd, conn.addr, srtp)
         consumer.update_route()

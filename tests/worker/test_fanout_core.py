@@ -71,7 +71,7 @@ class FakeConsumer:
         self.tcc_history = CoreSendHistory(1024) if tcc else None
         self.vp8 = None
         self.in_core = True
-        self.tcp = None
+        self.media_stream = None
         self.is_tcp = tcp
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sink = sink
@@ -87,8 +87,8 @@ class FakeConsumer:
         if self.tcc_history is not None:
             self.core.tcc = self.tcc_history.core_ring().c
         if self.is_tcp:  # ... and frames an ICE-TCP consumer's packets into its connection
-            self.tcp = FakeConnection()
-            self.core.stream = self.tcp.media_buffer.c
+            self.media_stream = FakeConnection()
+            self.core.stream = self.media_stream.media_buffer.c
 
     def send(self, fd, data, addr) -> bool:  # the Python world records instead of sending
         self.sent.append(bytes(data))
@@ -181,8 +181,8 @@ class World:
             self.ring.flush()
             got = []
             for sink, consumer in zip(self.sinks, self.consumers, strict=True):
-                if consumer.tcp is not None:
-                    got.append(consumer.tcp.take())
+                if consumer.media_stream is not None:
+                    got.append(consumer.media_stream.take())
                     continue
                 out = []
                 while True:
@@ -313,7 +313,7 @@ def test_core_matches_python_packet_by_packet():
         assert python.consumers[3].temporal_drops > 10
         # the ICE-TCP consumer's packets all came framed out of its connection's buffer
         tcp = core.consumers[4]
-        assert tcp.tcp.flushes == tcp.core.packets_sent > 50 and not len(tcp.tcp.media_buffer)
+        assert tcp.media_stream.flushes == tcp.core.packets_sent > 50 and not len(tcp.media_stream.media_buffer)
         assert python.consumers[0].py_dropped == 1  # the PT not taken
         assert python.consumers[1].py_dropped == 2  # ... and the packet older than its resume
     finally:

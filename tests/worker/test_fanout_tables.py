@@ -178,12 +178,12 @@ def test_a_route_moving_to_ice_tcp_stays_in_the_core_framed_on_the_connection(ru
         conn = TcpConnection(media.ctx, sock, addr, listener)
         try:
             transport = consumer.transport
-            transport.tcp_connection = conn  # what WebRtcTransport._update_routes sets
+            transport.media_stream = conn  # what WebRtcTransport._update_routes sets
             transport.media_send = conn.media_send
             transport.route = lambda: (conn.fd, conn.addr, None)
             consumer.update_route()
-            assert consumer.in_core and consumer.tcp is conn
-            assert producer._core[0].connections == (conn,)
+            assert consumer.in_core and consumer.media_stream is conn
+            assert producer._core[0].streams == (conn,)
             assert producer._core[0].table.groups[0].consumers[0].stream == \
                 conn.media_buffer.c
             decoder = FrameDecoder()
