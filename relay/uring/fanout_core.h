@@ -8,8 +8,8 @@
  * consumer; a simulcast VP8 consumer's PictureID and TL0PICIDX), the transport-wide
  * sequence number and its send record, SRTP protect (libsrtp's srtp_protect, the one
  * pylibsrtp carries, given once to fc_set_protect) and the ring's rc_send (or, for an
- * ICE-TCP consumer, the RFC 4571 framing into its connection's buffer). Counters are kept
- * per consumer for Python's stats.
+ * ICE-TCP consumer or a batching pipe's, the RFC 4571 framing into a stream buffer).
+ * Counters are kept per consumer for Python's stats.
  */
 #ifndef RELAY_FANOUT_CORE_H
 #define RELAY_FANOUT_CORE_H

@@ -6,7 +6,8 @@
  * Python writes), the stream's receive bookkeeping (the fields of relay.rtp.rewriter's
  * InputStream, relay.rtp.receive_stats' ReceiveStats fast path and NackGenerator's in-order
  * step, which Python's C-backed objects read and write), the retransmission store copy,
- * and fc_fan_out() to the stream's consumer groups.
+ * and fc_fan_out() to the stream's consumer groups. A batching pipe's datagram of several
+ * packets (relay/transport/pipe_batch.py) is taken frame by frame, each as a datagram.
  *
  * Python keeps every decision and every rare event: rx_next() stops at the first datagram
  * it does not take whole and returns it (RX_RAW: untouched, Python handles it from the
