@@ -261,8 +261,7 @@ class Router(ChannelObject):
                 raise
         return await asyncio.shield(future)
 
-    async def _connect_pipe_pair(self, router: Router,
-                                 options: dict) -> dict[str, PipeTransport]:
+    async def _connect_pipe_pair(self, router: Router, options: dict) -> dict[str, PipeTransport]:
         made = await asyncio.gather(self.create_pipe_transport(**options),
                                     router.create_pipe_transport(**options),
                                     return_exceptions=True)

@@ -3,8 +3,8 @@
 A pipe between workers carries every packet of every piped producer, and each datagram
 costs both workers the kernel's whole datagram path (send, softirq, receive) and a turn of
 each one's loop: ~13 us a piped packet on this project's 2-core test machine, where the
-forwarding it enables costs ~6 us a send (docs/performance.md, "What a pipe datagram
-costs"). Packets the fan-out core sends to a pipe in one loop turn are therefore framed
+forwarding it enables costs ~6 us a send (docs/performance.md, "The harness's display
+thread, and latency at half rate"; what batching saved: "Batched pipe datagrams"). Packets the fan-out core sends to a pipe in one loop turn are therefore framed
 into a `StreamBuffer` (the RFC 4571 framing ICE-TCP uses: a 2-byte length before each
 packet, each SRTP-protected on its own) and sent at the end of the turn, or at once when
 the buffer is half full, cut into datagrams of at most `BATCH_DATAGRAM_BYTES`

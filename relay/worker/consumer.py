@@ -72,8 +72,8 @@ class Consumer:
     __slots__ = (
         "id", "kind", "transport", "producer", "_ctx", "closed", "paused", "producer_paused",
         "rtp_parameters", "ssrc", "stream_index", "extension_table", "rewriter",
-        "keyframe_requests", "core", "in_core", "media_stream", "py_packets_sent", "py_bytes_sent",
-        "py_payload_bytes", "py_dropped", "py_ring_drops",
+        "keyframe_requests", "core", "in_core", "media_stream", "py_packets_sent",
+        "py_bytes_sent", "py_payload_bytes", "py_dropped", "py_ring_drops",
         "fd", "addr", "srtp", "send", "active", "tcc_id", "tcc_history", "vp8",
         # media quality (see relay.worker.retransmission, relay.transport.rtcp_reporter)
         "nack_enabled", "rtx", "key_frame_pending", "retransmitted_packets",
@@ -320,8 +320,9 @@ class Consumer:
 
     def _write_route(self) -> None:
         """The core's copy of where this consumer sends (an ICE-TCP remote, a batching pipe:
-        the transport's `media_stream`, whose buffer the core frames into); whether the core takes it at all (not
-        when switched off, or the remote has no address the ring can send to)."""
+        the transport's `media_stream`, whose buffer the core frames into); whether the core
+        takes it at all (not when switched off, or the remote has no address the ring can
+        send to)."""
         c = self.core
         self.media_stream = getattr(self.transport, "media_stream", None)
         c.stream = (self.media_stream.media_buffer.c if self.media_stream is not None
