@@ -92,9 +92,8 @@ class PipeTransport(Transport):
         self.remote: tuple[str, int] | None = None
         self._remote_match: tuple | None = None  # as recvfrom() returns it (IPv6: 4-tuple)
         self.connected = False
-        # sending batched (connect): consumers' `media_stream` and `media_send`
+        # sending batched (connect): consumers' `media_stream`, and `media_send`
         self.batcher: PipeBatcher | None = None
-        self.media_stream: PipeBatcher | None = None
         self.media_send = ctx.ring.send
         self.batched_datagrams_received = 0
         self.batched_packets_received = 0
@@ -155,10 +154,14 @@ class PipeTransport(Transport):
         self.connected = True
         if remote_batches and self.receives_batches:
             self.batcher = PipeBatcher(self._ctx.ring, self._ctx.loop, self.fd, self.remote)
-            self.media_stream = self.batcher
             self.media_send = self.batcher.media_send
         self._update_routes()
         return {"tuple": self.tuple()}
+
+    @property
+    def media_stream(self) -> PipeBatcher | None:
+        """Where the fan-out core frames its pipe consumers' packets (batching), or None."""
+        return self.batcher
 
     @property
     def rtcp_remote(self) -> tuple[str, int] | None:

@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 # A batched datagram's payload at most: what libwebrtc allows its own RTP packets, so a
 # path that carries a browser's media carries these unfragmented (with tunnels' overhead).
 BATCH_DATAGRAM_BYTES = 1200
-# The packets one loop turn may frame for a pipe: as ICE-TCP's media buffer, sent at once
-# past half (where the core tells: FC_STREAM_QUEUED), so the rest holds a packet more.
-BATCH_BUFFER_BYTES = 64 * 1024
-BATCH_FLUSH_BYTES = BATCH_BUFFER_BYTES // 2
 
 
 def is_batched(first_byte: int) -> bool:
@@ -73,12 +69,10 @@ class PipeBatcher:
 
     def __init__(self, ring: SendRing, loop: Any, fd: int, remote: tuple[str, int]) -> None:
         self._ring = ring
-        self._loop = loop
         self._fd = fd
         self._remote = remote
         self._dst = ring.address(remote)
-        self.media_buffer = StreamBuffer(BATCH_BUFFER_BYTES)
-        self._scheduled = False
+        self.media_buffer = StreamBuffer(send=self._send, loop=loop)
         self.closed = False
         self._batched = ffi.new("unsigned long long *")
         self._dropped = ffi.new("unsigned long long *")
@@ -95,23 +89,17 @@ class PipeBatcher:
         return self._dropped[0]
 
     def media_queued(self) -> None:
-        """The core framed packets into `media_buffer` (the first of this turn, or past half
-        of it): send them at the end of this loop turn, or now if it is filling up."""
-        if len(self.media_buffer) >= BATCH_FLUSH_BYTES:
-            self.flush_media()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush_media)
+        """The core framed packets into `media_buffer`: one send per loop turn."""
+        self.media_buffer.queued()
 
     def flush_media(self) -> None:
-        """Queue what the core framed on the ring, in datagrams, and have the ring submit."""
-        self._scheduled = False
-        buffer = self.media_buffer
-        if not len(buffer):
-            return
+        """Send what the core framed now."""
+        self.media_buffer.send_now()
+
+    def _send(self, buffer: StreamBuffer) -> None:
+        """Queue the framed packets on the ring, in datagrams, and have the ring submit."""
         ring = self._ring.core
         if self.closed or ring == ffi.NULL:
-            buffer.clear()
             return
         self.datagrams_sent += lib.fc_stream_send(ring, buffer.c, self._fd, self._dst,
                                                   BATCH_DATAGRAM_BYTES, self._batched,
@@ -123,8 +111,7 @@ class PipeBatcher:
                    addr: tuple[str, int] | None) -> bool:
         """A packet the Python path sends on the pipe (its fan-out, retransmissions): after
         what the core framed, which keeps the pipe's order."""
-        if len(self.media_buffer):
-            self.flush_media()
+        self.media_buffer.send_now()
         return self._ring.send(fd, data, addr)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ taken in whatever chunks TCP gives (`FrameDecoder`); writes are plain socket wri
 never the zero-copy ring: a TCP buffer is held until the peer ACKs it). The consumers' media
 is framed by the C fan-out core into the connection's `media_buffer` (rewrite, SRTP and the
 length prefix in one C call per inbound packet for all consumers) and written with one send
-per event-loop turn (`media_queued`), or at once past `MEDIA_FLUSH_BYTES`. What the kernel
+per event-loop turn (`media_queued`; at once from half its buffer: `StreamBuffer`). What the kernel
 does not take at once waits in a per-connection buffer bounded by `MAX_PENDING_BYTES`; past
 it, packets are dropped and counted (`sendBufferFull`; a media batch that does not fit is
 dropped whole and counted once, its packets already counted as sent by the consumers), so
@@ -57,10 +57,6 @@ logger = logging.getLogger(__name__)
 # Largest frame we take on ICE-TCP: a full-MTU SRTP packet or DTLS flight fragment fits.
 MAX_TCP_FRAME = 4096
 MAX_PENDING_BYTES = 256 * 1024
-# The core's framed media for one connection, written once per loop turn; past
-# MEDIA_FLUSH_BYTES it is written at once, so MEDIA_BUFFER_BYTES holds a whole packet more.
-MEDIA_BUFFER_BYTES = 64 * 1024
-MEDIA_FLUSH_BYTES = MEDIA_BUFFER_BYTES // 2  # (where the core tells: FC_STREAM_QUEUED)
 TCP_READ_SIZE = 65536
 MAX_TCP_CONNECTIONS = 256  # per listener
 # An ICE-TCP client (the active side, RFC 6544) sends its Binding request as soon as its
@@ -186,7 +182,6 @@ class TcpConnection:
         self._pending = bytearray()
         self._writing = False
         self._media: StreamBuffer | None = None  # made when a consumer first sends here
-        self._media_scheduled = False
         self.dropped: Counter[str] = Counter()
         ctx.loop.add_reader(self.fd, self._on_readable)
 
@@ -237,36 +232,28 @@ class TcpConnection:
     def media_buffer(self) -> StreamBuffer:
         """Where the C fan-out core frames this connection's media (see the module doc)."""
         if self._media is None:
-            self._media = StreamBuffer(MEDIA_BUFFER_BYTES)
+            self._media = StreamBuffer(send=self._write_media, loop=self._ctx.loop)
         return self._media
 
     def media_queued(self) -> None:
-        """The core framed media into `media_buffer` (the first since the last write, or
-        past MEDIA_FLUSH_BYTES): write it at the end of this loop turn (one send for the
-        turn's packets), or now if it is filling up."""
-        media = self._media
-        if media is not None and len(media) >= MEDIA_FLUSH_BYTES:
-            self.flush_media()
-        elif not self._media_scheduled:
-            self._media_scheduled = True
-            self._ctx.loop.call_soon(self.flush_media)
+        """The core framed media into `media_buffer`: one write per loop turn."""
+        if self._media is not None:
+            self._media.queued()
 
     def flush_media(self) -> None:
         """Write what the core framed (before any other frame, which keeps the order)."""
-        self._media_scheduled = False
-        media = self._media
-        if media is None or not len(media):
-            return
+        if self._media is not None:
+            self._media.send_now()
+
+    def _write_media(self, media: StreamBuffer) -> None:
         if not self.closed:
             self._write(media.view())
-        media.clear()
 
     def send(self, data: bytes | bytearray | memoryview) -> bool:
         """Frame `data` and write it (a copy); False if dropped (buffer full or closed)."""
         if self.closed:
             return False
-        if self._media is not None and len(self._media):
-            self.flush_media()  # media the core framed earlier goes first
+        self.flush_media()  # media the core framed earlier goes first
         return self._write(encode_frame(data))
 
     def _write(self, frame: bytes | memoryview) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from typing import Any
 
 from relay.uring._ring import ffi, lib
@@ -132,18 +133,31 @@ class GroupTable:
         self.keep = keep
 
 
+# A stream buffer's size: a loop turn's packets for one owner, sent at once from half of it
+# (where the core says FC_STREAM_QUEUED again), so the other half holds what comes meanwhile.
+STREAM_BUFFER_BYTES = 64 * 1024
+
+
 class StreamBuffer:
-    """RFC 4571 framed packets the core wrote for one ICE-TCP connection, waiting to be
-    written to it in one send per batch (`view()`, then `clear()`)."""
+    """RFC 4571 framed packets the core wrote for one ICE-TCP connection or batching pipe,
+    sent by their owner's `send(buffer)` once per event-loop turn: `queued()` (the owner's
+    `media_queued`, when the core's result says FC_STREAM_QUEUED) schedules the send at the
+    end of the turn, or sends at once when the buffer is half full; `send_now()` sends what
+    is there (before anything the owner sends itself, which keeps the order). After a send
+    the buffer is empty."""
 
-    __slots__ = ("c", "buf", "_ptr")
+    __slots__ = ("c", "buf", "_ptr", "_send", "_loop", "_scheduled")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int = STREAM_BUFFER_BYTES,
+                 send: Callable[[StreamBuffer], object] | None = None, loop: Any = None) -> None:
         self.buf = bytearray(capacity)
         self._ptr = ffi.from_buffer("unsigned char[]", self.buf)
         self.c = ffi.new("struct fc_stream *")
         self.c.buf = self._ptr
         self.c.cap = capacity
+        self._send = send
+        self._loop = loop
+        self._scheduled = False
 
     def __len__(self) -> int:
         return self.c.len
@@ -153,3 +167,18 @@ class StreamBuffer:
 
     def clear(self) -> None:
         self.c.len = 0
+
+    def queued(self) -> None:
+        """The core framed into this buffer (its first packet since the last send, or past
+        half of it): send at the end of this loop turn, or now if it is half full."""
+        if self.c.len >= self.c.cap // 2:
+            self.send_now()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.send_now)
+
+    def send_now(self) -> None:
+        self._scheduled = False
+        if self.c.len:
+            self._send(self)
+            self.c.len = 0

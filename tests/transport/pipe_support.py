@@ -100,6 +100,14 @@ async def collect(endpoint: Endpoint, until, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def collect_all(endpoint: Endpoint, count: int) -> None:
+    """Drain `endpoint` until `count` RTP packets arrived, then once more a moment later (a
+    packet too many would show)."""
+    await collect(endpoint, lambda: len(endpoint.rtp) >= count)
+    await asyncio.sleep(0.1)
+    endpoint.drain()
+
+
 @contextlib.asynccontextmanager
 async def two_workers():
     """Two workers with a router each."""

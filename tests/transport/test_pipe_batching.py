@@ -14,6 +14,7 @@ from pipe_support import (
     OPUS_PT,
     Endpoint,
     collect,
+    collect_all,
     egress,
     ingress,
     opus_parameters,
@@ -132,9 +133,7 @@ async def _bursts(srtp: bool, c_receive: bool) -> None:
                 sender.send(packet, address)
             receiver.drain()
             await asyncio.sleep(0.005)
-        await collect(receiver, lambda: len(receiver.rtp) >= len(packets))
-        await asyncio.sleep(0.1)
-        receiver.drain()
+        await collect_all(receiver, len(packets))
         assert [p[12:] for p in receiver.rtp] == [p[12:] for p in packets]
         assert seqs(receiver.rtp) == [(seqs(receiver.rtp)[0] + i) & 0xFFFF
                                       for i in range(len(packets))]
@@ -260,9 +259,7 @@ async def _malformed() -> None:
         far.send(b"".join(map(frame, last)), to)  # still working
         delivered.append(last)
         want = [p for group in delivered for p in group]
-        await collect(receiver, lambda: len(receiver.rtp) >= len(want))
-        await asyncio.sleep(0.1)
-        receiver.drain()
+        await collect_all(receiver, len(want))
         assert [p[12:] for p in receiver.rtp] == [p[12:] for p in want]
         stats = (await pipe.get_stats())[0]
         assert stats["dropped"] == {"malformed": 3, "tooShort": 1, "notFromRemote": 1}, stats
@@ -314,9 +311,7 @@ async def _junk() -> None:
                 junk += 1
             receiver.drain()
             await asyncio.sleep(0.002)
-        await collect(receiver, lambda: len(receiver.rtp) >= len(legit))
-        await asyncio.sleep(0.1)
-        receiver.drain()
+        await collect_all(receiver, len(legit))
         assert [p[12:] for p in receiver.rtp] == [p[12:] for p in legit]
         stats = (await pipe.get_stats())[0]
         assert stats["batching"]["datagramsReceived"] == junk + len(legit) // 3, stats

@@ -3,12 +3,10 @@ two-worker figures depend on), with and without SRTP, and delivers every one of 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from pipe_support import (
     OPUS_PT,
-    collect,
+    collect_all,
     egress,
     ingress,
     opus_parameters,
@@ -39,9 +37,7 @@ async def _far_side(srtp: bool) -> None:
         packets = [rtp(1000 + i, i * 960, 11111111, OPUS_PT, bytes([i & 0xFF]) * 160)
                    for i in range(PACKETS)]
         await send_paced(sender, address, packets, (receiver,))
-        await collect(receiver, lambda: len(receiver.rtp) >= PACKETS)
-        await asyncio.sleep(0.1)
-        receiver.drain()
+        await collect_all(receiver, PACKETS)
         assert [p[12:] for p in receiver.rtp] == [p[12:] for p in packets]
         stats = (await pipe_b.get_stats())[0]
         assert stats["rtpPacketsReceived"] == PACKETS

@@ -14,7 +14,7 @@ from pipe_support import (
     VP8_KEY,
     VP8_PT,
     Endpoint,
-    collect,
+    collect_all,
     egress,
     ingress,
     opus_parameters,
@@ -63,9 +63,7 @@ async def _audio_and_simulcast(srtp: bool) -> None:
         packets = [rtp(1000 + i, i * 960, 11111111, OPUS_PT, bytes([i & 0xFF]) * 160)
                    for i in range(AUDIO_PACKETS)]
         await send_paced(audio_sender, audio_address, packets, (audio_receiver,))
-        await collect(audio_receiver, lambda: len(audio_receiver.rtp) >= AUDIO_PACKETS)
-        await asyncio.sleep(0.1)
-        audio_receiver.drain()
+        await collect_all(audio_receiver, AUDIO_PACKETS)
         assert len(audio_receiver.rtp) == AUDIO_PACKETS
         assert [p[12:] for p in audio_receiver.rtp] == [p[12:] for p in packets]
         seqs = _seqs(audio_receiver.rtp)
@@ -87,9 +85,7 @@ async def _audio_and_simulcast(srtp: bool) -> None:
             for frame in range(FRAMES) for ssrc in SIMULCAST_SSRCS]
         await send_paced(video_sender, video_address, video_packets, (video_receiver,),
                          interval=0.0005)
-        await collect(video_receiver, lambda: len(video_receiver.rtp) >= FRAMES)
-        await asyncio.sleep(0.1)
-        video_receiver.drain()
+        await collect_all(video_receiver, FRAMES)
         stats_b = await piped_video.pipe_producer.get_stats()
         assert [s["ssrc"] for s in stats_b] == pipe_ssrcs
         assert [s["packetsReceived"] for s in stats_b] == [FRAMES] * 3
